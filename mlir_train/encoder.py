@@ -1,0 +1,189 @@
+"""A Flax dual encoder for the BERT family used by multilingual retrievers.
+
+One module covers BERT, multilingual-e5 (BERT with 250k XLM-R pieces), XLM-RoBERTa
+(positions offset by the padding id) and LaBSE (CLS pooling). Parameter names
+mirror Hugging Face's `BertModel` / `XLMRobertaModel` state dicts so that import
+and export are a mechanical rename plus a transpose of dense kernels
+(see `mlir_train.hf_io`).
+
+Parameters are kept in float32; `dtype` sets the compute dtype (float32 or
+bfloat16). Sharding is applied from outside (`mlir_train.partitioning`) on the
+parameter pytree, so the module itself stays plain.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderConfig:
+  """Architecture of a BERT-family encoder (Hugging Face config.json fields)."""
+  vocab_size: int = 250037
+  hidden_size: int = 384
+  num_hidden_layers: int = 12
+  num_attention_heads: int = 12
+  intermediate_size: int = 1536
+  max_position_embeddings: int = 512
+  type_vocab_size: int = 2
+  layer_norm_eps: float = 1e-12
+  hidden_act: str = "gelu"
+  pad_token_id: int = 1
+  # "bert": positions 0..L-1.  "roberta": pad_token_id + 1 + i for real tokens.
+  position_style: str = "bert"
+  # "mean" (E5) or "cls" (LaBSE).
+  pooling: str = "mean"
+  # Hugging Face model_type to write back on export ("bert" or "xlm-roberta").
+  model_type: str = "bert"
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "EncoderConfig":
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def tiny_config(**overrides) -> EncoderConfig:
+  """A small random-weight config for tests (fast to compile and run)."""
+  base = dict(vocab_size=256, hidden_size=32, num_hidden_layers=2,
+              num_attention_heads=4, intermediate_size=64,
+              max_position_embeddings=128)
+  base.update(overrides)
+  return EncoderConfig(**base)
+
+
+def _act(name: str):
+  if name in ("gelu", "gelu_python"):
+    return lambda x: nn.gelu(x, approximate=False)
+  if name in ("gelu_new", "gelu_pytorch_tanh"):
+    return lambda x: nn.gelu(x, approximate=True)
+  if name == "relu":
+    return nn.relu
+  raise ValueError(f"unsupported hidden_act {name!r}")
+
+
+def position_ids(attention_mask: jax.Array, config: EncoderConfig) -> jax.Array:
+  """Position ids as Hugging Face computes them for right-padded input."""
+  batch, length = attention_mask.shape
+  if config.position_style == "roberta":
+    mask = attention_mask.astype(jnp.int32)
+    return jnp.cumsum(mask, axis=1) * mask + config.pad_token_id
+  return jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+
+
+class Embeddings(nn.Module):
+  config: EncoderConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, input_ids, attention_mask, token_type_ids):
+    c = self.config
+    init = nn.initializers.normal(0.02)
+    word = nn.Embed(c.vocab_size, c.hidden_size, embedding_init=init,
+                    name="word_embeddings")(input_ids)
+    pos = nn.Embed(c.max_position_embeddings, c.hidden_size,
+                   embedding_init=init, name="position_embeddings")(
+                       position_ids(attention_mask, c))
+    typ = nn.Embed(c.type_vocab_size, c.hidden_size, embedding_init=init,
+                   name="token_type_embeddings")(token_type_ids)
+    x = (word + pos + typ).astype(self.dtype)  # [batch, length, hidden]
+    return nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=self.dtype,
+                        name="LayerNorm")(x)
+
+
+class SelfAttention(nn.Module):
+  config: EncoderConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, attention_mask):
+    c = self.config
+    heads, head_dim = c.num_attention_heads, c.hidden_size // c.num_attention_heads
+    dense = lambda name: nn.Dense(c.hidden_size, dtype=self.dtype, name=name)
+    split = lambda t: t.reshape(t.shape[:2] + (heads, head_dim))
+    q, k, v = (split(dense(n)(x)) for n in ("query", "key", "value"))
+    # [batch, heads, q_len, k_len], in float32 for a stable softmax.
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+    scores = scores / jnp.sqrt(jnp.float32(head_dim))
+    big_negative = jnp.finfo(jnp.float32).min
+    scores = jnp.where(attention_mask[:, None, None, :] > 0, scores, big_negative)
+    probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
+    out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+    return out.reshape(out.shape[:2] + (c.hidden_size,))
+
+
+class Layer(nn.Module):
+  """One post-LayerNorm transformer block, named like Hugging Face's BertLayer."""
+  config: EncoderConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, attention_mask):
+    c = self.config
+    ln = lambda name: nn.LayerNorm(epsilon=c.layer_norm_eps, dtype=self.dtype, name=name)
+    # attention/self, attention/output/{dense,LayerNorm}
+    attn = SelfAttention(c, self.dtype, name="attention_self")(x, attention_mask)
+    attn = nn.Dense(c.hidden_size, dtype=self.dtype, name="attention_output_dense")(attn)
+    x = ln("attention_output_LayerNorm")(attn + x)
+    # intermediate/dense, output/{dense,LayerNorm}
+    h = _act(c.hidden_act)(
+        nn.Dense(c.intermediate_size, dtype=self.dtype, name="intermediate_dense")(x))
+    h = nn.Dense(c.hidden_size, dtype=self.dtype, name="output_dense")(h)
+    return ln("output_LayerNorm")(h + x)
+
+
+def pool(hidden: jax.Array, attention_mask: jax.Array, pooling: str) -> jax.Array:
+  """Mean over real tokens or the first token; returns [batch, hidden] float32."""
+  hidden = hidden.astype(jnp.float32)
+  if pooling == "cls":
+    return hidden[:, 0]
+  if pooling == "mean":
+    mask = attention_mask.astype(jnp.float32)[..., None]  # [batch, length, 1]
+    return (hidden * mask).sum(1) / jnp.maximum(mask.sum(1), 1.0)
+  raise ValueError(f"unknown pooling {pooling!r} (expected 'mean' or 'cls')")
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+class Encoder(nn.Module):
+  """Token ids -> L2-normalised sentence embeddings.
+
+  `__call__` returns [batch, hidden] float32 unit vectors; `hidden_states`
+  returns the last layer's token states [batch, length, hidden].
+  """
+  config: EncoderConfig
+  dtype: Any = jnp.float32
+  # Rematerialise each layer in the backward pass (saves activation memory).
+  remat: bool = False
+
+  def setup(self):
+    self.embeddings = Embeddings(self.config, self.dtype)
+    layer_cls = nn.remat(Layer) if self.remat else Layer
+    self.layers = [layer_cls(self.config, self.dtype, name=f"layer_{i}")
+                   for i in range(self.config.num_hidden_layers)]
+
+  def hidden_states(self, input_ids, attention_mask, token_type_ids=None):
+    if token_type_ids is None:
+      token_type_ids = jnp.zeros_like(input_ids)
+    x = self.embeddings(input_ids, attention_mask, token_type_ids)
+    for layer in self.layers:
+      x = layer(x, attention_mask)
+    return x  # [batch, length, hidden]
+
+  def __call__(self, input_ids, attention_mask, token_type_ids=None):
+    x = self.hidden_states(input_ids, attention_mask, token_type_ids)
+    return l2_normalize(pool(x, attention_mask, self.config.pooling))
+
+
+def init_params(config: EncoderConfig, seed: int = 0) -> dict:
+  """Random float32 parameters (for tests and from-scratch runs)."""
+  ids = jnp.ones((1, 8), jnp.int32)
+  return Encoder(config).init(jax.random.PRNGKey(seed), ids, jnp.ones_like(ids))["params"]
