@@ -1,0 +1,400 @@
+"""Aggregate a hybrid-batch study (many runs x seeds) into numbers, tests and a report.
+
+Input is the list of runs written by `mlir_train.replicate`: each run has
+`sampling` (mono, cross, hybrid, mixed, or none for the starting model),
+`alpha`, `seed` and `metrics[benchmark]` in the `eval.run` JSON shape, plus
+optional per-query values (`per_query[benchmark][setting][language]`, one number
+per query in a fixed query order) used for the across-query tests.
+
+`summarize(...)` computes every number the report shows (means, 95% intervals,
+deltas, worst language, spread, seen/unseen means, p-values) and stores them in
+the results dict; `render_markdown(results)` only formats those numbers, so the
+report never holds a number that results.json does not.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+import numpy as np
+from scipy import stats
+
+STRATEGY_NAMES = {"none": "start (zero-shot)", "mono": "X-X-mono", "cross": "X-Y",
+                  "hybrid": "Hybrid", "mixed": "Mixed"}
+# bn, fi, id, ko, sw, te are unseen by every fold (DESIGN.md section 2).
+ALWAYS_UNSEEN = ("bn", "fi", "id", "ko", "sw", "te")
+
+# DESIGN.md section 1: the paper's headline mAP numbers (macro over languages).
+PAPER_NUMBERS = [
+    # model, sampling, xq mono, cross, multi, mlqa mono, cross, multi, bias xq, bias mlqa
+    ("XLM-R", "X-X-mono", .792, .674, .547, .648, .584, .473, 410.2, 287.5),
+    ("XLM-R", "X-Y", .755, .700, .593, .626, .620, .508, 295.4, 226.7),
+    ("XLM-R", "Hybrid", .798, .705, .593, .648, .623, .512, 286.6, 227.1),
+    ("LaBSE", "X-X-mono", .808, .752, .652, .681, .656, .550, 261.5, 225.3),
+    ("LaBSE", "X-Y", .801, .762, .679, .671, .677, .576, 225.2, 198.3),
+    ("LaBSE", "Hybrid", .817, .767, .682, .686, .681, .579, 221.1, 195.0),
+]
+
+# The paper-style columns: (label, setting, metric). None setting = language bias.
+LAREQA_COLUMNS = [
+    ("mono mAP", "mono", "map"), ("cross mAP", "cross", "map"),
+    ("multi mAP", "multi", "map"), ("mono R@1", "mono", "r@1"),
+    ("cross R@1", "cross", "r@1"), ("multi R@10", "multi", "r@10"),
+    ("bias", None, "language_bias"),
+]
+TYDI_METRIC = "map"  # per-language TyDi scores use mAP, like the paper's tables
+
+
+def strategy_key(run: dict) -> str:
+  """'hybrid@0.5', 'mono', 'none', ... (alpha only where it matters)."""
+  if run["sampling"] == "hybrid":
+    return f"hybrid@{run['alpha']:g}"
+  return run["sampling"]
+
+
+def strategy_label(key: str) -> str:
+  if key.startswith("hybrid@"):
+    return f"Hybrid (alpha={key.split('@')[1]})"
+  return STRATEGY_NAMES.get(key, key)
+
+
+def mean_interval(values: Iterable[float]) -> dict[str, Any]:
+  """Mean and the half-width of a 95% t-interval (None with one value)."""
+  v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+  if v.size == 0:
+    return {"mean": None, "ci95": None, "n": 0}
+  half = None
+  if v.size > 1:
+    half = float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
+  return {"mean": float(v.mean()), "ci95": half, "n": int(v.size)}
+
+
+def paired_seed_test(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
+  """Paired t-test over seeds both strategies ran (a - b)."""
+  seeds = sorted(set(a) & set(b))
+  if len(seeds) < 2:
+    return {"n": len(seeds), "mean_diff": None, "p_value": None}
+  x = np.array([a[s] for s in seeds]) - np.array([b[s] for s in seeds])
+  if np.allclose(x, x[0]):
+    p = 0.0 if x[0] != 0 else 1.0
+  else:
+    p = float(stats.ttest_1samp(x, 0.0).pvalue)
+  return {"n": len(seeds), "mean_diff": float(x.mean()), "p_value": p}
+
+
+def paired_query_test(a: np.ndarray, b: np.ndarray, seed: int = 0,
+                      resamples: int = 10000) -> dict[str, Any]:
+  """Two-sided paired sign-flip permutation test on per-query values (a - b)."""
+  d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+  if d.size == 0:
+    return {"n": 0, "mean_diff": None, "p_value": None}
+  observed = abs(d.mean())
+  rng = np.random.default_rng(seed)
+  signs = rng.choice([-1.0, 1.0], size=(resamples, d.size))
+  null = np.abs((signs * d).mean(axis=1))
+  p = float((1 + np.sum(null >= observed - 1e-15)) / (resamples + 1))
+  return {"n": int(d.size), "mean_diff": float(d.mean()), "p_value": p}
+
+
+def _lareqa_value(metrics: dict, setting: str | None, metric: str) -> float | None:
+  if setting is None:
+    return (metrics.get("language_bias") or {}).get("macro")
+  return metrics["settings"].get(setting, {}).get("macro", {}).get(metric)
+
+
+def summarize(runs: list[dict], *, lareqa_benchmark: str, train_languages: list[str],
+              tydi_benchmark: str = "tydiqa_goldp") -> dict[str, Any]:
+  """Every number the report shows, computed from the runs."""
+  by_strategy: dict[str, list[dict]] = {}
+  for run in runs:
+    by_strategy.setdefault(strategy_key(run), []).append(run)
+  order = sorted(by_strategy, key=lambda k: (k != "none", k))
+  summary: dict[str, Any] = {"strategies": order,
+                             "labels": {k: strategy_label(k) for k in order}}
+
+  # Paper-style LAReQA table: mean and 95% interval over seeds.
+  table = {}
+  for key in order:
+    row = {}
+    for label, setting, metric in LAREQA_COLUMNS:
+      values = [_lareqa_value(r["metrics"][lareqa_benchmark], setting, metric)
+                for r in by_strategy[key] if lareqa_benchmark in r["metrics"]]
+      row[label] = mean_interval(values)
+    table[key] = row
+  summary["lareqa"] = {"benchmark": lareqa_benchmark, "table": table}
+
+  # TyDi robustness: per language, deltas, worst language, spread, seen/unseen.
+  tydi_runs = {k: [r for r in v if tydi_benchmark in r["metrics"]] for k, v in by_strategy.items()}
+  languages = []
+  for v in tydi_runs.values():
+    for r in v:
+      languages = list(r["metrics"][tydi_benchmark]["settings"]["mono"]["per_language"])
+      break
+    if languages:
+      break
+  seen = [l for l in languages if l in train_languages]
+  unseen = [l for l in languages if l not in train_languages]
+
+  def per_language(run):  # {lang: mono mAP}
+    return {l: run["metrics"][tydi_benchmark]["settings"]["mono"]["per_language"][l][TYDI_METRIC]
+            for l in languages}
+
+  start = [per_language(r) for r in tydi_runs.get("none", [])]
+  start_scores = {l: float(np.mean([s[l] for s in start])) for l in languages} if start else None
+  tydi: dict[str, Any] = {"metric": f"mono {TYDI_METRIC}", "languages": languages,
+                          "seen": seen, "unseen": unseen, "per_strategy": {}}
+  for key in order:
+    rows = [per_language(r) for r in tydi_runs.get(key, [])]
+    if not rows:
+      continue
+    entry: dict[str, Any] = {"per_language": {l: mean_interval(x[l] for x in rows) for l in languages}}
+    if start_scores is not None:
+      entry["delta_vs_start"] = {l: mean_interval(x[l] - start_scores[l] for x in rows)
+                                 for l in languages}
+    worst = [min(languages, key=lambda l: x[l]) for x in rows]
+    entry["worst_language"] = max(set(worst), key=worst.count)
+    entry["worst_score"] = mean_interval(min(x.values()) for x in rows)
+    entry["spread_max_minus_min"] = mean_interval(max(x.values()) - min(x.values()) for x in rows)
+    entry["spread_std"] = mean_interval(float(np.std(list(x.values()))) for x in rows)
+    entry["macro"] = mean_interval(float(np.mean(list(x.values()))) for x in rows)
+    entry["seen_mean"] = mean_interval(float(np.mean([x[l] for l in seen])) for x in rows) if seen else None
+    entry["unseen_mean"] = mean_interval(float(np.mean([x[l] for l in unseen])) for x in rows) if unseen else None
+    multi = [r["metrics"][tydi_benchmark]["settings"].get("multi", {}).get("macro", {}) for r in tydi_runs[key]]
+    entry["multi_map"] = mean_interval(m.get("map") for m in multi)
+    entry["multi_top10_same_language"] = mean_interval(m.get("top10_same_language") for m in multi)
+    tydi["per_strategy"][key] = entry
+  summary["tydi"] = tydi
+
+  # Hybrid vs each baseline: paired over seeds and over queries.
+  summary["significance"] = _significance(by_strategy, order, lareqa_benchmark, tydi_benchmark)
+  return summary
+
+
+def _per_seed(runs, fn):
+  return {r["seed"]: fn(r) for r in runs if r.get("seed") is not None}
+
+
+def _significance(by_strategy, order, lareqa_benchmark, tydi_benchmark):
+  hybrids = [k for k in order if k.startswith("hybrid@")]
+  if not hybrids:
+    return []
+  hybrid = "hybrid@0.5" if "hybrid@0.5" in hybrids else hybrids[0]
+  targets = [
+      (tydi_benchmark, "mono", "TyDi mono mAP (macro)"),
+      (tydi_benchmark, "multi", "TyDi multi mAP"),
+      (lareqa_benchmark, "multi", f"{lareqa_benchmark} multi mAP"),
+      (lareqa_benchmark, "cross", f"{lareqa_benchmark} cross mAP"),
+  ]
+  out = []
+  for baseline in order:
+    if baseline in (hybrid,) or baseline.startswith("hybrid@"):
+      continue
+    for benchmark, setting, label in targets:
+      def value(r):
+        m = r["metrics"].get(benchmark)
+        return None if m is None else m["settings"].get(setting, {}).get("macro", {}).get("map")
+      a = {s: v for s, v in _per_seed(by_strategy[hybrid], value).items() if v is not None}
+      if baseline == "none":  # the starting model has one deterministic result
+        start_values = [value(r) for r in by_strategy["none"] if value(r) is not None]
+        b = {s: start_values[0] for s in a} if start_values else {}
+      else:
+        b = {s: v for s, v in _per_seed(by_strategy[baseline], value).items() if v is not None}
+      seed_test = paired_seed_test(a, b)
+      query_test = _query_test(by_strategy[hybrid], by_strategy[baseline], benchmark, setting)
+      out.append({"hybrid": hybrid, "baseline": baseline, "target": label,
+                  "across_seeds": seed_test, "across_queries": query_test})
+  return out
+
+
+def _mean_per_query(runs, benchmark, setting):
+  """Per-query AP averaged over seeds, concatenated over languages in a fixed order."""
+  arrays = []
+  for r in runs:
+    pq = (r.get("per_query") or {}).get(benchmark, {}).get(setting)
+    if not pq:
+      return None
+    arrays.append(np.concatenate([np.asarray(pq[l], np.float64) for l in sorted(pq)]))
+  if not arrays or len({a.size for a in arrays}) != 1:
+    return None
+  return np.mean(arrays, axis=0)
+
+
+def _query_test(runs_a, runs_b, benchmark, setting):
+  a = _mean_per_query(runs_a, benchmark, setting)
+  b = _mean_per_query(runs_b, benchmark, setting)
+  if a is None or b is None or a.size != b.size:
+    return {"n": 0, "mean_diff": None, "p_value": None}
+  return paired_query_test(a, b)
+
+
+# ----------------------------------------------------------------------------
+# Markdown
+
+
+def fmt(cell: dict | float | None, digits: int = 3) -> str:
+  """'0.712 ± 0.004' from a mean_interval dict; '–' when missing."""
+  if cell is None:
+    return "–"
+  if isinstance(cell, dict):
+    if cell.get("mean") is None:
+      return "–"
+    text = f"{cell['mean']:.{digits}f}"
+    if cell.get("ci95") is not None:
+      text += f" ± {cell['ci95']:.{digits}f}"
+    return text
+  return f"{cell:.{digits}f}"
+
+
+def fmt_p(p: float | None) -> str:
+  return "–" if p is None else f"{p:.4f}"
+
+
+def render_markdown(results: dict) -> str:
+  """The study report; every number is read from `results` (results.json)."""
+  s = results["summary"]
+  bench = s["lareqa"]["benchmark"]
+  lines = [f"# Hybrid-batch study: preset `{results['preset']}`, fold {results['fold']}", ""]
+  if results.get("note"):
+    lines += [f"> {results['note']}", ""]
+  lines += [
+      f"- model: `{results['model']}`; training languages: {', '.join(results['train_languages'])}",
+      f"- seeds: {results['seeds']}; steps per run: {results['train_overrides'].get('total_steps')}; "
+      f"batch size: {results['train_overrides'].get('batch_size')}",
+      f"- evaluated: {bench} ({', '.join(results['eval_languages'][bench])}), "
+      f"tydiqa_goldp ({', '.join(results['eval_languages']['tydiqa_goldp'])})",
+      f"- machine: {results.get('machine', '?')}; wall time: {results.get('wall_time_s', 0) / 60:.1f} min",
+      f"- command: `{results.get('command', '')}`",
+      "",
+      f"## {bench}: paper-style table (mean ± 95% interval over seeds)",
+      "",
+      "| strategy | seeds | " + " | ".join(c[0] for c in LAREQA_COLUMNS) + " |",
+      "|---|---|" + "---|" * len(LAREQA_COLUMNS),
+  ]
+  for key in s["strategies"]:
+    row = s["lareqa"]["table"][key]
+    n = max(c["n"] for c in row.values())
+    lines.append(f"| {s['labels'][key]} | {n} | " + " | ".join(
+        fmt(row[c[0]], 1 if c[2] == "language_bias" else 3) for c in LAREQA_COLUMNS) + " |")
+  col = {"xquad_r": (2, 3, 4, 8), "mlqa_r": (5, 6, 7, 9)}.get(bench)
+  if col:
+    lines += ["", f"The paper's numbers on {bench} (fine-tuned XLM-R / LaBSE on in-house "
+              "translations; compare direction, not level):", "",
+              "| model | strategy | mono mAP | cross mAP | multi mAP | bias |", "|---|---|---|---|---|---|"]
+    for p in PAPER_NUMBERS:
+      lines.append(f"| {p[0]} | {p[1]} | {p[col[0]]:.3f} | {p[col[1]]:.3f} | {p[col[2]]:.3f} | {p[col[3]]:.1f} |")
+
+  t = s["tydi"]
+  langs = t["languages"]
+  lines += ["", "## TyDi QA GoldP: robustness across languages", "",
+            f"Per-language {t['metric']} (mean ± 95% interval over seeds). Seen in training: "
+            f"{', '.join(t['seen']) or 'none'}; unseen: {', '.join(t['unseen'])}.", "",
+            "| strategy | " + " | ".join(langs) + " | macro | worst (lang) | spread max-min | std | seen | unseen |",
+            "|---|" + "---|" * (len(langs) + 6)]
+  for key in s["strategies"]:
+    e = t["per_strategy"].get(key)
+    if not e:
+      continue
+    lines.append(f"| {s['labels'][key]} | " + " | ".join(fmt(e["per_language"][l]) for l in langs)
+                 + f" | {fmt(e['macro'])} | {fmt(e['worst_score'])} ({e['worst_language']}) | "
+                 f"{fmt(e['spread_max_minus_min'])} | {fmt(e['spread_std'])} | "
+                 f"{fmt(e['seen_mean'])} | {fmt(e['unseen_mean'])} |")
+  if any("delta_vs_start" in e for e in t["per_strategy"].values()):
+    lines += ["", "Change against the starting model (positive = better):", "",
+              "| strategy | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]
+    for key in s["strategies"]:
+      e = t["per_strategy"].get(key)
+      if key == "none" or not e or "delta_vs_start" not in e:
+        continue
+      lines.append(f"| {s['labels'][key]} | " + " | ".join(
+          fmt(e["delta_vs_start"][l]).replace("0.", ".") for l in langs) + " |")
+  lines += ["", "Pooled (multilingual) TyDi corpus:", "",
+            "| strategy | multi mAP | share of top-10 in query language |", "|---|---|---|"]
+  for key in s["strategies"]:
+    e = t["per_strategy"].get(key)
+    if e:
+      lines.append(f"| {s['labels'][key]} | {fmt(e['multi_map'])} | {fmt(e['multi_top10_same_language'])} |")
+
+  if s["significance"]:
+    lines += ["", "## Hybrid against each baseline (paired tests)", "",
+              "Across seeds: paired t-test on the macro score per seed. Across queries: paired "
+              "sign-flip permutation test on per-query AP averaged over seeds.", "",
+              "| hybrid | baseline | target | seeds | diff (seeds) | p (seeds) | queries | diff (queries) | p (queries) |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for row in s["significance"]:
+      a, q = row["across_seeds"], row["across_queries"]
+      lines.append(f"| {strategy_label(row['hybrid'])} | {strategy_label(row['baseline'])} | {row['target']} | "
+                   f"{a['n']} | {fmt(a['mean_diff'], 4)} | {fmt_p(a['p_value'])} | "
+                   f"{q['n']} | {fmt(q['mean_diff'], 4)} | {fmt_p(q['p_value'])} |")
+  if results.get("plots"):
+    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in results["plots"]]
+  return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------
+# Plots
+
+
+def write_plots(results: dict, out_dir) -> list[str]:
+  """Per-language TyDi bars per strategy, language bias per strategy, mAP vs alpha."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import pathlib
+  out_dir = pathlib.Path(out_dir)
+  s, written = results["summary"], []
+
+  t = s["tydi"]
+  keys = [k for k in s["strategies"] if k in t["per_strategy"]]
+  if keys and t["languages"]:
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(t["languages"])), 3.5))
+    width = 0.8 / len(keys)
+    x = np.arange(len(t["languages"]))
+    for i, key in enumerate(keys):
+      cells = [t["per_strategy"][key]["per_language"][l] for l in t["languages"]]
+      ax.bar(x + i * width, [c["mean"] for c in cells], width, label=s["labels"][key],
+             yerr=[c["ci95"] or 0 for c in cells])
+    ax.set_xticks(x + 0.4 - width / 2, t["languages"])
+    ax.set_ylabel(t["metric"])
+    ax.set_title("TyDi QA GoldP per language")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "tydi_per_language.png", dpi=120)
+    plt.close(fig)
+    written.append("tydi_per_language.png")
+
+  table = s["lareqa"]["table"]
+  bias = [(s["labels"][k], table[k]["bias"]) for k in s["strategies"] if table[k]["bias"]["mean"] is not None]
+  if bias:
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar([b[0] for b in bias], [b[1]["mean"] for b in bias], yerr=[b[1]["ci95"] or 0 for b in bias])
+    ax.set_ylabel("language bias (lower is better)")
+    ax.set_title(f"{s['lareqa']['benchmark']} language bias")
+    ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "language_bias.png", dpi=120)
+    plt.close(fig)
+    written.append("language_bias.png")
+
+  # mAP vs alpha: alpha=1 is X-X-mono, alpha=0 is X-Y, between are hybrids.
+  points = []
+  for key in s["strategies"]:
+    alpha = {"mono": 1.0, "cross": 0.0}.get(key)
+    if key.startswith("hybrid@"):
+      alpha = float(key.split("@")[1])
+    if alpha is not None:
+      points.append((alpha, key))
+  if len({a for a, _ in points}) >= 3:
+    points.sort()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for setting in ("mono mAP", "cross mAP", "multi mAP"):
+      cells = [table[k][setting] for _, k in points]
+      ax.errorbar([a for a, _ in points], [c["mean"] for c in cells],
+                  yerr=[c["ci95"] or 0 for c in cells], marker="o", label=setting)
+    ax.set_xlabel("alpha (share of X-X-mono batches)")
+    ax.set_ylabel("mAP")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out_dir / "map_vs_alpha.png", dpi=120)
+    plt.close(fig)
+    written.append("map_vs_alpha.png")
+  return written

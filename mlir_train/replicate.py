@@ -1,0 +1,267 @@
+"""The hybrid-batch study in one command.
+
+    python -m mlir_train.replicate --preset smoke --fold A --out runs/smoke
+
+Trains the default model with each sampling strategy (X-X-mono, X-Y, hybrid at
+alpha 0.5; `full` adds an alpha sweep and the "mixed" baseline) over several
+seeds, evaluates every trained model and the untrained starting model on the
+fold's LAReQA benchmark and on TyDi QA GoldP, and writes into --out:
+
+  results.json   every number of every run and seed, plus the summary the report shows
+  report.md      paper-style table, TyDi robustness section, paired tests
+  *.png          per-language TyDi bars, language bias, mAP vs alpha (full)
+  runs/<id>/     each run's training workdir and evaluation JSON
+
+Re-running the same command resumes: finished trainings and evaluations are
+read back, an interrupted training resumes from its last checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import platform
+import shlex
+import sys
+import time
+from typing import Any
+
+from eval import study
+
+FOLD_BENCHMARK = {"A": "xquad_r", "B": "mlqa_r"}
+FOLD_TRAIN_LANGUAGES = {
+    "A": ["ar", "de", "en", "es", "hi", "vi", "zh"],          # MLQA-R
+    "B": ["ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"],  # XQuAD-R
+}
+TYDI_LANGUAGES = ["ar", "bn", "en", "fi", "id", "ko", "ru", "sw", "te"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+  """How big a study is: which strategies, how many seeds, how long each run."""
+  name: str
+  strategies: tuple[tuple[str, float], ...]   # (sampling, alpha)
+  seeds: tuple[int, ...]
+  train_overrides: dict[str, Any]             # applied on top of configs/default.py
+  train_languages: dict[str, list[str]] | None  # per fold; None = all of the fold's
+  eval_languages: dict[str, list[str]] | None   # per benchmark; None = all
+  eval_max_length: int
+  eval_batch_size: int
+  note: str = ""
+
+
+BASE_STRATEGIES = (("mono", 1.0), ("cross", 0.0), ("hybrid", 0.5))
+
+PRESETS = {
+    # A real but tiny run: a few steps, three training languages, a language subset
+    # in evaluation. Checks the whole path on a 2-core CPU in under 15 minutes.
+    "smoke": Preset(
+        name="smoke", strategies=BASE_STRATEGIES, seeds=(0,),
+        train_overrides=dict(total_steps=10, warmup_steps=2, batch_size=8,
+                             max_query_len=32, max_passage_len=48,
+                             checkpoint_every_steps=5, log_every_steps=1),
+        train_languages={"A": ["de", "en", "es"], "B": ["de", "en", "es"]},
+        eval_languages={"xquad_r": ["de", "en", "es"], "mlqa_r": ["de", "en", "es"],
+                        "tydiqa_goldp": ["en", "sw", "te"]},
+        eval_max_length=64, eval_batch_size=64,
+        note=("SMOKE RUN: 10 steps of batch 8 on three training languages, evaluated on a "
+              "language subset with passages cut to 64 tokens. It checks the pipeline; its "
+              "numbers say nothing about the method.")),
+    # Three seeds of the three strategies, all evaluation languages; about two hours
+    # on a 2-core CPU, minutes on a GPU.
+    "quick": Preset(
+        name="quick", strategies=BASE_STRATEGIES, seeds=(0, 1, 2),
+        train_overrides=dict(total_steps=150, warmup_steps=15, batch_size=32,
+                             max_query_len=32, max_passage_len=64,
+                             checkpoint_every_steps=50, log_every_steps=10),
+        train_languages=None, eval_languages=None,
+        eval_max_length=128, eval_batch_size=64,
+        note=("QUICK RUN: 150 steps of batch 32 per run (about 4,800 pairs, under one epoch "
+              "of fold A's pairs), 3 seeds; evaluation on all languages with texts cut to "
+              "128 tokens.")),
+    # The paper-sized study for one modern GPU: alpha sweep, the mixed baseline, 5 seeds.
+    "full": Preset(
+        name="full",
+        strategies=BASE_STRATEGIES + (("hybrid", 0.25), ("hybrid", 0.75), ("mixed", 0.0)),
+        seeds=(0, 1, 2, 3, 4),
+        train_overrides=dict(total_steps=2000, warmup_steps=200, batch_size=100,
+                             max_query_len=64, max_passage_len=128,
+                             checkpoint_every_steps=500, log_every_steps=50),
+        train_languages=None, eval_languages=None,
+        eval_max_length=512, eval_batch_size=128,
+        note="FULL RUN: 2,000 steps of batch 100 per run (the paper's batch size), 5 seeds."),
+}
+
+
+def run_id(sampling: str, alpha: float, seed: int) -> str:
+  return f"{sampling}-a{alpha:g}-s{seed}" if sampling == "hybrid" else f"{sampling}-s{seed}"
+
+
+def _write_json(path: pathlib.Path, obj) -> None:
+  """Write atomically so an interrupted run never leaves half a file behind."""
+  tmp = path.with_suffix(path.suffix + ".tmp")
+  tmp.write_text(json.dumps(obj, indent=1, sort_keys=False))
+  os.replace(tmp, path)
+
+
+def _machine() -> str:
+  import jax
+  dev = jax.devices()[0]
+  return f"{platform.node() or 'host'}: {os.cpu_count()} CPU cores, jax {jax.__version__} on {dev.platform} ({dev.device_kind})"
+
+
+class Progress:
+  """Overall progress over weighted work units with an estimate of time left."""
+
+  def __init__(self, total_units: float):
+    from tqdm import tqdm
+    self.bar = tqdm(total=round(total_units), desc="study", unit="u", dynamic_ncols=True,
+                    file=sys.stderr, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
+
+  def advance(self, units: float, what: str) -> None:
+    self.bar.set_postfix_str(what)
+    self.bar.update(round(units))
+
+  def close(self):
+    self.bar.close()
+
+
+def train_config(preset: Preset, fold: str, sampling: str, alpha: float, seed: int,
+                 model: str, data_dir: str | None, shards_dir: pathlib.Path):
+  """configs/default.py with the preset and this run's strategy applied."""
+  from configs import default
+  config = default.get_config()
+  with config.unlocked():
+    config.fold = fold
+    config.model = model
+    config.sampling = sampling
+    config.alpha = float(alpha)
+    config.seed = int(seed)
+    config.data_dir = data_dir
+    config.shards_dir = str(shards_dir)
+    for key, value in preset.train_overrides.items():
+      config[key] = value
+    if preset.train_languages:
+      config.train_languages = list(preset.train_languages[fold])
+  return config
+
+
+def evaluate_into(model, benchmark: str, languages, preset: Preset, data_dir, out: pathlib.Path):
+  """Evaluate once; return the saved JSON on later calls (resume)."""
+  if out.exists():
+    return json.loads(out.read_text())
+  from eval import run as eval_run
+  result = eval_run.evaluate(model, benchmark, languages=languages, data_dir=data_dir,
+                             batch_size=preset.eval_batch_size, max_length=preset.eval_max_length,
+                             per_query=True, progress=False)
+  _write_json(out, result)
+  return result
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(
+      prog="python -m mlir_train.replicate",
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--preset", choices=sorted(PRESETS), default="smoke",
+                      help="smoke: ~15 min on a 2-core CPU, pipeline check only; quick: 3 seeds, "
+                           "~2 h on a 2-core CPU; full: alpha sweep + mixed, 5 seeds, a few GPU hours")
+  parser.add_argument("--fold", choices=["A", "B"], default="A",
+                      help="A: train on MLQA-R, evaluate XQuAD-R + TyDi; B: train XQuAD-R, evaluate MLQA-R + TyDi")
+  parser.add_argument("--out", required=True, help="output directory (re-use it to resume)")
+  parser.add_argument("--model", default="e5-small",
+                      help="starting model: e5-small (offline default), a local Hugging Face dir, or tiny-random (tests)")
+  parser.add_argument("--data_dir", default=None, help="raw data directory (default: $MLIR_DATA_DIR or ../shared/data)")
+  parser.add_argument("--seeds", default=None, help="comma-separated seeds overriding the preset's")
+  parser.add_argument("--steps", type=int, default=None, help="training steps per run overriding the preset's")
+  args = parser.parse_args(argv)
+
+  preset = PRESETS[args.preset]
+  if args.seeds:
+    preset = dataclasses.replace(preset, seeds=tuple(int(s) for s in args.seeds.split(",")))
+  if args.steps:
+    preset = dataclasses.replace(preset, train_overrides={**preset.train_overrides, "total_steps": args.steps})
+  out = pathlib.Path(args.out)
+  (out / "runs").mkdir(parents=True, exist_ok=True)
+  command = "python -m mlir_train.replicate " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+  lareqa = FOLD_BENCHMARK[args.fold]
+  train_languages = (preset.train_languages or {}).get(args.fold) or FOLD_TRAIN_LANGUAGES[args.fold]
+  eval_languages = {
+      lareqa: (preset.eval_languages or {}).get(lareqa),
+      "tydiqa_goldp": (preset.eval_languages or {}).get("tydiqa_goldp"),
+  }
+
+  # --- plan: the starting model, then every strategy x seed -----------------------------
+  plan = [("none", None, None)] + [(s, a, seed) for seed in preset.seeds for s, a in preset.strategies]
+  steps = preset.train_overrides["total_steps"]
+  eval_units = max(10.0, steps * 0.5)  # rough weight of one model's evaluation in train-step units
+  progress = Progress(len(plan) * 2 * eval_units + (len(plan) - 1) * steps)
+  started = time.time()
+  previous = {}
+  if (out / "results.json").exists():
+    previous = json.loads((out / "results.json").read_text())
+  wall_before = float(previous.get("wall_time_s", 0.0)) if previous.get("preset") == preset.name else 0.0
+
+  from mlir_train import models
+  runs = []
+  for sampling, alpha, seed in plan:
+    rid = "start" if sampling == "none" else run_id(sampling, alpha, seed)
+    run_dir = out / "runs" / rid
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record: dict[str, Any] = {"run_id": rid, "sampling": sampling, "alpha": alpha, "seed": seed}
+
+    # --- train (resumes from the run's last checkpoint; skipped when finished) ----------
+    if sampling == "none":
+      model_ref = args.model
+    else:
+      workdir = run_dir / "train"
+      done_file = run_dir / "train_summary.json"
+      if not done_file.exists():
+        from mlir_train import train as train_lib
+        config = train_config(preset, args.fold, sampling, alpha, seed, args.model,
+                              args.data_dir, out / "shards")
+        summary = train_lib.train(config, str(workdir))
+        _write_json(done_file, summary)
+      record["train"] = json.loads(done_file.read_text())
+      model_ref = str(workdir)
+    progress.advance(0 if sampling == "none" else steps, f"trained {rid}")
+
+    # --- evaluate the fold's LAReQA benchmark and TyDi GoldP -----------------------------
+    model = None
+    record["metrics"], record["per_query"] = {}, {}
+    for benchmark in (lareqa, "tydiqa_goldp"):
+      target = run_dir / f"eval_{benchmark}.json"
+      if not target.exists() and model is None:
+        model = models.load_model(model_ref)
+      result = evaluate_into(model, benchmark, eval_languages[benchmark], preset, args.data_dir, target)
+      record["per_query"][benchmark] = result.pop("per_query", {})
+      record["metrics"][benchmark] = result
+      progress.advance(eval_units, f"evaluated {rid} on {benchmark}")
+    runs.append(record)
+  progress.close()
+
+  # --- aggregate, report, plots --------------------------------------------------------------
+  first = runs[0]["metrics"]
+  results = {
+      "preset": preset.name, "fold": args.fold, "model": args.model, "note": preset.note,
+      "command": command, "machine": _machine(),
+      "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+      "wall_time_s": wall_before + (time.time() - started),
+      "seeds": list(preset.seeds), "train_languages": train_languages,
+      "train_overrides": preset.train_overrides,
+      "eval_languages": {b: first[b]["languages"] for b in first},
+      "runs": [{k: v for k, v in r.items() if k != "per_query"} for r in runs],
+  }
+  results["summary"] = study.summarize(runs, lareqa_benchmark=lareqa, train_languages=train_languages)
+  results["plots"] = study.write_plots(results, out)
+  _write_json(out / "results.json", results)
+  (out / "report.md").write_text(study.render_markdown(results))
+  print(f"wrote {out / 'report.md'} and {out / 'results.json'} "
+        f"({results['wall_time_s'] / 60:.1f} min)")
+  return results
+
+
+if __name__ == "__main__":
+  main()
