@@ -1,0 +1,575 @@
+"""Readers for the retrieval benchmarks: one language of one split -> `RetrievalSet`.
+
+Every benchmark becomes the same shape: a list of candidates (the retrievable
+units), a list of questions, and for each question the indices of its relevant
+candidates with a relevance grade. Records that cannot be used are never dropped
+silently: each one is written to the set's `IssueLog` with its file, record id
+and the problem, and `strict=True` turns the first one into a `DataError`.
+
+Benchmarks and their rules:
+
+- XQuAD-R, MLQA-R (LAReQA): SQuAD-like JSON whose paragraphs carry `sentences`
+  and `sentence_breaks` ([start, end) character offsets into `context`). Every
+  sentence of every paragraph is a candidate, duplicates included (LAReQA's
+  published candidate counts keep them: e.g. XQuAD-R zh has 1,196 sentences of
+  which 1,192 distinct). A question's relevant candidate is the sentence whose
+  break [start, end) holds the answer start. Question ids are shared across
+  languages, so `qid` is the parallel-group id.
+- TyDi QA GoldP (SQuAD format, one passage per question): each language's
+  unique gold passages (deduplicated by text) are its candidates.
+- MIRACL format: topics TSV (qid<TAB>text), qrels TREC (qid Q0 docid grade),
+  corpus JSONL {docid, title, text}; grade 0 means judged not relevant.
+- Any SQuAD-format file: sentences as candidates when paragraphs carry sentence
+  breaks, else deduplicated paragraphs.
+"""
+from __future__ import annotations
+
+import codecs
+import collections
+import dataclasses
+import functools
+import hashlib
+import json
+import pathlib
+from typing import Iterable, Iterator, Mapping
+
+from data_pipelines.errors import DataError
+
+XQUAD_R_LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh")
+MLQA_R_LANGUAGES = ("ar", "de", "en", "es", "hi", "vi", "zh")
+# The 9 languages of TyDi QA GoldP dev (train exists only for en, ko, sw here).
+TYDI_LANGUAGES = ("ar", "bn", "en", "fi", "id", "ko", "ru", "sw", "te")
+TYDI_FILE_NAMES = {
+    "ar": "arabic", "bn": "bengali", "en": "english", "fi": "finnish",
+    "id": "indonesian", "ko": "korean", "ru": "russian", "sw": "swahili",
+    "te": "telugu",
+}
+
+# Bad UTF-8 bytes are decoded to this private-use code point so that the
+# records holding them can be found and logged after parsing.
+_BAD_BYTES = "\U0010fffd"
+
+
+def _mark_bad_bytes(error: UnicodeDecodeError):
+  return _BAD_BYTES, error.end
+
+
+codecs.register_error("mlir_mark_bad_bytes", _mark_bad_bytes)
+
+
+# ----------------------------------------------------------------------------
+# Issue log
+
+
+@dataclasses.dataclass(frozen=True)
+class Issue:
+  file: str
+  record_id: str
+  problem: str          # a category, the same string for the same kind of problem
+  detail: str = ""      # what exactly (offsets, values)
+  dropped: bool = True  # False: the record was kept, this is a caveat about it
+
+  def message(self) -> str:
+    text = f"{self.file}: record {self.record_id}: {self.problem}"
+    return f"{text} ({self.detail})" if self.detail else text
+
+
+class IssueLog:
+  """Every record that could not be used (or was kept with a caveat).
+
+  With `strict=True` the first unusable record raises `DataError`; caveats on
+  kept records (`dropped=False`) never raise.
+  """
+
+  def __init__(self, strict: bool = False):
+    self.strict = strict
+    self.issues: list[Issue] = []
+
+  def add(self, file, record_id, problem: str, detail: str = "", dropped: bool = True) -> None:
+    issue = Issue(str(file), str(record_id), problem, str(detail), dropped)
+    if self.strict and dropped:
+      raise DataError(issue.message())
+    self.issues.append(issue)
+
+  def extend(self, other: "IssueLog") -> None:
+    self.issues.extend(other.issues)
+
+  def __len__(self) -> int:
+    return len(self.issues)
+
+  def __iter__(self) -> Iterator[Issue]:
+    return iter(self.issues)
+
+  def __bool__(self) -> bool:
+    return bool(self.issues)
+
+  @property
+  def num_dropped(self) -> int:
+    return sum(issue.dropped for issue in self.issues)
+
+  def counts(self) -> collections.Counter:
+    """(file, problem) -> number of records."""
+    return collections.Counter((i.file, i.problem) for i in self.issues)
+
+  def summary(self) -> str:
+    """A plain-text table: file | problem | records | dropped or kept."""
+    if not self.issues:
+      return "no data issues"
+    rows = collections.Counter((i.file, i.problem, i.dropped) for i in self.issues)
+    width = max(len(f) for f, _, _ in rows)
+    lines = [f"{'file':<{width}}  {'records':>7}  action   problem"]
+    for (file, problem, dropped), n in sorted(rows.items()):
+      lines.append(f"{file:<{width}}  {n:>7}  {'dropped' if dropped else 'kept   '}  {problem}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------
+# Data model
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+  text: str     # the retrievable unit: a sentence (LAReQA) or passage (TyDi, MIRACL)
+  context: str  # its paragraph (== text for passages)
+  doc_id: str   # stable id within the language: f"{paragraph_id}:{sentence_index}" or the passage/doc id
+
+
+@dataclasses.dataclass(frozen=True)
+class Question:
+  qid: str                    # shared across languages for parallel data (the parallel-group id)
+  text: str
+  relevant: Mapping[int, int]  # candidate index (same RetrievalSet) -> relevance grade (>= 1)
+
+
+@dataclasses.dataclass
+class RetrievalSet:
+  """One language of one benchmark split."""
+  benchmark: str  # "xquad_r", "mlqa_r", "tydiqa_goldp", "miracl", "squad"
+  language: str
+  questions: list[Question]
+  candidates: list[Candidate]
+  issues: IssueLog
+
+  def __repr__(self) -> str:
+    return (f"RetrievalSet({self.benchmark}/{self.language}: {len(self.questions)} questions, "
+            f"{len(self.candidates)} candidates, {len(self.issues)} issues)")
+
+
+# ----------------------------------------------------------------------------
+# Reading files
+
+
+def _stat_key(path: pathlib.Path) -> tuple[str, int, int]:
+  try:
+    st = path.stat()
+  except FileNotFoundError:
+    raise DataError(f"{path}: file not found (see data_pipelines.datadir for the data "
+                    "directory and downloads)") from None
+  return str(path), st.st_mtime_ns, st.st_size
+
+
+def _decode(data: bytes) -> str:
+  return data.decode("utf-8", errors="mlir_mark_bad_bytes")
+
+
+@functools.lru_cache(maxsize=64)
+def _load_json_cached(path: str, mtime_ns: int, size: int):
+  del mtime_ns, size  # cache key only: a changed file is read again
+  with open(path, "rb") as f:
+    text = _decode(f.read())
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError as e:
+    raise DataError(f"{path}: not valid JSON ({e})") from None
+
+
+def _load_json(path: pathlib.Path):
+  """Parsed JSON (cached while the file is unchanged; callers must not mutate it)."""
+  return _load_json_cached(*_stat_key(path))
+
+
+def _read_lines(path: pathlib.Path, issues: IssueLog) -> Iterator[tuple[int, str]]:
+  """(line number from 1, decoded line without newline); bad UTF-8 lines are logged."""
+  with open(path, "rb") as f:
+    for number, raw in enumerate(f, start=1):
+      raw = raw.rstrip(b"\r\n")
+      try:
+        yield number, raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        issues.add(path, f"line {number}", "bad UTF-8", f"byte {e.start}: {e.reason}")
+
+
+def _has_bad_bytes(*texts: str) -> bool:
+  return any(_BAD_BYTES in t for t in texts)
+
+
+def _short_hash(text: str) -> str:
+  return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------
+# SQuAD-format files (LAReQA, TyDi GoldP, SQuAD)
+
+
+def _squad_paragraphs(obj, path, issues: IssueLog) -> Iterator[tuple[str, dict]]:
+  """(paragraph id "article.paragraph", paragraph dict) for a SQuAD-format object."""
+  if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
+    raise DataError(f"{path}: not SQuAD format (no top-level 'data' list)")
+  for a, article in enumerate(obj["data"]):
+    paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+    if not isinstance(paragraphs, list):
+      issues.add(path, f"article {a}", "malformed article (no 'paragraphs' list)")
+      continue
+    for p, paragraph in enumerate(paragraphs):
+      pid = f"{a}.{p}"
+      if (not isinstance(paragraph, dict) or not isinstance(paragraph.get("context"), str)
+          or not isinstance(paragraph.get("qas"), list)):
+        issues.add(path, f"paragraph {pid}", "malformed paragraph (needs 'context' and 'qas')")
+        continue
+      yield pid, paragraph
+
+
+def _answer_starts(qa: dict) -> list[int] | None:
+  answers = qa.get("answers")
+  if not isinstance(answers, list):
+    return None
+  starts = [ans.get("answer_start") for ans in answers if isinstance(ans, dict)]
+  if not starts or not all(isinstance(s, int) and not isinstance(s, bool) for s in starts):
+    return None
+  return starts
+
+
+class _QuestionAdder:
+  """Shared question checks: id present and unique, text non-empty and decodable."""
+
+  def __init__(self, path, issues: IssueLog):
+    self.path, self.issues = path, issues
+    self.seen: set[str] = set()
+    self.questions: list[Question] = []
+
+  def check(self, qa, pid: str) -> tuple[str, str] | None:
+    """(qid, text) when the question itself is usable, else None (logged)."""
+    if not isinstance(qa, dict):
+      self.issues.add(self.path, f"paragraph {pid}", "malformed question entry")
+      return None
+    qid = qa.get("id")
+    if not isinstance(qid, str) or not qid:
+      self.issues.add(self.path, f"paragraph {pid}", "question without an id")
+      return None
+    if qid in self.seen:
+      self.issues.add(self.path, qid, "duplicate question id")
+      return None
+    self.seen.add(qid)
+    text = qa.get("question")
+    if not isinstance(text, str) or not text.strip():
+      self.issues.add(self.path, qid, "empty question")
+      return None
+    if _has_bad_bytes(text, qid):
+      self.issues.add(self.path, qid, "bad UTF-8 in question")
+      return None
+    return qid, text
+
+
+def _read_squad_sentences(obj, path, benchmark, language, issues) -> RetrievalSet:
+  """Sentences as candidates (LAReQA rule; duplicates kept)."""
+  candidates: list[Candidate] = []
+  adder = _QuestionAdder(path, issues)
+  for pid, paragraph in _squad_paragraphs(obj, path, issues):
+    context = paragraph["context"]
+    sentences, breaks = paragraph.get("sentences"), paragraph.get("sentence_breaks")
+    if (not isinstance(sentences, list) or not isinstance(breaks, list)
+        or len(sentences) != len(breaks)
+        or not all(isinstance(b, list) and len(b) == 2 for b in breaks)):
+      issues.add(path, f"paragraph {pid}", "malformed sentences / sentence_breaks",
+                 f"{len(paragraph['qas'])} questions dropped with it")
+      continue
+    if _has_bad_bytes(context):
+      issues.add(path, f"paragraph {pid}", "bad UTF-8 in paragraph",
+                 f"{len(paragraph['qas'])} questions dropped with it")
+      continue
+    # Sentence index within the paragraph -> candidate index (None: unusable).
+    index: list[int | None] = []
+    for s, (sentence, (start, end)) in enumerate(zip(sentences, breaks)):
+      record = f"{pid}:{s}"
+      if not isinstance(sentence, str) or not sentence.strip():
+        issues.add(path, record, "empty sentence")
+        index.append(None)
+        continue
+      if _has_bad_bytes(sentence):
+        issues.add(path, record, "bad UTF-8 in sentence")
+        index.append(None)
+        continue
+      if context[start:end] != sentence:
+        issues.add(path, record, "sentence text differs from context[start:end]",
+                   f"breaks [{start}, {end}); the 'sentences' text is used", dropped=False)
+      index.append(len(candidates))
+      candidates.append(Candidate(text=sentence, context=context, doc_id=record))
+    for qa in paragraph["qas"]:
+      checked = adder.check(qa, pid)
+      if checked is None:
+        continue
+      qid, text = checked
+      starts = _answer_starts(qa)
+      if starts is None:
+        issues.add(path, qid, "no usable answer_start")
+        continue
+      relevant: dict[int, int] = {}
+      for start in starts:
+        held = [s for s, (b, e) in enumerate(breaks) if b <= start < e]
+        if not held:
+          issues.add(path, qid, "answer start outside every sentence", f"answer_start={start}",
+                     dropped=len(starts) == 1)
+          continue
+        if index[held[0]] is None:
+          issues.add(path, qid, "answer sentence unusable", f"sentence {pid}:{held[0]}",
+                     dropped=len(starts) == 1)
+          continue
+        relevant[index[held[0]]] = 1
+      if not relevant:
+        if len(starts) > 1:
+          issues.add(path, qid, "no answer start inside a usable sentence")
+        continue
+      adder.questions.append(Question(qid=qid, text=text, relevant=relevant))
+  return RetrievalSet(benchmark, language, adder.questions, candidates, issues)
+
+
+def _read_squad_paragraphs(obj, path, benchmark, language, issues) -> RetrievalSet:
+  """Unique paragraphs (by text) as candidates; a question's paragraph is relevant."""
+  candidates: list[Candidate] = []
+  by_text: dict[str, int] = {}
+  adder = _QuestionAdder(path, issues)
+  for pid, paragraph in _squad_paragraphs(obj, path, issues):
+    context = paragraph["context"]
+    if not context.strip():
+      issues.add(path, f"paragraph {pid}", "empty paragraph",
+                 f"{len(paragraph['qas'])} questions dropped with it")
+      continue
+    if _has_bad_bytes(context):
+      issues.add(path, f"paragraph {pid}", "bad UTF-8 in paragraph",
+                 f"{len(paragraph['qas'])} questions dropped with it")
+      continue
+    if context not in by_text:
+      by_text[context] = len(candidates)
+      candidates.append(Candidate(text=context, context=context, doc_id=_short_hash(context)))
+    for qa in paragraph["qas"]:
+      checked = adder.check(qa, pid)
+      if checked is None:
+        continue
+      qid, text = checked
+      adder.questions.append(Question(qid=qid, text=text, relevant={by_text[context]: 1}))
+  return RetrievalSet(benchmark, language, adder.questions, candidates, issues)
+
+
+def read_squad_file(path, language: str, benchmark: str = "squad", strict: bool = False,
+                    sentences: bool | None = None) -> RetrievalSet:
+  """Any SQuAD-format JSON file.
+
+  `sentences=None` picks sentence candidates when the paragraphs carry
+  `sentence_breaks` (LAReQA), else paragraph candidates (deduplicated by text).
+  """
+  path = pathlib.Path(path)
+  issues = IssueLog(strict)
+  obj = _load_json(path)
+  if sentences is None:
+    first = next(_squad_paragraphs(obj, path, IssueLog()), (None, {}))[1]
+    sentences = "sentence_breaks" in first
+  read = _read_squad_sentences if sentences else _read_squad_paragraphs
+  return read(obj, path, benchmark, language, issues)
+
+
+def _check_language(language: str, languages: Iterable[str], benchmark: str) -> None:
+  if language not in languages:
+    raise DataError(f"{benchmark}: unknown language {language!r}; expected one of {', '.join(languages)}")
+
+
+def _data_path(data_dir, folder: str, name: str) -> pathlib.Path:
+  from data_pipelines import datadir  # local import: datadir needs nothing from here
+  return datadir.locate(data_dir, folder, name)
+
+
+def read_xquad_r(data_dir, language: str, strict: bool = False) -> RetrievalSet:
+  """XQuAD-R (LAReQA): 1,190 questions per language, sentences as candidates."""
+  _check_language(language, XQUAD_R_LANGUAGES, "xquad_r")
+  path = _data_path(data_dir, "xquad_r", f"{language}.json")
+  return read_squad_file(path, language, "xquad_r", strict, sentences=True)
+
+
+def read_mlqa_r(data_dir, language: str, strict: bool = False) -> RetrievalSet:
+  """MLQA-R (LAReQA, MLQA v1 dev): sentences as candidates."""
+  _check_language(language, MLQA_R_LANGUAGES, "mlqa_r")
+  path = _data_path(data_dir, "mlqa_r", f"{language}.json")
+  return read_squad_file(path, language, "mlqa_r", strict, sentences=True)
+
+
+def read_tydi_goldp(data_dir, language: str, split: str = "dev", strict: bool = False) -> RetrievalSet:
+  """TyDi QA GoldP v1.1: each language's unique gold passages are its candidates."""
+  _check_language(language, TYDI_LANGUAGES, "tydiqa_goldp")
+  if split not in ("dev", "train"):
+    raise DataError(f"tydiqa_goldp: unknown split {split!r}; expected 'dev' or 'train'")
+  name = f"{TYDI_FILE_NAMES[language]}_tydiqa_{split}.json"
+  path = _data_path(data_dir, "tydiqa_goldp", name)
+  return read_squad_file(path, language, "tydiqa_goldp", strict, sentences=False)
+
+
+# ----------------------------------------------------------------------------
+# MIRACL format (topics TSV, qrels TREC, corpus JSONL)
+
+
+def read_topics(path, issues: IssueLog) -> dict[str, str]:
+  """Topics TSV: qid<TAB>text per line -> {qid: text} in file order."""
+  path = pathlib.Path(path)
+  _stat_key(path)
+  topics: dict[str, str] = {}
+  for number, line in _read_lines(path, issues):
+    if not line.strip():
+      continue
+    parts = line.split("\t")
+    if len(parts) < 2 or not parts[0].strip():
+      issues.add(path, f"line {number}", "malformed topic line (want qid<TAB>text)")
+      continue
+    qid, text = parts[0].strip(), "\t".join(parts[1:]).strip()
+    if qid in topics:
+      issues.add(path, qid, "duplicate topic id", f"line {number}")
+    elif not text:
+      issues.add(path, qid, "empty question", f"line {number}")
+    else:
+      topics[qid] = text
+  return topics
+
+
+def read_qrels(path, issues: IssueLog) -> dict[str, dict[str, int]]:
+  """Qrels TREC: "qid Q0 docid grade" per line -> {qid: {docid: grade}} (grade 0 kept)."""
+  path = pathlib.Path(path)
+  _stat_key(path)
+  qrels: dict[str, dict[str, int]] = {}
+  for number, line in _read_lines(path, issues):
+    if not line.strip():
+      continue
+    parts = line.split()
+    if len(parts) != 4:
+      issues.add(path, f"line {number}", "malformed qrels line (want qid Q0 docid grade)")
+      continue
+    qid, _, docid, grade = parts
+    try:
+      grade = int(grade)
+    except ValueError:
+      issues.add(path, f"line {number}", "malformed qrels line (grade is not an integer)",
+                 f"grade={grade!r}")
+      continue
+    judged = qrels.setdefault(qid, {})
+    if docid in judged:
+      issues.add(path, f"{qid}/{docid}", "duplicate qrels judgement", f"line {number}")
+      continue
+    judged[docid] = grade
+  return qrels
+
+
+def read_corpus_jsonl(path, issues: IssueLog) -> list[Candidate]:
+  """Corpus JSONL: {"docid", "title", "text"} per line.
+
+  A candidate's text is "title text" (the title gives the passage its subject,
+  as MIRACL baselines encode it); `context` is the same string.
+  """
+  path = pathlib.Path(path)
+  _stat_key(path)
+  candidates: list[Candidate] = []
+  seen: set[str] = set()
+  for number, line in _read_lines(path, issues):
+    if not line.strip():
+      continue
+    try:
+      doc = json.loads(line)
+    except json.JSONDecodeError as e:
+      issues.add(path, f"line {number}", "malformed JSON line", str(e))
+      continue
+    docid = doc.get("docid") if isinstance(doc, dict) else None
+    text = doc.get("text") if isinstance(doc, dict) else None
+    title = doc.get("title", "") if isinstance(doc, dict) else ""
+    if not isinstance(docid, str) or not docid or not isinstance(text, str):
+      issues.add(path, f"line {number}", "malformed corpus line (needs docid and text)")
+      continue
+    if docid in seen:
+      issues.add(path, docid, "duplicate docid", f"line {number}")
+      continue
+    if not text.strip():
+      issues.add(path, docid, "empty passage")
+      continue
+    seen.add(docid)
+    title = title if isinstance(title, str) else ""
+    full = f"{title} {text}" if title.strip() else text
+    candidates.append(Candidate(text=full, context=full, doc_id=docid))
+  return candidates
+
+
+def miracl_files(data_dir, language: str, split: str = "dev") -> tuple[pathlib.Path, pathlib.Path]:
+  """(topics TSV, qrels TREC) of MIRACL v1.0 in the data dir; the corpora are not there."""
+  stem = f"miracl-v1.0-{language}-{split}.tsv"
+  return _data_path(data_dir, "miracl", f"topics.{stem}"), _data_path(data_dir, "miracl", f"qrels.{stem}")
+
+
+def read_miracl(topics_tsv, qrels_trec, corpus_jsonl, language: str, strict: bool = False) -> RetrievalSet:
+  """MIRACL-format data; graded relevance, grade 0 = judged not relevant.
+
+  A question without any relevant passage in the corpus cannot be scored and is
+  logged; so is every qrels docid missing from the corpus and every qrels qid
+  missing from the topics.
+  """
+  issues = IssueLog(strict)
+  topics = read_topics(topics_tsv, issues)
+  qrels = read_qrels(qrels_trec, issues)
+  candidates = read_corpus_jsonl(corpus_jsonl, issues)
+  index = {c.doc_id: i for i, c in enumerate(candidates)}
+  for qid in qrels:
+    if qid not in topics:
+      issues.add(qrels_trec, qid, "qrels topic missing from the topics file")
+  questions = []
+  for qid, text in topics.items():
+    relevant = {}
+    for docid, grade in qrels.get(qid, {}).items():
+      if docid not in index:
+        issues.add(qrels_trec, f"{qid}/{docid}", "qrels docid missing from the corpus")
+      elif grade >= 1:
+        relevant[index[docid]] = grade
+    if not relevant:
+      issues.add(topics_tsv, qid, "no relevant passage in the corpus")
+      continue
+    questions.append(Question(qid=qid, text=text, relevant=relevant))
+  return RetrievalSet("miracl", language, questions, candidates, issues)
+
+
+# ----------------------------------------------------------------------------
+# Command line: counts and data issues per language
+
+
+def main(argv=None) -> None:
+  import argparse
+  parser = argparse.ArgumentParser(
+      description="Read a benchmark with the project's readers and print, per language, the "
+                  "number of questions and candidates and a table of unusable records.")
+  parser.add_argument("--benchmark", choices=["xquad_r", "mlqa_r", "tydiqa_goldp"], required=True)
+  parser.add_argument("--languages", nargs="+", default=None, help="default: all of the benchmark's")
+  parser.add_argument("--split", default="dev", help="tydiqa_goldp only: dev or train")
+  parser.add_argument("--data_dir", default=None,
+                      help="raw data directory (default: $MLIR_DATA_DIR, else ../shared/data)")
+  parser.add_argument("--strict", action="store_true", help="stop at the first unusable record")
+  args = parser.parse_args(argv)
+  languages = {"xquad_r": XQUAD_R_LANGUAGES, "mlqa_r": MLQA_R_LANGUAGES,
+               "tydiqa_goldp": TYDI_LANGUAGES}[args.benchmark]
+  all_issues = IssueLog()
+  try:
+    for language in args.languages or languages:
+      if args.benchmark == "tydiqa_goldp":
+        rs = read_tydi_goldp(args.data_dir, language, args.split, strict=args.strict)
+      else:
+        reader = read_xquad_r if args.benchmark == "xquad_r" else read_mlqa_r
+        rs = reader(args.data_dir, language, strict=args.strict)
+      print(f"{language}: {len(rs.questions)} questions, {len(rs.candidates)} candidates, "
+            f"{rs.issues.num_dropped} records dropped, {len(rs.issues) - rs.issues.num_dropped} kept with a caveat")
+      all_issues.extend(rs.issues)
+  except DataError as e:
+    raise SystemExit(f"error: {e}")
+  print(all_issues.summary())
+
+
+if __name__ == "__main__":
+  main()
