@@ -1,0 +1,68 @@
+"""Texts -> unit-length embeddings with a jit-compiled Flax forward pass.
+
+Texts are tokenised once, sorted by length (so each batch holds similar
+lengths), and each batch is padded to one of a few fixed lengths
+(`tokenization.DEFAULT_BUCKETS`, capped by `max_length`) and to a full
+`batch_size` rows. The forward pass therefore compiles at most once per bucket,
+however many texts are encoded. Results come back in input order.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from mlir_train import tokenization
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward(module, params, input_ids, attention_mask):
+  return module.apply({"params": params}, input_ids, attention_mask)  # [batch, hidden]
+
+
+def model_max_length(model, max_length: int) -> int:
+  """`max_length` capped by the tokenizer's and the position table's limits."""
+  limit = model.config.max_position_embeddings
+  if model.config.position_style == "roberta":
+    limit -= model.config.pad_token_id + 1  # positions start at pad_token_id + 1
+  tok_limit = getattr(model.tokenizer, "model_max_length", limit) or limit
+  return int(min(max_length, limit, tok_limit))
+
+
+def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
+          max_length: int = 512, progress: bool = True,
+          buckets: Sequence[int] = tokenization.DEFAULT_BUCKETS) -> np.ndarray:
+  """Embed `texts` with `model` (a `models.LoadedModel`).
+
+  `kind` ("query", "passage" or None) selects the E5 prefix. Texts longer than
+  `max_length` tokens (prefix and special tokens included; capped by the
+  model's position table) are truncated to their first tokens, so the result
+  equals encoding the truncated text. An empty string is valid: it is encoded
+  as `<s>`, the prefix's pieces and `</s>` (see `tokenization.tokenize`). Returns float32 [N, hidden] unit vectors in input
+  order ([0, hidden] for no texts).
+  """
+  max_length = model_max_length(model, max_length)
+  rows = tokenization.token_ids(model.tokenizer, texts, kind, max_length)
+  out = np.zeros((len(rows), model.config.hidden_size), np.float32)  # [N, hidden]
+  if not rows:
+    return out
+  lengths = [b for b in sorted(buckets) if b < max_length] + [max_length]
+  order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # longest first
+  pad_id = model.tokenizer.pad_token_id
+  with tqdm(total=len(rows), desc=f"embed {kind or 'text'}", unit="text",
+            disable=not progress) as bar:
+    for start in range(0, len(rows), batch_size):
+      idx = order[start:start + batch_size]
+      batch = [rows[i] for i in idx]
+      # Fill the last batch with copies of a short row so every call has the same shape.
+      batch += [batch[-1]] * (batch_size - len(batch))
+      pad_to = tokenization.bucket_length(max(len(r) for r in batch), lengths)
+      arrays = tokenization.pad(batch, pad_id, pad_to)  # [batch_size, pad_to] each
+      vectors = _forward(model.module, model.params, arrays["input_ids"],
+                         arrays["attention_mask"])
+      out[idx] = np.asarray(vectors, np.float32)[:len(idx)]
+      bar.update(len(idx))
+  return out

