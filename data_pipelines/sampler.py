@@ -1,0 +1,365 @@
+"""The hybrid batch sampler: which pairs make up each global training batch.
+
+Batch kinds (DESIGN.md sections 1 and 3):
+
+  BatchKind.MONO   X-X-mono: every pair has query and passage in one language l.
+  BatchKind.CROSS  X-Y: every pair crosses languages; for each pair the query and
+                   passage languages are drawn uniformly among the languages that
+                   hold its question id, with a != b.
+  BatchKind.MIXED  pairs from all shards (X-X and X-Y) without regard to kind.
+
+Sampling modes (`config.sampling`): "mono" (MONO every step), "cross" (CROSS
+every step), "hybrid" (MONO with probability `config.alpha`, else CROSS),
+"mixed" (MIXED every step). The language of a MONO batch is drawn uniformly,
+proportionally to its number of pairs, or temperature-scaled
+(p_l proportional to n_l^(1/T)), `config.mono_language_sampling`.
+
+Determinism and multi-host: the kind (and MONO language) of global step s is a
+function of (seed, s) alone, drawn from numpy generators keyed on
+(seed, s // PLAN_BLOCK), so every host agrees without communicating. Each
+source (one per MONO language, CROSS, MIXED) walks through its units in
+per-epoch permutations keyed on (seed, source, epoch); its k-th batch is
+computed directly from k. Resuming at step s therefore only counts, per
+source, how many of the steps before s chose it (a vectorised pass over the
+plan), then starts each source at that position: no batch before s is built.
+Within an epoch a unit appears once, so a MONO batch never holds two pairs of
+one parallel group and a CROSS batch holds distinct groups, unless a source
+has fewer units than the global batch (then repeats are unavoidable and the
+loss masks them by group id).
+
+The pipeline is batch-unmixed in the t5x_retrieval way
+(`get_batch_unmixed_dataset`): each source is a tf.data dataset of whole
+global batches (row indices into the pair table), and
+`tf.data.Dataset.choose_from_datasets` picks one source per step from the
+shared plan. Each host keeps its slice (process_index of process_count) of the
+global batch and gathers those rows' token ids from the in-memory pair table
+(loaded once from the TFRecord shards).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+import functools
+import json
+import logging
+import os
+import pathlib
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from data_pipelines import folds
+from data_pipelines import shards as shards_lib
+
+SAMPLING_MODES = ("mono", "cross", "hybrid", "mixed")
+LANGUAGE_SAMPLING = ("uniform", "size", "temperature")
+PLAN_BLOCK = 1024          # steps drawn per generator call of the kind plan
+_INF = np.iinfo(np.int64).max
+# Stream ids keep the generators of different decisions independent.
+_PLAN, _MONO, _CROSS_GROUPS, _CROSS_LANGS, _MIXED = 1, 2, 3, 4, 5
+
+
+class BatchKind(enum.Enum):
+  MONO = "mono"
+  CROSS = "cross"
+  MIXED = "mixed"
+
+
+@dataclasses.dataclass
+class Batch:
+  step: int
+  kind: BatchKind
+  languages: str                 # MONO: its language ("de"); CROSS: "x"; MIXED: "mixed"
+  query_ids: np.ndarray          # int32 [host_batch, max_query_len]
+  query_mask: np.ndarray         # int32 [host_batch, max_query_len]
+  passage_ids: np.ndarray        # int32 [host_batch, max_passage_len]
+  passage_mask: np.ndarray       # int32 [host_batch, max_passage_len]
+  group_id: np.ndarray           # int32 [host_batch]; same id => parallel => masked as negatives
+  query_language: np.ndarray     # str [host_batch]
+  passage_language: np.ndarray   # str [host_batch]
+
+
+@dataclasses.dataclass
+class TrainingData:
+  """The tokenised pairs of one fold, in memory, plus what the sampler derives from them."""
+  table: shards_lib.PairTable
+  directory: pathlib.Path        # the shard directory (manifest.json inside)
+  manifest: dict
+
+  @property
+  def languages(self) -> tuple[str, ...]:
+    return self.table.languages
+
+  def mono_sizes(self) -> np.ndarray:
+    """int [L]: pairs in each X-X shard (= questions with a positive per language)."""
+    return np.array([len(self.table.shard_rows[(l, l)]) for l in self.languages])
+
+  def cross_groups(self) -> np.ndarray:
+    """int [G2]: groups held by at least two languages (the units of CROSS batches)."""
+    return np.flatnonzero(self.table.holders().sum(axis=1) >= 2)
+
+
+def _cfg(config, key, default=None):
+  return config.get(key, default) if hasattr(config, "get") else getattr(config, key, default)
+
+
+def default_shards_dir() -> pathlib.Path:
+  root = os.environ.get("MLIR_TRAIN_CACHE") or pathlib.Path.home() / ".cache" / "mlir_train"
+  return pathlib.Path(root) / "shards"
+
+
+def build_training_data(config, tokenizer, *, progress: bool = True) -> TrainingData:
+  """Build (or reuse, by manifest) the fold's shards and load them into memory.
+
+  Reads config.fold, positive, max_query_len, max_passage_len,
+  train_languages (optional subset), data_dir (None: the default data
+  directory) and shards_dir (None: $MLIR_TRAIN_CACHE/shards). The overlap
+  check between training and evaluation sets runs whenever shards are built.
+  """
+  fold = folds.get_fold(_cfg(config, "fold", "A"))
+  languages = folds.train_languages(fold, _cfg(config, "train_languages"))
+  data_dir = _cfg(config, "data_dir")
+  spec = shards_lib.ShardSpec(fold=fold.name, languages=languages,
+                              positive=_cfg(config, "positive", "sentence"),
+                              max_query_len=int(config.max_query_len),
+                              max_passage_len=int(config.max_passage_len))
+
+  def read_sets():
+    sets = folds.load_train_sets(fold, data_dir, languages)
+    folds.check_fold(fold, sets, data_dir)
+    return sets
+
+  root = _cfg(config, "shards_dir") or default_shards_dir()
+  directory = shards_lib.build_or_load(root, spec, tokenizer,
+                                       folds.train_input_files(fold, data_dir, languages),
+                                       read_sets, progress=progress)
+  return load_training_data(directory)
+
+
+def load_training_data(directory) -> TrainingData:
+  """TrainingData from an existing shard directory (no tokenizer or raw data needed)."""
+  directory = pathlib.Path(directory)
+  manifest = json.loads((directory / shards_lib.MANIFEST).read_text())
+  return TrainingData(table=shards_lib.load_pair_table(directory), directory=directory,
+                      manifest=manifest)
+
+
+def language_probabilities(sizes: np.ndarray, how: str, temperature: float = 1.0) -> np.ndarray:
+  """p_l for MONO batches: uniform, proportional to size, or proportional to n_l^(1/T)."""
+  sizes = np.asarray(sizes, np.float64)
+  if how == "uniform":
+    weights = np.ones_like(sizes)
+  elif how == "size":
+    weights = sizes
+  elif how == "temperature":
+    if not temperature > 0:
+      raise ValueError(f"language_temperature must be > 0, got {temperature}")
+    weights = sizes ** (1.0 / temperature)
+  else:
+    raise ValueError(f"mono_language_sampling must be one of {LANGUAGE_SAMPLING}, got {how!r}")
+  return weights / weights.sum()
+
+
+@functools.lru_cache(maxsize=256)
+def _permutation(key: tuple[int, ...], n: int) -> np.ndarray:
+  return np.random.default_rng(list(key)).permutation(n)
+
+
+def _epoch_batch(n: int, batch: int, key: tuple[int, ...], ordinal: int) -> np.ndarray:
+  """Positions (into n units) of a source's `ordinal`-th batch; int64 [batch].
+
+  Batches never straddle epochs (the remainder of each epoch's permutation is
+  dropped; it differs per epoch), so no unit repeats within a batch when
+  n >= batch. With n < batch, fresh permutations are concatenated.
+  """
+  if n >= batch:
+    epoch, offset = divmod(ordinal, n // batch)
+    return _permutation((*key, epoch), n)[offset * batch:(offset + 1) * batch]
+  rng = np.random.default_rng([*key, ordinal, n])
+  reps = -(-batch // n)
+  return np.concatenate([rng.permutation(n) for _ in range(reps)])[:batch]
+
+
+class BatchPlan:
+  """Which rows of the pair table form each global step: a pure function of (config, step).
+
+  Sources are numbered: 0..L-1 MONO of language l, L CROSS, L+1 MIXED.
+  """
+
+  def __init__(self, data: TrainingData, config):
+    self.data, self.table = data, data.table
+    self.sampling = _cfg(config, "sampling", "hybrid")
+    if self.sampling not in SAMPLING_MODES:
+      raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {self.sampling!r}")
+    self.alpha = float(_cfg(config, "alpha", 0.5))
+    if not 0.0 <= self.alpha <= 1.0:
+      raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+    self.seed = int(_cfg(config, "seed", 0))
+    if self.seed < 0:
+      raise ValueError(f"seed must be >= 0, got {self.seed}")
+    self.batch_size = int(config.batch_size)
+    self.languages = data.languages
+    self.num_languages = len(self.languages)
+    self.cross_source, self.mixed_source = self.num_languages, self.num_languages + 1
+    self.language_p = language_probabilities(
+        data.mono_sizes(), _cfg(config, "mono_language_sampling", "uniform"),
+        float(_cfg(config, "language_temperature", 1.0)))
+    self._cum_p = np.cumsum(self.language_p)
+    self.cross_groups = data.cross_groups()
+    holders = self.table.holders()                                    # bool [G, L]
+    self.holder_count = holders.sum(axis=1)                           # [G]
+    # holder_list[g, i] = index of the i-th language holding g (stable order).
+    self.holder_list = np.argsort(~holders, axis=1, kind="stable")    # [G, L]
+    self._check_sizes()
+
+  def _check_sizes(self) -> None:
+    uses_mono = self.sampling == "mono" or (self.sampling == "hybrid" and self.alpha > 0)
+    uses_cross = self.sampling == "cross" or (self.sampling == "hybrid" and self.alpha < 1)
+    if uses_cross and len(self.cross_groups) == 0:
+      raise ValueError("CROSS batches need question ids held by at least two languages; "
+                       f"training languages {self.languages} share none")
+    empty = [l for l, n in zip(self.languages, self.data.mono_sizes()) if n == 0]
+    if uses_mono and empty:
+      raise ValueError(f"training languages {empty} have no pairs; drop them from train_languages")
+    small = []
+    if uses_mono:
+      small += [f"{l} ({n} pairs)" for l, n in zip(self.languages, self.data.mono_sizes())
+                if 0 < n < self.batch_size]
+    if uses_cross and len(self.cross_groups) < self.batch_size:
+      small.append(f"CROSS ({len(self.cross_groups)} groups)")
+    if small:
+      logging.warning("global batch %d is larger than sources %s: their batches repeat "
+                      "parallel groups (masked in the loss)", self.batch_size, ", ".join(small))
+
+  # -- the kind plan -------------------------------------------------------
+
+  def sources(self, steps: np.ndarray) -> np.ndarray:
+    """Source index of each global step; int64 [len(steps)]."""
+    steps = np.asarray(steps, np.int64)
+    blocks, which = np.unique(steps // PLAN_BLOCK, return_inverse=True)
+    draws = np.stack([np.random.default_rng([self.seed, _PLAN, int(b)]).random((PLAN_BLOCK, 2))
+                      for b in blocks]) if len(blocks) else np.zeros((0, PLAN_BLOCK, 2))
+    u = draws[which.reshape(-1), steps % PLAN_BLOCK]                   # [n, 2] uniforms
+    language = np.minimum(np.searchsorted(self._cum_p, u[:, 1], side="right"),
+                          self.num_languages - 1)
+    if self.sampling == "mono":
+      return language
+    if self.sampling == "cross":
+      return np.full(len(steps), self.cross_source)
+    if self.sampling == "mixed":
+      return np.full(len(steps), self.mixed_source)
+    return np.where(u[:, 0] < self.alpha, language, self.cross_source)
+
+  def kind_of(self, source: int) -> tuple[BatchKind, str]:
+    if source == self.cross_source:
+      return BatchKind.CROSS, "x"
+    if source == self.mixed_source:
+      return BatchKind.MIXED, "mixed"
+    return BatchKind.MONO, self.languages[source]
+
+  def ordinals_before(self, step: int, chunk: int = 1 << 20) -> np.ndarray:
+    """int64 [L + 2]: how many of steps 0..step-1 chose each source."""
+    counts = np.zeros(self.num_languages + 2, np.int64)
+    for lo in range(0, step, chunk):
+      counts += np.bincount(self.sources(np.arange(lo, min(step, lo + chunk))),
+                            minlength=len(counts))
+    return counts
+
+  # -- rows of one source's k-th batch ---------------------------------------
+
+  def rows(self, source: int, ordinal: int) -> np.ndarray:
+    """Pair-table rows of the `ordinal`-th global batch of `source`; int64 [batch_size]."""
+    b = self.batch_size
+    if source == self.mixed_source:
+      return _epoch_batch(len(self.table.group_id), b, (self.seed, _MIXED), ordinal)
+    if source == self.cross_source:
+      groups = self.cross_groups[_epoch_batch(len(self.cross_groups), b,
+                                              (self.seed, _CROSS_GROUPS), ordinal)]  # [B]
+      u = np.random.default_rng([self.seed, _CROSS_LANGS, ordinal]).random((b, 2))
+      count = self.holder_count[groups]                                # [B]
+      i = np.floor(u[:, 0] * count).astype(np.int64)                   # query language slot
+      j = np.floor(u[:, 1] * (count - 1)).astype(np.int64)             # passage slot, != i
+      j = j + (j >= i)
+      a = self.holder_list[groups, i]
+      p = self.holder_list[groups, j]
+      return self.table.row_of[a, p, groups].astype(np.int64)
+    units = self.table.shard_rows[(self.languages[source],) * 2]
+    return units[_epoch_batch(len(units), b, (self.seed, _MONO, source), ordinal)]
+
+
+def _tf_dataset(plan: BatchPlan, start_step: int, process_index: int, process_count: int):
+  """tf.data: (step, source, host rows) per global step, from start_step on."""
+  import tensorflow as tf
+
+  host = plan.batch_size // process_count
+  first = plan.ordinals_before(start_step)
+
+  def plan_block(steps):
+    return plan.sources(steps).astype(np.int64)
+
+  def selector():
+    ds = tf.data.Dataset.range(start_step, _INF).batch(PLAN_BLOCK)
+    ds = ds.map(lambda s: tf.numpy_function(plan_block, [s], tf.int64, stateful=False))
+    return ds.unbatch()
+
+  def source_dataset(source):
+    # One element = one whole global batch of this source (batch-unmixed).
+    fn = lambda k: plan.rows(source, int(k)).astype(np.int64)
+    ds = tf.data.Dataset.range(int(first[source]), _INF)
+    return ds.map(lambda k: tf.ensure_shape(
+        tf.numpy_function(fn, [k], tf.int64, stateful=False), [plan.batch_size]))
+
+  sources = [source_dataset(s) for s in range(plan.num_languages + 2)]
+  rows = tf.data.Dataset.choose_from_datasets(sources, selector())
+  rows = rows.map(lambda r: r[process_index * host:(process_index + 1) * host])
+  ds = tf.data.Dataset.zip((tf.data.Dataset.range(start_step, _INF), selector(), rows))
+  return ds  # no prefetch: a prefetch thread calling numpy_function hangs interpreter exit
+
+
+def batch_stream(training_data: TrainingData, config, *, process_index: int = 0,
+                 process_count: int = 1, start_step: int = 0) -> Iterator[Batch]:
+  """Infinite stream of this host's slice of every global batch, from `start_step`.
+
+  Batches are a deterministic function of (config, seed, step): a stream
+  started at s yields exactly what an uninterrupted stream yields from s.
+  """
+  plan = BatchPlan(training_data, config)
+  if plan.batch_size % process_count:
+    raise ValueError(f"batch_size {plan.batch_size} is not divisible by process_count "
+                     f"{process_count}")
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+  if start_step < 0:
+    raise ValueError(f"start_step must be >= 0, got {start_step}")
+  table = training_data.table
+  names = np.array(table.languages)
+  for step, source, rows in _tf_dataset(plan, start_step, process_index,
+                                        process_count).as_numpy_iterator():
+    kind, languages = plan.kind_of(int(source))
+    yield Batch(step=int(step), kind=kind, languages=languages,
+                query_ids=table.query_ids[rows], query_mask=table.query_mask[rows],
+                passage_ids=table.passage_ids[rows], passage_mask=table.passage_mask[rows],
+                group_id=table.group_id[rows],
+                query_language=names[table.query_language[rows]],
+                passage_language=names[table.passage_language[rows]])
+
+
+def kinds(training_data: TrainingData, config, steps: Iterable[int]) -> list[tuple[BatchKind, str]]:
+  """(kind, languages) of each global step, without building any batch (cheap)."""
+  plan = BatchPlan(training_data, config)
+  return [plan.kind_of(int(s)) for s in plan.sources(np.fromiter(steps, np.int64))]
+
+
+def summarize(batches: Iterable) -> dict[str, int]:
+  """How many batches of each kind and language: {"mono": n, "mono:de": n, "cross": n, ...}.
+
+  Accepts Batch objects or (kind, languages) tuples (as `kinds` returns).
+  """
+  counts = collections.Counter()
+  for b in batches:
+    kind, languages = (b.kind, b.languages) if isinstance(b, Batch) else b
+    counts[kind.value] += 1
+    if kind == BatchKind.MONO:
+      counts[f"mono:{languages}"] += 1
+  return dict(sorted(counts.items()))

@@ -1,0 +1,256 @@
+"""Tokenised training pairs as TFRecord shards, one per (query_language, passage_language).
+
+Tokenisation is the slow part of the input pipeline, so it happens once: every
+question and positive text is tokenised with the model's tokenizer (E5
+prefixes "query: " / "passage: ", right-padded to `max_query_len` /
+`max_passage_len`) and the pairs are written as `{a}-{b}.tfrecord`. A
+`manifest.json` beside them records counts per shard, the tokenizer identity
+(name, vocabulary size, sha256 of its tokenizer.json), the configuration hash
+and the sha256 of every input file; the shards are rebuilt only when one of
+those changes.
+
+Record features (TFRecord stores integers as int64; `load_pair_table` casts
+them to int32): query_ids, query_mask [max_query_len], passage_ids,
+passage_mask [max_passage_len], group_id, qid (bytes).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Mapping, Sequence
+
+import numpy as np
+import tqdm
+
+from data_pipelines import pairs as pairs_lib
+from data_pipelines import readers
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def tokenizer_identity(tokenizer) -> dict:
+  """Name, vocabulary size and sha256 of the serialised tokenizer.json (canonical JSON)."""
+  backend = getattr(tokenizer, "backend_tokenizer", None)
+  if backend is None:
+    raise TypeError(f"a fast (tokenizers-backed) tokenizer is needed, got {type(tokenizer).__name__}")
+  # Calling the tokenizer stores its last truncation/padding settings in the
+  # backend; they are not part of its identity.
+  state = json.loads(backend.to_str())
+  state.pop("truncation", None)
+  state.pop("padding", None)
+  return {"name": getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
+          "vocab_size": len(tokenizer),
+          "tokenizer_json_sha256": hashlib.sha256(
+              json.dumps(state, sort_keys=True, ensure_ascii=False).encode()).hexdigest()}
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardSpec:
+  """Everything the shard contents depend on, besides the input files."""
+  fold: str
+  languages: tuple[str, ...]
+  positive: str
+  max_query_len: int
+  max_passage_len: int
+
+  def to_dict(self) -> dict:
+    d = dataclasses.asdict(self)
+    d["languages"] = list(self.languages)
+    d["format_version"] = FORMAT_VERSION
+    return d
+
+  def hash(self) -> str:
+    return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def expected_manifest(spec: ShardSpec, tokenizer, input_files: Sequence[pathlib.Path]) -> dict:
+  """The manifest fields that must match for existing shards to be reused."""
+  return {"format_version": FORMAT_VERSION,
+          "config": spec.to_dict(),
+          "config_hash": spec.hash(),
+          "tokenizer": tokenizer_identity(tokenizer),
+          "inputs": {f"{p.parent.name}/{p.name}": sha256_file(p) for p in input_files}}
+
+
+def _is_current(directory: pathlib.Path, expected: Mapping) -> bool:
+  path = directory / MANIFEST
+  if not path.is_file():
+    return False
+  try:
+    manifest = json.loads(path.read_text())
+  except json.JSONDecodeError:
+    return False
+  if any(manifest.get(k) != v for k, v in expected.items()):
+    return False
+  return all((directory / s["file"]).is_file() for s in manifest.get("shards", []))
+
+
+def shard_dir(root, spec: ShardSpec, tokenizer) -> pathlib.Path:
+  """root / "{fold}-{positive}-{key}", key = hash of spec and tokenizer identity."""
+  key = hashlib.sha256((spec.hash() + json.dumps(tokenizer_identity(tokenizer), sort_keys=True))
+                       .encode()).hexdigest()[:12]
+  return pathlib.Path(root) / f"fold{spec.fold}-{spec.positive}-{key}"
+
+
+def _tokenize_language(tokenizer, examples: Mapping[str, tuple[str, str]], spec: ShardSpec,
+                       tokenize_fn) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+  """Tokenise one language's questions and positives once: qid -> row, arrays."""
+  qids = sorted(examples)
+  q = tokenize_fn(tokenizer, [examples[i][0] for i in qids], "query", spec.max_query_len,
+                  pad_to=spec.max_query_len)
+  p = tokenize_fn(tokenizer, [examples[i][1] for i in qids], "passage", spec.max_passage_len,
+                  pad_to=spec.max_passage_len)
+  arrays = {"query_ids": q["input_ids"], "query_mask": q["attention_mask"],  # [n, Lq]
+            "passage_ids": p["input_ids"], "passage_mask": p["attention_mask"]}  # [n, Lp]
+  return {qid: i for i, qid in enumerate(qids)}, arrays
+
+
+def _example(q_ids, q_mask, p_ids, p_mask, group_id: int, qid: str):
+  import tensorflow as tf
+  ints = lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=v))
+  return tf.train.Example(features=tf.train.Features(feature={
+      "query_ids": ints(q_ids), "query_mask": ints(q_mask),
+      "passage_ids": ints(p_ids), "passage_mask": ints(p_mask),
+      "group_id": ints([group_id]),
+      "qid": tf.train.Feature(bytes_list=tf.train.BytesList(value=[qid.encode()])),
+  })).SerializeToString()
+
+
+def write_shards(directory: pathlib.Path, train_sets: Mapping[str, readers.RetrievalSet],
+                 spec: ShardSpec, tokenizer, expected: Mapping, progress: bool = True) -> dict:
+  """Tokenise and write every (a, b) shard plus manifest.json into `directory`."""
+  import tensorflow as tf
+  from mlir_train import tokenization
+
+  pairs = pairs_lib.build_pairs(train_sets, spec.positive)
+  groups = pairs_lib.group_ids(train_sets.values())
+  tokenised = {}
+  for l in tqdm.tqdm(spec.languages, desc="tokenising", disable=not progress):
+    tokenised[l] = _tokenize_language(tokenizer, pairs_lib.examples(train_sets[l], spec.positive),
+                                      spec, tokenization.tokenize)
+  shards = []
+  for (a, b), shard_pairs in tqdm.tqdm(sorted(pairs.items()), desc="writing shards",
+                                       disable=not progress):
+    name = f"{a}-{b}.tfrecord"
+    (rows_a, qa), (rows_b, pb) = tokenised[a], tokenised[b]
+    with tf.io.TFRecordWriter(str(directory / name)) as writer:
+      for pair in shard_pairs:
+        i, j = rows_a[pair.qid], rows_b[pair.qid]
+        writer.write(_example(qa["query_ids"][i], qa["query_mask"][i],
+                              pb["passage_ids"][j], pb["passage_mask"][j],
+                              pair.group_id, pair.qid))
+    shards.append({"query_language": a, "passage_language": b, "file": name,
+                   "count": len(shard_pairs)})
+  manifest = dict(expected)
+  manifest.update({"languages": list(spec.languages), "num_groups": len(groups),
+                   "shards": shards, "num_pairs": sum(s["count"] for s in shards)})
+  (directory / MANIFEST).write_text(json.dumps(manifest, indent=1))
+  return manifest
+
+
+def build_or_load(root, spec: ShardSpec, tokenizer, input_files: Sequence[pathlib.Path],
+                  read_sets, progress: bool = True) -> pathlib.Path:
+  """The shard directory for (spec, tokenizer, inputs), built if missing or stale.
+
+  `read_sets()` returns language -> RetrievalSet; it is called only when a
+  rebuild is needed. The new shards are written to a temporary directory and
+  renamed into place, so concurrent builders (several hosts) never see a
+  half-written set.
+  """
+  directory = shard_dir(root, spec, tokenizer)
+  expected = expected_manifest(spec, tokenizer, input_files)
+  if _is_current(directory, expected):
+    return directory
+  logging.info("building training shards in %s", directory)
+  directory.parent.mkdir(parents=True, exist_ok=True)
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=directory.name + ".tmp-", dir=directory.parent))
+  try:
+    write_shards(tmp, read_sets(), spec, tokenizer, expected, progress=progress)
+    if directory.exists():
+      if _is_current(directory, expected):  # another process finished first
+        return directory
+      shutil.rmtree(directory)
+    os.rename(tmp, directory)
+  finally:
+    if tmp.exists():
+      shutil.rmtree(tmp)
+  return directory
+
+
+@dataclasses.dataclass
+class PairTable:
+  """All pairs of all shards in memory (row r = one pair), with lookups by group."""
+  languages: tuple[str, ...]
+  query_ids: np.ndarray          # int32 [P, Lq]
+  query_mask: np.ndarray         # int32 [P, Lq]
+  passage_ids: np.ndarray        # int32 [P, Lp]
+  passage_mask: np.ndarray       # int32 [P, Lp]
+  group_id: np.ndarray           # int32 [P]
+  query_language: np.ndarray     # int32 [P] index into languages
+  passage_language: np.ndarray   # int32 [P] index into languages
+  row_of: np.ndarray             # int32 [L, L, G]: row of pair (a, b, group), -1 if absent
+  shard_rows: dict[tuple[str, str], np.ndarray]  # (a, b) -> int64 rows, by group id
+
+  @property
+  def num_groups(self) -> int:
+    return self.row_of.shape[2]
+
+  def holders(self) -> np.ndarray:
+    """bool [G, L]: language l holds group g (its X-X pair exists)."""
+    diag = np.stack([self.row_of[i, i] for i in range(len(self.languages))], axis=1)
+    return diag >= 0
+
+
+def load_pair_table(directory) -> PairTable:
+  """Read every shard listed in the manifest into one PairTable."""
+  import tensorflow as tf
+
+  directory = pathlib.Path(directory)
+  manifest = json.loads((directory / MANIFEST).read_text())
+  lq, lp = manifest["config"]["max_query_len"], manifest["config"]["max_passage_len"]
+  languages = tuple(manifest["languages"])
+  index = {l: i for i, l in enumerate(languages)}
+  features = {"query_ids": tf.io.FixedLenFeature([lq], tf.int64),
+              "query_mask": tf.io.FixedLenFeature([lq], tf.int64),
+              "passage_ids": tf.io.FixedLenFeature([lp], tf.int64),
+              "passage_mask": tf.io.FixedLenFeature([lp], tf.int64),
+              "group_id": tf.io.FixedLenFeature([], tf.int64)}
+  columns = {k: [] for k in (*features, "query_language", "passage_language")}
+  shard_rows, start = {}, 0
+  for shard in manifest["shards"]:
+    a, b, n = shard["query_language"], shard["passage_language"], shard["count"]
+    ds = tf.data.TFRecordDataset(str(directory / shard["file"])).batch(4096).map(
+        lambda x: tf.io.parse_example(x, features))
+    got = 0
+    for chunk in ds.as_numpy_iterator():
+      for k in features:
+        columns[k].append(chunk[k].astype(np.int32))
+      got += len(chunk["group_id"])
+    if got != n:
+      raise readers.DataError(f"{directory / shard['file']}: manifest says {n} pairs, found {got}")
+    columns["query_language"].append(np.full(n, index[a], np.int32))
+    columns["passage_language"].append(np.full(n, index[b], np.int32))
+    shard_rows[(a, b)] = np.arange(start, start + n)
+    start += n
+  empty = {"query_ids": (0, lq), "query_mask": (0, lq), "passage_ids": (0, lp),
+           "passage_mask": (0, lp)}
+  cols = {k: (np.concatenate(v) if v else np.zeros(empty.get(k, (0,)), np.int32))
+          for k, v in columns.items()}
+  row_of = np.full((len(languages), len(languages), manifest["num_groups"]), -1, np.int32)
+  row_of[cols["query_language"], cols["passage_language"], cols["group_id"]] = np.arange(start)
+  return PairTable(languages=languages, row_of=row_of, shard_rows=shard_rows, **cols)
