@@ -145,7 +145,7 @@ def train_config(preset: Preset, fold: str, sampling: str, alpha: float, seed: i
     for key, value in preset.train_overrides.items():
       config[key] = value
     if preset.train_languages:
-      config.train_languages = list(preset.train_languages[fold])
+      config.train_languages = ",".join(preset.train_languages[fold])
   return config
 
 

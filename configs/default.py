@@ -1,0 +1,57 @@
+"""Default run: fold A (train on MLQA-R pairs), hybrid batches, alpha 0.5, e5-small.
+
+Sized for a CPU: a global batch of 32 pairs, queries cut to 32 tokens and
+passages to 96, frozen embedding tables, 300 steps. Override any key on the
+command line, e.g.
+
+  python -m mlir_train.train --config configs/default.py --workdir /tmp/run \
+      --config.sampling=mono --config.total_steps=100
+"""
+import ml_collections
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg
+  c = ml_collections.ConfigDict()
+  # Model: "e5-small", a Hugging Face directory, or "tiny-random[-SEED]" (tests).
+  c.model = "e5-small"
+  c.compute_dtype = "float32"      # or "bfloat16" (parameters stay float32)
+  c.remat = False                  # rematerialise each layer in the backward pass
+  c.freeze_embeddings = True       # hold the embedding tables out of training
+
+  # Data: which pairs, and how a batch is composed.
+  c.data_source = "pairs"          # "pairs" (data_pipelines.sampler) or "synthetic" (benchmarks)
+  c.data_dir = ml_collections.config_dict.placeholder(str)    # None: $MLIR_DATA_DIR or ../shared/data
+  c.shards_dir = ml_collections.config_dict.placeholder(str)  # None: $MLIR_TRAIN_CACHE/shards
+  c.fold = "A"                     # A: train MLQA-R, eval XQuAD-R + TyDi; B: train XQuAD-R
+  c.train_languages = ""           # comma-separated subset of the fold's languages; "" = all
+  c.positive = "sentence"          # "sentence" (answer sentence) or "paragraph"
+  c.sampling = "hybrid"            # "mono" (X-X), "cross" (X-Y), "hybrid", "mixed"
+  c.alpha = 0.5                    # hybrid: P(batch is X-X-mono)
+  c.mono_language_sampling = "uniform"  # "uniform", "size", "temperature"
+  c.language_temperature = 2.0     # for "temperature": p_l ~ n_l^(1/T)
+  c.max_query_len = 32
+  c.max_passage_len = 96
+
+  # Optimisation.
+  c.seed = 0
+  c.batch_size = 32                # global batch (pairs), split over all devices
+  c.total_steps = 300
+  c.warmup_steps = 30
+  c.learning_rate = 2e-5
+  c.weight_decay = 0.01
+  c.max_grad_norm = 1.0
+  c.temperature = 0.05
+  c.symmetric_loss = False
+  c.gradcache_chunk_size = 0       # 0 = off; else embed/backprop this many pairs at a time
+  c.max_nonfinite_in_a_row = 5     # stop after this many skipped (NaN/Inf) updates in a row
+
+  # Parallelism: mesh ("data", "fsdp"); fsdp > 1 shards parameters too.
+  c.fsdp = 1
+
+  # Bookkeeping.
+  c.checkpoint_every_steps = 100
+  c.keep_checkpoints = 2
+  c.log_every_steps = 10
+  c.step_delay_s = 0.0             # sleep after each step (only for crash/resume tests)
+  return c

@@ -1,0 +1,270 @@
+"""Evaluation protocols on precomputed embeddings: which queries search which pool.
+
+Every function takes `{language: EncodedSet}` (a `RetrievalSet` with its question
+and candidate embeddings, each text encoded once) and reuses those embeddings
+across settings. Results are plain dicts, ready for JSON.
+
+LAReQA (XQuAD-R, MLQA-R), after Roy et al. 2020 and the hybrid-batch paper:
+- mono:  queries of language a against a's candidates.
+- cross: queries of a against b's candidates for every ordered pair a != b;
+  relevant = b's answer sentence(s) for the same question id.
+- multi: one pool of every language's candidates; relevant = the answer
+  sentences of the question id in every language.
+  mAP (full ranking) everywhere, R@1 for mono and cross, R@10 for multi.
+- language bias (Huang et al. 2023): in the multi pool, for each query, the best
+  rank of each language's answer, then (worst of those - best of those), ranks
+  1-based; averaged over the query language's queries, then macro over query
+  languages. Queries whose id has an answer in only one language are left out
+  (their spread is 0 by construction) and counted.
+TyDi GoldP: mono (each language's own unique passages) and multi (the union),
+  mrr@10, r@1, r@10, ndcg@10, map, and in multi the share of the top 10 that is
+  in the query's language.
+MIRACL format: mono, ndcg@10 and r@100.
+
+Macro = unweighted mean over languages (or language pairs for cross).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from data_pipelines.readers import RetrievalSet
+from eval import metrics as metrics_lib
+from eval import search
+
+LAREQA_METRICS = {"mono": ("map", "r@1"), "cross": ("map", "r@1"), "multi": ("map", "r@10")}
+TYDI_METRICS = ("mrr@10", "r@1", "r@10", "ndcg@10", "map")
+MIRACL_METRICS = ("ndcg@10", "r@100")
+
+
+class ProtocolError(ValueError):
+  """Inputs that the protocol cannot evaluate (names the benchmark, language, record)."""
+
+
+@dataclasses.dataclass
+class EncodedSet:
+  """One language of a benchmark with its embeddings."""
+  data: RetrievalSet
+  questions: np.ndarray   # [n_questions, dim] unit vectors, in data.questions order
+  candidates: np.ndarray  # [n_candidates, dim] unit vectors, in data.candidates order
+
+  def __post_init__(self):
+    where = f"{self.data.benchmark}/{self.data.language}"
+    if len(self.questions) != len(self.data.questions):
+      raise ProtocolError(f"{where}: {len(self.questions)} question embeddings for "
+                          f"{len(self.data.questions)} questions")
+    if len(self.candidates) != len(self.data.candidates):
+      raise ProtocolError(f"{where}: {len(self.candidates)} candidate embeddings for "
+                          f"{len(self.data.candidates)} candidates")
+    if not self.data.candidates:
+      raise ProtocolError(f"{where}: no candidates")
+    for question in self.data.questions:
+      if not any(g >= 1 for g in question.relevant.values()):
+        raise ProtocolError(f"{where}: question {question.qid} has no relevant candidate")
+
+
+def _mean(values) -> float:
+  return float(np.mean(values)) if len(values) else float("nan")
+
+
+def _means(per_query: Mapping[str, np.ndarray], rows=slice(None)) -> dict[str, float]:
+  return {name: _mean(values[rows]) for name, values in per_query.items()}
+
+
+def _macro(tables: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+  names = next(iter(tables.values())).keys() if tables else ()
+  return {name: _mean([t[name] for t in tables.values()]) for name in names}
+
+
+def retrieve(queries: np.ndarray, corpus: np.ndarray, qrels: Sequence[Mapping[int, int]],
+             names: Sequence[str], search_options: Mapping | None = None):
+  """Search and score: (per-query metrics {name: [Q]}, ranked [Q, k], ranks of relevant [Q, T]).
+
+  k is the largest cut-off among `names` (at most the corpus size); the ranks of
+  every relevant item in the full ranking are computed only when needed
+  ('map' in names).
+  """
+  options = dict(search_options or {})
+  k = min(max(metrics_lib.max_cutoff(names), 10), corpus.shape[0])
+  _, ranked = search.top_k(queries, corpus, k, **options)  # [Q, k]
+  targets = metrics_lib.qrels_targets(qrels)  # [Q, T]
+  ranks = search.relevant_ranks(queries, corpus, targets, **options) if "map" in names else None
+  return metrics_lib.compute(names, ranked, qrels, ranks), ranked, ranks
+
+
+def _pool(encoded: Mapping[str, EncodedSet]):
+  """All languages' candidates in one pool: (embeddings [N, dim], offsets, language id [N])."""
+  languages = list(encoded)
+  sizes = [len(encoded[l].candidates) for l in languages]
+  offsets = dict(zip(languages, np.cumsum([0] + sizes[:-1]).tolist()))
+  pool = np.concatenate([encoded[l].candidates for l in languages])
+  language_id = np.repeat(np.arange(len(languages)), sizes)
+  return pool, offsets, language_id
+
+
+# ----------------------------------------------------------------------------
+# LAReQA
+
+
+def _answers_by_qid(encoded: Mapping[str, EncodedSet]) -> dict[str, dict[str, Mapping[int, int]]]:
+  """language -> question id -> relevant candidates (indices in that language)."""
+  answers = {}
+  for language, enc in encoded.items():
+    answers[language] = {}
+    for question in enc.data.questions:
+      if question.qid in answers[language]:
+        raise ProtocolError(f"{enc.data.benchmark}/{language}: question id {question.qid} "
+                            "appears twice; LAReQA needs one question per id and language")
+      answers[language][question.qid] = {i: g for i, g in question.relevant.items() if g >= 1}
+  return answers
+
+
+def language_bias(ranks: np.ndarray, target_language: np.ndarray) -> np.ndarray:
+  """Per query: max over languages of the language's best rank, minus the min of those.
+
+  Args:
+    ranks: int [Q, T] 1-based ranks of the relevant items in the pooled ranking (0 = padding).
+    target_language: int [Q, T] language id of each relevant item (ignored at padding).
+  Returns:
+    float64 [Q]; NaN for queries whose relevant items are all in one language.
+  """
+  n_languages = int(target_language.max(initial=0)) + 1
+  big = np.iinfo(np.int64).max
+  best = np.full((ranks.shape[0], n_languages), big, np.int64)  # [Q, languages]
+  for language in range(n_languages):
+    mine = (target_language == language) & (ranks > 0)
+    best[:, language] = np.where(mine, ranks, big).min(axis=1)
+  present = best < big
+  spread = (np.where(present, best, 0).max(axis=1)
+            - np.where(present, best, big).min(axis=1)).astype(np.float64)
+  return np.where(present.sum(axis=1) >= 2, spread, np.nan)
+
+
+def lareqa(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = None) -> dict:
+  """Mono, cross and multi settings plus language bias for XQuAD-R / MLQA-R."""
+  languages = list(encoded)
+  answers = _answers_by_qid(encoded)
+  mono, cross = {}, {}
+
+  # Mono and cross: one search per corpus language b with every language's queries.
+  for b in languages:
+    rows, qrels = [], []  # (query language, question index) and relevance in b
+    for a in languages:
+      for i, question in enumerate(encoded[a].data.questions):
+        if question.qid in answers[b]:
+          rows.append((a, i))
+          qrels.append(answers[b][question.qid])
+    if not rows:
+      continue
+    queries = np.stack([encoded[a].questions[i] for a, i in rows])  # [Q_b, dim]
+    per_query, _, _ = retrieve(queries, encoded[b].candidates, qrels,
+                               sorted(set(LAREQA_METRICS["mono"]) | set(LAREQA_METRICS["cross"])),
+                               search_options)
+    query_language = np.array([a for a, _ in rows])
+    for a in languages:
+      mask = query_language == a
+      if not mask.any():
+        continue
+      if a == b:
+        mono[a] = _means({n: per_query[n] for n in LAREQA_METRICS["mono"]}, mask)
+      else:
+        cross[f"{a}-{b}"] = _means({n: per_query[n] for n in LAREQA_METRICS["cross"]}, mask)
+
+  # Multi: one pool; every language's answer to the question id is relevant.
+  pool, offsets, _ = _pool(encoded)
+  language_index = {l: j for j, l in enumerate(languages)}
+  queries, qrels, target_langs, query_language = [], [], [], []
+  for a in languages:
+    for i, question in enumerate(encoded[a].data.questions):
+      judged, langs = {}, {}
+      for b in languages:
+        for item, grade in answers[b].get(question.qid, {}).items():
+          judged[offsets[b] + item] = grade
+          langs[offsets[b] + item] = language_index[b]
+      queries.append(encoded[a].questions[i])
+      qrels.append(judged)
+      target_langs.append(langs)
+      query_language.append(a)
+  per_query, _, ranks = retrieve(np.stack(queries), pool, qrels, LAREQA_METRICS["multi"],
+                                 search_options)
+  targets = metrics_lib.qrels_targets(qrels)  # same column order as `ranks`
+  target_language = np.array([[target_langs[q].get(t, 0) for t in row]
+                              for q, row in enumerate(targets)], np.int64).reshape(targets.shape)
+  bias = language_bias(ranks, target_language)
+  query_language = np.array(query_language)
+  multi, bias_per_language, bias_excluded = {}, {}, {}
+  for a in languages:
+    mask = query_language == a
+    multi[a] = _means(per_query, mask)
+    spread = bias[mask]
+    bias_per_language[a] = _mean(spread[~np.isnan(spread)])
+    bias_excluded[a] = int(np.isnan(spread).sum())
+
+  return {
+      "settings": {
+          "mono": {"macro": _macro(mono), "per_language": mono},
+          "cross": {"macro": _macro(cross), "per_pair": cross,
+                    "per_query_language": {a: _macro({p: v for p, v in cross.items()
+                                                      if p.split("-")[0] == a})
+                                           for a in languages if len(languages) > 1}},
+          "multi": {"macro": _macro(multi), "per_language": multi},
+      },
+      "language_bias": {
+          "macro": _mean([v for v in bias_per_language.values() if not np.isnan(v)]),
+          "per_language": bias_per_language,
+          "queries_without_parallel_answers": bias_excluded,
+      },
+      "counts": _counts(encoded, pool_size=len(pool)),
+  }
+
+
+def _counts(encoded: Mapping[str, EncodedSet], pool_size: int) -> dict:
+  return {"per_language": {l: {"queries": len(e.questions), "candidates": len(e.candidates)}
+                           for l, e in encoded.items()},
+          "pool_candidates": int(pool_size)}
+
+
+# ----------------------------------------------------------------------------
+# TyDi GoldP and MIRACL
+
+
+def tydi(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = None) -> dict:
+  """Mono (own passages) and multi (union of all languages' passages) retrieval."""
+  languages = list(encoded)
+  mono = {}
+  for language, enc in encoded.items():
+    qrels = [q.relevant for q in enc.data.questions]
+    per_query, _, _ = retrieve(enc.questions, enc.candidates, qrels, TYDI_METRICS, search_options)
+    mono[language] = _means(per_query)
+
+  pool, offsets, language_id = _pool(encoded)
+  multi = {}
+  for j, language in enumerate(languages):
+    enc = encoded[language]
+    qrels = [{offsets[language] + i: g for i, g in q.relevant.items()} for q in enc.data.questions]
+    per_query, ranked, _ = retrieve(enc.questions, pool, qrels, TYDI_METRICS, search_options)
+    top10 = ranked[:, :10]  # [Q, <=10]
+    per_query["top10_same_language"] = (language_id[top10] == j).mean(axis=1)
+    multi[language] = _means(per_query)
+
+  return {
+      "settings": {"mono": {"macro": _macro(mono), "per_language": mono},
+                   "multi": {"macro": _macro(multi), "per_language": multi}},
+      "counts": _counts(encoded, pool_size=len(pool)),
+  }
+
+
+def miracl(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = None) -> dict:
+  """Monolingual retrieval per language: nDCG@10 and Recall@100."""
+  mono = {}
+  for language, enc in encoded.items():
+    qrels = [q.relevant for q in enc.data.questions]
+    per_query, _, _ = retrieve(enc.questions, enc.candidates, qrels, MIRACL_METRICS, search_options)
+    mono[language] = _means(per_query)
+  return {"settings": {"mono": {"macro": _macro(mono), "per_language": mono}},
+          "counts": _counts(encoded, pool_size=sum(len(e.candidates) for e in encoded.values()))}
+
+
+PROTOCOLS = {"xquad_r": lareqa, "mlqa_r": lareqa, "tydiqa_goldp": tydi, "miracl": miracl}

@@ -1,0 +1,164 @@
+"""Markdown tables and matplotlib plots from an `eval.run` result dict.
+
+For `results/x.json` it writes `x.report.md`, `x.per_language.png` (a grouped bar
+chart of each setting's main metric per language) and, for XQuAD-R / MLQA-R,
+`x.heatmap.png` (mAP, query language x corpus language: mono on the diagonal,
+cross elsewhere).
+"""
+from __future__ import annotations
+
+import pathlib
+
+import numpy as np
+
+MAIN_METRIC = {"xquad_r": "map", "mlqa_r": "map", "tydiqa_goldp": "mrr@10", "miracl": "ndcg@10"}
+
+
+def _fmt(value, digits: int = 3) -> str:
+  if value is None:
+    return "n/a"
+  if isinstance(value, float):
+    return f"{value:.{digits}f}"
+  return str(value)
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+  return lines + [""]
+
+
+def headline(result: dict) -> str:
+  """One line per setting with its macro metrics (+ language bias)."""
+  lines = [f"{result['benchmark']} / {result['model']} ({len(result['languages'])} languages)"]
+  for setting, table in result["settings"].items():
+    metrics = ", ".join(f"{k} {_fmt(v)}" for k, v in table["macro"].items())
+    lines.append(f"  {setting:<5} {metrics}")
+  if "language_bias" in result:
+    lines.append(f"  language bias (multi, lower is better): {_fmt(result['language_bias']['macro'], 1)}")
+  return "\n".join(lines)
+
+
+def pair_matrix(result: dict, metric: str = "map") -> np.ndarray:
+  """[query language, corpus language] metric: mono on the diagonal, cross elsewhere."""
+  languages = result["languages"]
+  settings = result["settings"]
+  matrix = np.full((len(languages), len(languages)), np.nan)
+  for i, a in enumerate(languages):
+    for j, b in enumerate(languages):
+      if a == b:
+        cell = settings["mono"]["per_language"].get(a, {}).get(metric)
+      else:
+        cell = settings.get("cross", {}).get("per_pair", {}).get(f"{a}-{b}", {}).get(metric)
+      matrix[i, j] = np.nan if cell is None else cell
+  return matrix
+
+
+def markdown(result: dict) -> str:
+  languages = result["languages"]
+  lines = [f"# {result['benchmark']}: {result['model']}", "",
+           f"Languages: {', '.join(languages)}. Zero-shot; macro = unweighted mean over "
+           "languages (cross: over ordered language pairs).", ""]
+  lines += ["## Macro averages", ""]
+  for setting, table in result["settings"].items():
+    names = list(table["macro"])
+    lines += [f"**{setting}**", ""] + _table(names, [[table["macro"][n] for n in names]])
+  if "language_bias" in result:
+    bias = result["language_bias"]
+    lines += ["## Language bias (multi pool; max - min rank of the parallel answers; lower is better)",
+              ""]
+    lines += _table(["macro"] + languages,
+                    [[_fmt(bias["macro"], 1)] + [_fmt(bias["per_language"].get(l), 1) for l in languages]])
+  lines += ["## Per language", ""]
+  for setting, table in result["settings"].items():
+    if "per_language" not in table:
+      continue
+    names = list(table["macro"])
+    lines += [f"**{setting}**", ""]
+    lines += _table(["language"] + names,
+                    [[l] + [table["per_language"][l].get(n) for n in names]
+                     for l in languages if l in table["per_language"]])
+  if "cross" in result["settings"]:
+    matrix = pair_matrix(result)
+    lines += ["## mAP by query language (rows) x corpus language (columns)", ""]
+    lines += _table(["query \\ corpus"] + languages,
+                    [[a] + [None if np.isnan(v) else float(v) for v in row]
+                     for a, row in zip(languages, matrix)])
+  counts = result.get("counts", {}).get("per_language", {})
+  issues = result.get("data_issues", {})
+  lines += ["## Data", ""]
+  lines += _table(["language", "queries", "candidates", "data issues", "dropped"],
+                  [[l, counts.get(l, {}).get("queries"), counts.get(l, {}).get("candidates"),
+                    issues.get(l, {}).get("records"), issues.get(l, {}).get("dropped")]
+                   for l in languages])
+  if "timing_seconds" in result:
+    t = result["timing_seconds"]
+    lines += [f"Time: {_fmt(t.get('total'), 1)} s in all (encoding {_fmt(t.get('encode'), 1)} s, "
+              f"search and metrics {_fmt(t.get('search_and_metrics'), 1)} s).", ""]
+  return "\n".join(lines)
+
+
+def plot_per_language(result: dict, path: pathlib.Path) -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  metric = MAIN_METRIC.get(result["benchmark"], "map")
+  languages = result["languages"]
+  # cross contributes its mean over corpus languages per query language
+  tables = {s: t.get("per_language", t.get("per_query_language"))
+            for s, t in result["settings"].items()}
+  settings = [s for s, t in tables.items() if t]
+  width = 0.8 / max(len(settings), 1)
+  fig, ax = plt.subplots(figsize=(min(14, max(6, 0.45 * len(languages) * max(len(settings), 1))), 4))
+  x = np.arange(len(languages))
+  for i, setting in enumerate(settings):
+    table = tables[setting]
+    values = [np.nan if table.get(l, {}).get(metric) is None else table[l][metric] for l in languages]
+    ax.bar(x + i * width - 0.4 + width / 2, values, width, label=setting)
+  ax.set_xticks(x, languages)
+  ax.set_ylabel(metric)
+  ax.set_ylim(0, 1)
+  ax.set_title(f"{result['benchmark']}: {result['model']}, {metric} per query language"
+               + (" (cross: mean over corpus languages)" if "cross" in tables else ""))
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_heatmap(result: dict, path: pathlib.Path, metric: str = "map") -> None:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  languages = result["languages"]
+  matrix = pair_matrix(result, metric)
+  fig, ax = plt.subplots(figsize=(max(4.5, 1.5 + 0.6 * len(languages)),
+                                  max(3.5, 1.0 + 0.5 * len(languages))))
+  image = ax.imshow(matrix, vmin=0, vmax=1, cmap="viridis")
+  ax.set_xticks(range(len(languages)), languages)
+  ax.set_yticks(range(len(languages)), languages)
+  ax.set_xlabel("corpus language")
+  ax.set_ylabel("query language")
+  for i in range(len(languages)):
+    for j in range(len(languages)):
+      if not np.isnan(matrix[i, j]):
+        ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                color="white" if matrix[i, j] < 0.5 else "black")
+  fig.colorbar(image, ax=ax, label=metric)
+  ax.set_title(f"{result['benchmark']}: {metric}")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def write_report(result: dict, json_path) -> list[pathlib.Path]:
+  """Report and plots beside `json_path`; returns the paths written."""
+  json_path = pathlib.Path(json_path)
+  stem = json_path.with_suffix("")
+  paths = [stem.with_name(stem.name + ".report.md"), stem.with_name(stem.name + ".per_language.png")]
+  paths[0].write_text(markdown(result))
+  plot_per_language(result, paths[1])
+  if "cross" in result["settings"]:
+    paths.append(stem.with_name(stem.name + ".heatmap.png"))
+    plot_heatmap(result, paths[-1])
+  return paths

@@ -1,0 +1,201 @@
+"""Zero-shot evaluation of one model on one benchmark: JSON + report + plots.
+
+  python -m eval.run --model e5-small --benchmark xquad_r --out results/e5-small/xquad_r.json
+
+Loads each language of the benchmark with `data_pipelines.readers` (unusable
+records are logged and counted, never dropped silently), embeds every question
+and candidate once ("query: " / "passage: " prefixes), runs the protocol of
+`eval.protocols` and writes the result JSON, `<stem>.report.md` and plots beside
+it. `evaluate(...)` is the same as a Python call returning the JSON dict.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import pathlib
+import time
+from typing import Mapping, Sequence
+
+from data_pipelines import readers
+from eval import protocols, report
+
+log = logging.getLogger(__name__)
+
+MIRACL_LANGUAGES = ("ar", "bn", "de", "en", "es", "fa", "fi", "fr", "hi", "id", "ja", "ko", "ru",
+                    "sw", "te", "th", "yo", "zh")
+BENCHMARK_LANGUAGES = {"xquad_r": readers.XQUAD_R_LANGUAGES, "mlqa_r": readers.MLQA_R_LANGUAGES,
+                       "tydiqa_goldp": readers.TYDI_LANGUAGES, "miracl": MIRACL_LANGUAGES}
+
+
+class EvalError(ValueError):
+  """Bad evaluation request (unknown benchmark or language, missing MIRACL corpus)."""
+
+
+def load_sets(benchmark: str, languages: Sequence[str], data_dir=None, strict: bool = False,
+              miracl_corpus: str | None = None) -> dict[str, readers.RetrievalSet]:
+  """Read one RetrievalSet per language (dev split)."""
+  sets = {}
+  for language in languages:
+    if benchmark == "xquad_r":
+      sets[language] = readers.read_xquad_r(data_dir, language, strict=strict)
+    elif benchmark == "mlqa_r":
+      sets[language] = readers.read_mlqa_r(data_dir, language, strict=strict)
+    elif benchmark == "tydiqa_goldp":
+      sets[language] = readers.read_tydi_goldp(data_dir, language, split="dev", strict=strict)
+    elif benchmark == "miracl":
+      if not miracl_corpus:
+        raise EvalError("miracl: the passage corpora are not in the data dir; pass "
+                        "--miracl_corpus with a path template such as 'corpus/{language}.jsonl'")
+      topics, qrels = readers.miracl_files(data_dir, language, split="dev")
+      corpus = pathlib.Path(miracl_corpus.format(language=language))
+      if not corpus.is_file():
+        raise EvalError(f"{corpus}: MIRACL corpus for {language} not found")
+      sets[language] = readers.read_miracl(topics, qrels, corpus, language, strict=strict)
+    else:
+      raise EvalError(f"unknown benchmark {benchmark!r}; expected one of {sorted(BENCHMARK_LANGUAGES)}")
+  return sets
+
+
+def encode_sets(model, sets: Mapping[str, readers.RetrievalSet], batch_size: int = 64,
+                max_length: int = 512, progress: bool = True) -> tuple[dict, dict]:
+  """Embed every question and candidate once: ({language: EncodedSet}, seconds per language)."""
+  from mlir_train import encode  # imported here so protocol code needs no model stack
+  encoded, seconds = {}, {}
+  for language, data in sets.items():
+    start = time.perf_counter()
+    questions = encode.embed(model, [q.text for q in data.questions], "query",
+                             batch_size=batch_size, max_length=max_length, progress=progress)
+    candidates = encode.embed(model, [c.text for c in data.candidates], "passage",
+                              batch_size=batch_size, max_length=max_length, progress=progress)
+    encoded[language] = protocols.EncodedSet(data, questions, candidates)
+    seconds[language] = round(time.perf_counter() - start, 2)
+    log.info("%s/%s: %d questions, %d candidates embedded in %.1fs", data.benchmark, language,
+             len(questions), len(candidates), seconds[language])
+  return encoded, seconds
+
+
+def _issues(sets: Mapping[str, readers.RetrievalSet]) -> dict:
+  out = {}
+  for language, data in sets.items():
+    by_problem = {}
+    for issue in data.issues:
+      key = f"{issue.problem} ({'dropped' if issue.dropped else 'kept'})"
+      by_problem[key] = by_problem.get(key, 0) + 1
+    out[language] = {"records": len(data.issues), "dropped": data.issues.num_dropped,
+                     "by_problem": by_problem}
+  return out
+
+
+def _json_safe(value):
+  """NaN/inf -> None (strict JSON), numpy scalars -> Python numbers."""
+  if isinstance(value, dict):
+    return {k: _json_safe(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_json_safe(v) for v in value]
+  if hasattr(value, "item"):
+    value = value.item()
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  return value
+
+
+def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = None, data_dir=None,
+             batch_size: int = 64, max_length: int = 512, progress: bool = True,
+             out: str | os.PathLike | None = None, strict: bool = False,
+             miracl_corpus: str | None = None, chunk_size: int = 4096,
+             query_block: int = 256) -> dict:
+  """Evaluate a model (a `LoadedModel`, or a name/path for `load_model`) on one benchmark.
+
+  Returns the result dict (see module docstring of eval.protocols for the
+  settings); with `out`, also writes it as JSON plus a report and plots.
+  """
+  if benchmark not in BENCHMARK_LANGUAGES:
+    raise EvalError(f"unknown benchmark {benchmark!r}; expected one of {sorted(BENCHMARK_LANGUAGES)}")
+  languages = list(languages or BENCHMARK_LANGUAGES[benchmark])
+  unknown = [l for l in languages if l not in BENCHMARK_LANGUAGES[benchmark]]
+  if unknown:
+    raise EvalError(f"{benchmark}: unknown language(s) {', '.join(unknown)}; expected some of "
+                    f"{', '.join(BENCHMARK_LANGUAGES[benchmark])}")
+  started = time.perf_counter()
+  if isinstance(model_or_name, (str, os.PathLike)):
+    from mlir_train import models
+    model = models.load_model(model_or_name)
+  else:
+    model = model_or_name
+  loaded = time.perf_counter()
+
+  sets = load_sets(benchmark, languages, data_dir, strict, miracl_corpus)
+  encoded, encode_seconds = encode_sets(model, sets, batch_size, max_length, progress)
+  encoded_at = time.perf_counter()
+  protocol = protocols.PROTOCOLS[benchmark]
+  result = protocol(encoded, search_options={"chunk_size": chunk_size, "query_block": query_block})
+  finished = time.perf_counter()
+
+  result = {
+      "benchmark": benchmark,
+      "model": model.name,
+      "languages": languages,
+      **result,
+      "data_issues": _issues(sets),
+      "options": {"batch_size": batch_size, "max_length": max_length, "chunk_size": chunk_size,
+                  "query_block": query_block, "strict": strict},
+      "timing_seconds": {"load_model": round(loaded - started, 2),
+                         "encode": round(encoded_at - loaded, 2),
+                         "encode_per_language": encode_seconds,
+                         "search_and_metrics": round(finished - encoded_at, 2),
+                         "total": round(finished - started, 2)},
+  }
+  result = _json_safe(result)
+  if out is not None:
+    write(result, out)
+  return result
+
+
+def write(result: dict, out: str | os.PathLike) -> list[pathlib.Path]:
+  """The JSON at `out`, then the report and plots beside it; returns every path written."""
+  out = pathlib.Path(out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+  return [out] + report.write_report(result, out)
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(
+      prog="python -m eval.run",
+      description="Zero-shot retrieval evaluation. XQuAD-R / MLQA-R: mono, cross and multi "
+                  "settings (mAP, R@1, R@10) and language bias; TyDi GoldP: mono and pooled "
+                  "(MRR@10, R@1, R@10, nDCG@10, MAP); MIRACL-format: nDCG@10, R@100. Writes the "
+                  "result JSON, <stem>.report.md and plots beside it.")
+  parser.add_argument("--model", required=True,
+                      help='"e5-small", a Hugging Face model directory, or a training workdir')
+  parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARK_LANGUAGES))
+  parser.add_argument("--languages", default=None,
+                      help="comma-separated subset, e.g. en,de (default: all of the benchmark)")
+  parser.add_argument("--data_dir", default=None,
+                      help="raw data directory (default: $MLIR_DATA_DIR, else ../shared/data)")
+  parser.add_argument("--batch_size", type=int, default=64, help="texts per encoder call")
+  parser.add_argument("--max_length", type=int, default=512,
+                      help="tokens per text incl. prefix; longer texts are truncated")
+  parser.add_argument("--chunk_size", type=int, default=4096,
+                      help="corpus rows scored at once per device (bounds search memory)")
+  parser.add_argument("--strict", action="store_true",
+                      help="fail on the first unusable data record instead of logging it")
+  parser.add_argument("--miracl_corpus", default=None,
+                      help="MIRACL only: corpus JSONL path template with {language}")
+  parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
+  parser.add_argument("--out", required=True, help="result JSON path")
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+  languages = [l.strip() for l in args.languages.split(",") if l.strip()] if args.languages else None
+  result = evaluate(args.model, args.benchmark, languages, args.data_dir, args.batch_size,
+                    args.max_length, not args.no_progress, args.out, args.strict,
+                    args.miracl_corpus, args.chunk_size)
+  print(report.headline(result))
+  print(f"wrote {args.out} in {result['timing_seconds']['total']:.0f}s")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,92 @@
+"""GradCache: the contrastive loss of a large batch with the memory of a chunk.
+
+Gradient accumulation alone does not add negatives: every query must see every
+passage of the batch. GradCache (Gao et al. 2021; tevatron's JAX
+`cachex.grad_cached`) gets the exact full-batch loss and gradient in three
+passes:
+
+  1. embed the batch chunk by chunk without keeping activations;
+  2. compute the loss and its gradient with respect to the embeddings
+     (cheap: [batch, dim]);
+  3. re-run each chunk's forward pass and pull the cached embedding gradient
+     back to the parameters with `jax.vjp`, summing over chunks.
+
+Chunks are a `lax.scan` over static slices, so one chunk's activations are
+live at a time. Chunk c takes rows c, c + n_chunks, c + 2 n_chunks, ... so
+that with the batch split across devices every device works on every chunk.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+EmbedFn = Callable[[Any, jax.Array, jax.Array], jax.Array]  # (params, ids, mask) -> [n, dim]
+
+
+class GradCacheError(ValueError):
+  pass
+
+
+def _to_chunks(x: jax.Array, chunk_size: int) -> jax.Array:
+  """[batch, ...] -> [n_chunks, chunk_size, ...], chunk c = rows c::n_chunks."""
+  batch = x.shape[0]
+  if batch % chunk_size:
+    raise GradCacheError(f"batch {batch} is not divisible by gradcache chunk size {chunk_size}")
+  n_chunks = batch // chunk_size
+  return jnp.swapaxes(x.reshape((chunk_size, n_chunks) + x.shape[1:]), 0, 1)
+
+
+def _from_chunks(x: jax.Array) -> jax.Array:
+  """Inverse of `_to_chunks`: [n_chunks, chunk_size, ...] -> [batch, ...]."""
+  n_chunks, chunk_size = x.shape[:2]
+  return jnp.swapaxes(x, 0, 1).reshape((n_chunks * chunk_size,) + x.shape[2:])
+
+
+def embed_in_chunks(embed: EmbedFn, params, ids: jax.Array, mask: jax.Array,
+                    chunk_size: int) -> jax.Array:
+  """Pass 1: embeddings [batch, dim] of the whole batch, no gradient tape."""
+  params = jax.lax.stop_gradient(params)
+
+  def one_chunk(_, chunk):
+    return None, embed(params, *chunk)
+
+  _, out = jax.lax.scan(one_chunk, None, (_to_chunks(ids, chunk_size),
+                                          _to_chunks(mask, chunk_size)))
+  return _from_chunks(out)
+
+
+def param_grads_in_chunks(embed: EmbedFn, params, ids: jax.Array, mask: jax.Array,
+                          embedding_grads: jax.Array, chunk_size: int):
+  """Pass 3: sum over chunks of d(embedding_grads . embed(params, chunk))/d params."""
+  def one_chunk(total, chunk):
+    chunk_ids, chunk_mask, chunk_cotangent = chunk
+    _, pullback = jax.vjp(lambda p: embed(p, chunk_ids, chunk_mask), params)
+    (grads,) = pullback(chunk_cotangent)
+    return jax.tree.map(jnp.add, total, grads), None
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  total, _ = jax.lax.scan(one_chunk, zeros, (_to_chunks(ids, chunk_size),
+                                             _to_chunks(mask, chunk_size),
+                                             _to_chunks(embedding_grads, chunk_size)))
+  return total
+
+
+def value_and_grad(embed: EmbedFn, loss_from_embeddings: Callable, chunk_size: int):
+  """Like `jax.value_and_grad(has_aux=True)` of the full-batch loss, chunked.
+
+  `loss_from_embeddings(query_emb, passage_emb) -> (loss, aux)`. Returns
+  f(params, query_ids, query_mask, passage_ids, passage_mask) -> ((loss, aux), grads).
+  """
+  def fn(params, query_ids, query_mask, passage_ids, passage_mask):
+    query = embed_in_chunks(embed, params, query_ids, query_mask, chunk_size)      # [batch, dim]
+    passage = embed_in_chunks(embed, params, passage_ids, passage_mask, chunk_size)
+    (loss, aux), (d_query, d_passage) = jax.value_and_grad(
+        loss_from_embeddings, argnums=(0, 1), has_aux=True)(query, passage)
+    grads_q = param_grads_in_chunks(embed, params, query_ids, query_mask, d_query, chunk_size)
+    grads_p = param_grads_in_chunks(embed, params, passage_ids, passage_mask, d_passage,
+                                    chunk_size)
+    return (loss, aux), jax.tree.map(jnp.add, grads_q, grads_p)
+
+  return fn

@@ -1,0 +1,344 @@
+r"""Train a multilingual dual encoder with mono / cross / hybrid batches.
+
+  python -m mlir_train.train --config configs/default.py --workdir /tmp/run \
+      [--config.sampling=mono --config.total_steps=100 ...]
+
+Multi-host: pass --coordinator_address=HOST:PORT --num_processes=N
+--process_id=I (or run under SLURM / on TPU, where JAX finds them itself).
+
+The workdir holds checkpoints/ (Orbax), config.json and metrics.jsonl (one
+JSON line per logged step). Running again on the same workdir resumes from
+the latest checkpoint and ends where an uninterrupted run would: batches are a
+deterministic function of (config, seed, step) and the step is checkpointed.
+
+`train(config, workdir) -> summary` is the same thing as a Python call.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import pathlib
+import sys
+import time
+from typing import Any, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from mlir_train import checkpoints
+from mlir_train import encoder as encoder_lib
+from mlir_train import gradcache
+from mlir_train import loss as loss_lib
+from mlir_train import optimizer as optimizer_lib
+from mlir_train import partitioning
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+BATCH_FIELDS = ("query_ids", "query_mask", "passage_ids", "passage_mask", "group_id")
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class TrainingError(RuntimeError):
+  """A run that cannot start or must stop (bad config, repeated non-finite loss)."""
+
+
+# ----------------------------------------------------------------------------
+# Update step
+# ----------------------------------------------------------------------------
+def make_update_step(module: encoder_lib.Encoder, tx: optax.GradientTransformation, config):
+  """(state, batch) -> (state, metrics), one AdamW update on the global batch.
+
+  state = {"params", "opt_state", "step", "nonfinite_in_a_row", "skipped_nonfinite"}.
+  A non-finite loss or gradient leaves params and optimizer state unchanged
+  (inside the step, with `jnp.where`) and is counted.
+  """
+  schedule = optimizer_lib.learning_rate_schedule(config)
+  chunk_size = int(config.gradcache_chunk_size)
+
+  def update(state, batch):
+    trainable, frozen = optimizer_lib.split_frozen(state["params"], config.freeze_embeddings)
+
+    def embed(trainable_params, ids, mask):  # [n, length] -> [n, hidden]
+      params = optimizer_lib.merge(trainable_params, frozen)
+      return module.apply({"params": params}, ids, mask)
+
+    def loss_from_embeddings(query, passage):
+      out = loss_lib.info_nce(query, passage, batch["group_id"],
+                              temperature=config.temperature,
+                              symmetric=config.symmetric_loss)
+      return out.loss, out.accuracy
+
+    if chunk_size:
+      value_and_grad = gradcache.value_and_grad(embed, loss_from_embeddings, chunk_size)
+    else:
+      def full_loss(p, q_ids, q_mask, p_ids, p_mask):
+        return loss_from_embeddings(embed(p, q_ids, q_mask), embed(p, p_ids, p_mask))
+      value_and_grad = jax.value_and_grad(full_loss, has_aux=True)
+    (loss, accuracy), grads = value_and_grad(
+        trainable, batch["query_ids"], batch["query_mask"],
+        batch["passage_ids"], batch["passage_mask"])
+
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, new_opt_state = tx.update(grads, state["opt_state"], trainable)
+    new_trainable = optax.apply_updates(trainable, updates)
+    keep_if_bad = lambda new, old: jnp.where(finite, new, old)
+    new_state = {
+        "params": optimizer_lib.merge(
+            jax.tree.map(keep_if_bad, new_trainable, trainable), frozen),
+        "opt_state": jax.tree.map(keep_if_bad, new_opt_state, state["opt_state"]),
+        "step": state["step"] + 1,
+        "nonfinite_in_a_row": jnp.where(finite, 0, state["nonfinite_in_a_row"] + 1),
+        "skipped_nonfinite": state["skipped_nonfinite"] + (~finite).astype(jnp.int32),
+    }
+    metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": grad_norm,
+               "learning_rate": schedule(state["step"]),
+               "skipped_nonfinite": new_state["skipped_nonfinite"]}
+    return new_state, metrics
+
+  return update
+
+
+def init_state(params, tx, config) -> dict:
+  trainable, _ = optimizer_lib.split_frozen(params, config.freeze_embeddings)
+  zero = jnp.zeros((), jnp.int32)
+  return {"params": params, "opt_state": tx.init(trainable), "step": zero,
+          "nonfinite_in_a_row": zero, "skipped_nonfinite": zero}
+
+
+# ----------------------------------------------------------------------------
+# Input
+# ----------------------------------------------------------------------------
+def batch_stream(config, tokenizer, vocab_size: int, start_step: int) -> Iterator[Any]:
+  """This process's batches from `start_step` on (sampler or synthetic)."""
+  where = dict(process_index=jax.process_index(), process_count=jax.process_count(),
+               start_step=start_step)
+  if config.data_source == "synthetic":
+    from mlir_train import synthetic
+    return synthetic.batch_stream(config, vocab_size, **where)
+  if config.data_source == "pairs":
+    from data_pipelines import sampler
+    import ml_collections
+    # The sampler takes train_languages as a sequence; the command line gives "en,de".
+    values = config.to_dict()
+    values["train_languages"] = tuple(
+        l.strip() for l in (config.train_languages or "").split(",") if l.strip())
+    sampler_config = ml_collections.ConfigDict(values)
+    training_data = sampler.build_training_data(sampler_config, tokenizer,
+                                                progress=jax.process_index() == 0)
+    return sampler.batch_stream(training_data, sampler_config, **where)
+  raise TrainingError(f"config.data_source must be 'pairs' or 'synthetic', "
+                      f"got {config.data_source!r}")
+
+
+def kind_name(batch) -> str:
+  return getattr(batch.kind, "name", str(batch.kind)).lower()
+
+
+# ----------------------------------------------------------------------------
+# Workdir files
+# ----------------------------------------------------------------------------
+def write_config(config, workdir: pathlib.Path) -> None:
+  path = workdir / checkpoints.CONFIG_FILE
+  new = json.loads(config.to_json_best_effort())
+  if path.exists():
+    old = json.loads(path.read_text())
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+      log.warning("%s: config differs from the previous run in %s", path, changed)
+  path.write_text(json.dumps(new, indent=2, sort_keys=True) + "\n")
+
+
+def truncate_metrics(path: pathlib.Path, last_step: int) -> None:
+  """Drop lines logged after the checkpoint we resume from (they will be redone)."""
+  if not path.exists():
+    return
+  keep = [line for line in path.read_text().splitlines()
+          if line.strip() and json.loads(line)["step"] <= last_step]
+  path.write_text("".join(line + "\n" for line in keep))
+
+
+def _validate(config) -> None:
+  if config.compute_dtype not in COMPUTE_DTYPES:
+    raise TrainingError(f"config.compute_dtype must be one of {sorted(COMPUTE_DTYPES)}, "
+                        f"got {config.compute_dtype!r}")
+  if config.batch_size % jax.process_count():
+    raise TrainingError(f"config.batch_size={config.batch_size} is not divisible by the "
+                        f"{jax.process_count()} processes")
+  chunk = int(config.gradcache_chunk_size)
+  if chunk and config.batch_size % chunk:
+    raise TrainingError(f"config.batch_size={config.batch_size} is not divisible by "
+                        f"config.gradcache_chunk_size={chunk}")
+  if config.total_steps < 1 or config.warmup_steps > config.total_steps:
+    raise TrainingError(f"need 1 <= total_steps and warmup_steps <= total_steps, got "
+                        f"{config.total_steps}, {config.warmup_steps}")
+
+
+# ----------------------------------------------------------------------------
+# main
+# ----------------------------------------------------------------------------
+def train(config, workdir: str | os.PathLike) -> dict:
+  """Train (or resume) in `workdir`; returns a summary of the run."""
+  workdir = pathlib.Path(workdir)
+  is_chief = jax.process_index() == 0
+  _validate(config)
+  if is_chief:
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_config(config, workdir)
+
+  # --- Mesh -----------------------------------------------------------------
+  mesh = partitioning.make_mesh(fsdp=int(config.fsdp))
+  partitioning.check_batch_divisible(int(config.batch_size), mesh)
+
+  # --- Model and optimizer --------------------------------------------------
+  model = checkpoints.load_base_model(config.model)
+  module = encoder_lib.Encoder(model.config, dtype=COMPUTE_DTYPES[config.compute_dtype],
+                               remat=bool(config.remat))
+  tx = optimizer_lib.make_optimizer(config)
+
+  # --- Sharding -------------------------------------------------------------
+  state_shape = jax.eval_shape(lambda p: init_state(p, tx, config), model.params)
+  state_sharding = partitioning.tree_shardings(state_shape, mesh)
+  batch_sharding = {name: partitioning.batch_sharding(mesh) for name in BATCH_FIELDS}
+  state = jax.jit(lambda p: init_state(p, tx, config), out_shardings=state_sharding)(
+      model.params)
+  model.params = None  # the state holds them now
+
+  # --- Update step ----------------------------------------------------------
+  update_step = jax.jit(make_update_step(module, tx, config),
+                        in_shardings=(state_sharding, batch_sharding),
+                        out_shardings=(state_sharding, partitioning.replicated(mesh)),
+                        donate_argnums=0)
+
+  # --- Restore --------------------------------------------------------------
+  mngr = checkpoints.manager(workdir, max_to_keep=int(config.keep_checkpoints))
+  meta = {"step": 0, "kind_counts": {}, "language_counts": {}}
+  restored = checkpoints.restore_latest(mngr, state)
+  if restored is not None:
+    state, meta = restored
+    log.info("resuming from step %d", meta["step"])
+  start_step = int(meta["step"])
+  if is_chief:
+    truncate_metrics(workdir / METRICS_FILE, start_step)
+  kind_counts = collections.Counter(meta["kind_counts"])
+  language_counts = collections.Counter(meta["language_counts"])
+
+  # --- Input ----------------------------------------------------------------
+  batches = batch_stream(config, model.tokenizer, model.config.vocab_size, start_step)
+
+  # --- Loop -----------------------------------------------------------------
+  total_steps = int(config.total_steps)
+  progress = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
+                  disable=not (is_chief and sys.stderr.isatty()))
+  metrics_file = open(workdir / METRICS_FILE, "a") if is_chief else None
+  window_start, window_steps = time.perf_counter(), 0
+  last_metrics = None
+  step = start_step
+  try:
+    while step < total_steps:
+      batch = next(batches)
+      if batch.step != step:
+        raise TrainingError(f"batch stream out of step: expected {step}, got {batch.step}")
+      arrays = partitioning.global_batch({f: getattr(batch, f) for f in BATCH_FIELDS}, mesh)
+      state, metrics = update_step(state, arrays)
+      step += 1
+      window_steps += 1
+      kind_counts[kind_name(batch)] += 1
+      language_counts[batch.languages] += 1
+      progress.update(1)
+
+      if step % int(config.log_every_steps) == 0 or step == total_steps:
+        now = time.perf_counter()
+        m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        last_metrics = {"step": step, "loss": m["loss"], "accuracy": m["accuracy"],
+                        "grad_norm": m["grad_norm"], "learning_rate": m["learning_rate"],
+                        "batch_kind": kind_name(batch), "languages": batch.languages,
+                        "skipped_nonfinite": int(m["skipped_nonfinite"]),
+                        "examples_per_sec": window_steps * config.batch_size / (now - window_start)}
+        window_start, window_steps = now, 0
+        progress.set_postfix(loss=f"{m['loss']:.4f}", kind=last_metrics["batch_kind"])
+        if metrics_file:
+          metrics_file.write(json.dumps(last_metrics) + "\n")
+          metrics_file.flush()
+
+      if int(state["nonfinite_in_a_row"]) >= int(config.max_nonfinite_in_a_row):
+        raise TrainingError(
+            f"stopping at step {step}: {int(state['nonfinite_in_a_row'])} non-finite losses "
+            f"in a row (config.max_nonfinite_in_a_row={config.max_nonfinite_in_a_row}); "
+            f"lower the learning rate or use compute_dtype=float32. Last checkpoint: "
+            f"step {mngr.latest_step()} in {workdir / checkpoints.CHECKPOINT_DIR}")
+
+      if step % int(config.checkpoint_every_steps) == 0 or step == total_steps:
+        meta = {"step": step, "kind_counts": dict(kind_counts),
+                "language_counts": dict(language_counts),
+                "skipped_nonfinite": int(state["skipped_nonfinite"])}
+        checkpoints.save(mngr, step, state, meta)
+      if config.step_delay_s:
+        time.sleep(float(config.step_delay_s))
+  finally:
+    mngr.wait_until_finished()
+    mngr.close()
+    progress.close()
+    if metrics_file:
+      metrics_file.close()
+
+  summary = {"workdir": str(workdir), "final_step": step, "resumed_from_step": start_step,
+             "kind_counts": dict(kind_counts), "language_counts": dict(language_counts),
+             "skipped_nonfinite": int(state["skipped_nonfinite"]),
+             "final_metrics": last_metrics}
+  if is_chief:
+    log.info("batch kinds seen: %s", dict(sorted(kind_counts.items())))
+    log.info("languages seen: %s", dict(sorted(language_counts.items())))
+  return summary
+
+
+def maybe_initialize_distributed(coordinator_address: str | None, num_processes: int | None,
+                                 process_id: int | None) -> None:
+  """`jax.distributed.initialize` from flags, or from the environment on SLURM / TPU."""
+  if coordinator_address:
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+  elif int(os.environ.get("SLURM_NTASKS", "1")) > 1 or "TPU_WORKER_HOSTNAMES" in os.environ:
+    jax.distributed.initialize()
+
+
+def main(argv) -> None:
+  del argv
+  from absl import flags
+  FLAGS = flags.FLAGS
+  maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                               FLAGS.process_id)
+  logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax is chatty at INFO
+  log.setLevel(logging.INFO)
+  try:
+    summary = train(FLAGS.config, FLAGS.workdir)
+  except TrainingError as e:
+    sys.exit(f"error: {e}")
+  if jax.process_index() == 0:
+    print(json.dumps(summary, indent=2))
+
+
+def _define_flags():
+  from absl import flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file(
+      "config", None, "Python config file with get_config() (e.g. configs/default.py); "
+      "override keys with --config.KEY=VALUE.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Run directory: checkpoints/, config.json, "
+                      "metrics.jsonl. An existing run there is resumed.")
+  flags.DEFINE_string("coordinator_address", None, "Multi-host: HOST:PORT of process 0.")
+  flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
+  flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
+if __name__ == "__main__":
+  from absl import app
+  _define_flags()
+  app.run(main)

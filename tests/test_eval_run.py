@@ -1,0 +1,90 @@
+"""End to end: eval.run with a tiny random model on real data subsets."""
+import json
+
+import pytest
+
+from eval import run
+from mlir_train import models
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+  return models.tiny_random_model(seed=0)
+
+
+def _is_png(path):
+  return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_xquad_r_two_languages_json_report_and_plots(tiny_model, data_dir, tmp_path):
+  out = tmp_path / "xquad_r.json"
+  result = run.evaluate(tiny_model, "xquad_r", ["en", "de"], data_dir=data_dir, max_length=64,
+                        progress=False, out=out)
+  saved = json.loads(out.read_text())
+  assert saved == result
+  assert saved["benchmark"] == "xquad_r" and saved["model"] == "tiny-random-0"
+  assert saved["languages"] == ["en", "de"]
+  s = saved["settings"]
+  assert set(s) == {"mono", "cross", "multi"}
+  assert set(s["mono"]["macro"]) == {"map", "r@1"} and set(s["multi"]["macro"]) == {"map", "r@10"}
+  assert set(s["mono"]["per_language"]) == {"en", "de"}
+  assert set(s["cross"]["per_pair"]) == {"en-de", "de-en"}
+  assert set(s["multi"]["per_language"]) == {"en", "de"}
+  for table in [s["mono"]["macro"], s["cross"]["macro"], s["multi"]["macro"],
+                *s["cross"]["per_pair"].values()]:
+    for value in table.values():
+      assert 0.0 <= value <= 1.0
+  assert s["mono"]["macro"]["map"] == pytest.approx(
+      (s["mono"]["per_language"]["en"]["map"] + s["mono"]["per_language"]["de"]["map"]) / 2)
+  bias = saved["language_bias"]
+  assert set(bias["per_language"]) == {"en", "de"}
+  # two languages: each spread is |rank_en - rank_de| < pool size
+  assert 0 <= bias["macro"] < saved["counts"]["pool_candidates"]
+  # counts from the data README: 1,190 questions; en 1,180 and de 1,276 sentences
+  assert saved["counts"]["per_language"] == {"en": {"queries": 1190, "candidates": 1180},
+                                             "de": {"queries": 1190, "candidates": 1276}}
+  assert saved["counts"]["pool_candidates"] == 1180 + 1276
+  assert set(saved["data_issues"]) == {"en", "de"}
+  assert saved["timing_seconds"]["total"] > 0
+  report = tmp_path / "xquad_r.report.md"
+  assert "en-de" not in report.read_text() and "| en | " in report.read_text()
+  assert _is_png(tmp_path / "xquad_r.per_language.png")
+  assert _is_png(tmp_path / "xquad_r.heatmap.png")
+
+
+def test_tydi_cli_two_languages(data_dir, tmp_path, capsys):
+  out = tmp_path / "tydi.json"
+  run.main(["--model", str(_export_tiny(tmp_path)), "--benchmark", "tydiqa_goldp",
+            "--languages", "en,ru", "--data_dir", str(data_dir), "--max_length", "64",
+            "--no_progress", "--out", str(out)])
+  saved = json.loads(out.read_text())
+  assert set(saved["settings"]) == {"mono", "multi"} and "language_bias" not in saved
+  names = {"mrr@10", "r@1", "r@10", "ndcg@10", "map"}
+  assert set(saved["settings"]["mono"]["macro"]) == names
+  assert set(saved["settings"]["multi"]["macro"]) == names | {"top10_same_language"}
+  # TyDi GoldP dev questions (data README): en 440, ru 812
+  assert saved["counts"]["per_language"]["en"]["queries"] == 440
+  assert saved["counts"]["per_language"]["ru"]["queries"] == 812
+  for language in ("en", "ru"):
+    mono = saved["settings"]["mono"]["per_language"][language]
+    assert mono["r@1"] <= mono["mrr@10"] <= mono["r@10"] <= 1
+  assert (tmp_path / "tydi.report.md").is_file() and _is_png(tmp_path / "tydi.per_language.png")
+  assert "tydiqa_goldp" in capsys.readouterr().out
+
+
+def _export_tiny(tmp_path):
+  """The tiny model as a Hugging Face directory, so the CLI loads it by path."""
+  from mlir_train import hf_io
+  model = models.tiny_random_model(seed=1)
+  path = tmp_path / "tiny_hf"
+  hf_io.save_hf_dir(path, model.config, model.params, model.tokenizer)
+  return path
+
+
+def test_unknown_language_and_benchmark_are_clear_errors(tiny_model):
+  with pytest.raises(run.EvalError, match="unknown language.*xx"):
+    run.evaluate(tiny_model, "xquad_r", ["en", "xx"], progress=False)
+  with pytest.raises(run.EvalError, match="unknown benchmark"):
+    run.evaluate(tiny_model, "squadx", progress=False)
+  with pytest.raises(run.EvalError, match="--miracl_corpus"):
+    run.evaluate(tiny_model, "miracl", ["sw"], progress=False)
