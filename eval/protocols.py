@@ -147,6 +147,7 @@ def lareqa(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = N
   languages = list(encoded)
   answers = _answers_by_qid(encoded)
   mono, cross = {}, {}
+  per_query_ap = {"mono": {}, "cross": {}, "multi": {}}  # setting -> language/pair -> [queries]
 
   # Mono and cross: one search per corpus language b with every language's queries.
   for b in languages:
@@ -169,8 +170,10 @@ def lareqa(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = N
         continue
       if a == b:
         mono[a] = _means({n: per_query[n] for n in LAREQA_METRICS["mono"]}, mask)
+        per_query_ap["mono"][a] = per_query["map"][mask].tolist()
       else:
         cross[f"{a}-{b}"] = _means({n: per_query[n] for n in LAREQA_METRICS["cross"]}, mask)
+        per_query_ap["cross"][f"{a}-{b}"] = per_query["map"][mask].tolist()
 
   # Multi: one pool; every language's answer to the question id is relevant.
   pool, offsets, _ = _pool(encoded)
@@ -198,6 +201,7 @@ def lareqa(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = N
   for a in languages:
     mask = query_language == a
     multi[a] = _means(per_query, mask)
+    per_query_ap["multi"][a] = per_query["map"][mask].tolist()
     spread = bias[mask]
     bias_per_language[a] = _mean(spread[~np.isnan(spread)])
     bias_excluded[a] = int(np.isnan(spread).sum())
@@ -217,6 +221,7 @@ def lareqa(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = N
           "queries_without_parallel_answers": bias_excluded,
       },
       "counts": _counts(encoded, pool_size=len(pool)),
+      "per_query": per_query_ap,
   }
 
 
@@ -234,10 +239,12 @@ def tydi(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = Non
   """Mono (own passages) and multi (union of all languages' passages) retrieval."""
   languages = list(encoded)
   mono = {}
+  per_query_ap = {"mono": {}, "multi": {}}  # setting -> language -> [queries]
   for language, enc in encoded.items():
     qrels = [q.relevant for q in enc.data.questions]
     per_query, _, _ = retrieve(enc.questions, enc.candidates, qrels, TYDI_METRICS, search_options)
     mono[language] = _means(per_query)
+    per_query_ap["mono"][language] = per_query["map"].tolist()
 
   pool, offsets, language_id = _pool(encoded)
   multi = {}
@@ -248,11 +255,13 @@ def tydi(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = Non
     top10 = ranked[:, :10]  # [Q, <=10]
     per_query["top10_same_language"] = (language_id[top10] == j).mean(axis=1)
     multi[language] = _means(per_query)
+    per_query_ap["multi"][language] = per_query["map"].tolist()
 
   return {
       "settings": {"mono": {"macro": _macro(mono), "per_language": mono},
                    "multi": {"macro": _macro(multi), "per_language": multi}},
       "counts": _counts(encoded, pool_size=len(pool)),
+      "per_query": per_query_ap,
   }
 
 

@@ -106,8 +106,11 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
              batch_size: int = 64, max_length: int = 512, progress: bool = True,
              out: str | os.PathLike | None = None, strict: bool = False,
              miracl_corpus: str | None = None, chunk_size: int = 4096,
-             query_block: int = 256) -> dict:
+             query_block: int = 256, per_query: bool = False) -> dict:
   """Evaluate a model (a `LoadedModel`, or a name/path for `load_model`) on one benchmark.
+
+  With `per_query`, the result also holds `per_query[setting][language]`: each
+  query's average precision in reading order (for paired tests across queries).
 
   Returns the result dict (see module docstring of eval.protocols for the
   settings); with `out`, also writes it as JSON plus a report and plots.
@@ -132,6 +135,7 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
   encoded_at = time.perf_counter()
   protocol = protocols.PROTOCOLS[benchmark]
   result = protocol(encoded, search_options={"chunk_size": chunk_size, "query_block": query_block})
+  per_query_values = result.pop("per_query", None)
   finished = time.perf_counter()
 
   result = {
@@ -148,6 +152,8 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
                          "search_and_metrics": round(finished - encoded_at, 2),
                          "total": round(finished - started, 2)},
   }
+  if per_query and per_query_values is not None:
+    result["per_query"] = per_query_values
   result = _json_safe(result)
   if out is not None:
     write(result, out)
