@@ -108,7 +108,8 @@ def summarize(runs: list[dict], *, lareqa_benchmark: str, train_languages: list[
   by_strategy: dict[str, list[dict]] = {}
   for run in runs:
     by_strategy.setdefault(strategy_key(run), []).append(run)
-  order = sorted(by_strategy, key=lambda k: (k != "none", k))
+  rank = {"none": 0, "mono": 1, "cross": 2, "mixed": 4}
+  order = sorted(by_strategy, key=lambda k: (rank.get(k, 3), k))
   summary: dict[str, Any] = {"strategies": order,
                              "labels": {k: strategy_label(k) for k in order}}
 
@@ -245,6 +246,16 @@ def fmt(cell: dict | float | None, digits: int = 3) -> str:
   return f"{cell:.{digits}f}"
 
 
+def fmt_signed(cell: dict | None, digits: int = 3) -> str:
+  """'+0.012 ± 0.004' for changes."""
+  if not cell or cell.get("mean") is None:
+    return "–"
+  text = f"{cell['mean']:+.{digits}f}"
+  if cell.get("ci95") is not None:
+    text += f" ± {cell['ci95']:.{digits}f}"
+  return text
+
+
 def fmt_p(p: float | None) -> str:
   return "–" if p is None else f"{p:.4f}"
 
@@ -276,11 +287,11 @@ def render_markdown(results: dict) -> str:
     lines.append(f"| {s['labels'][key]} | {n} | " + " | ".join(
         fmt(row[c[0]], 1 if c[2] == "language_bias" else 3) for c in LAREQA_COLUMNS) + " |")
   col = {"xquad_r": (2, 3, 4, 8), "mlqa_r": (5, 6, 7, 9)}.get(bench)
-  if col:
+  if col and results.get("paper_numbers"):
     lines += ["", f"The paper's numbers on {bench} (fine-tuned XLM-R / LaBSE on in-house "
               "translations; compare direction, not level):", "",
               "| model | strategy | mono mAP | cross mAP | multi mAP | bias |", "|---|---|---|---|---|---|"]
-    for p in PAPER_NUMBERS:
+    for p in results["paper_numbers"]:
       lines.append(f"| {p[0]} | {p[1]} | {p[col[0]]:.3f} | {p[col[1]]:.3f} | {p[col[2]]:.3f} | {p[col[3]]:.1f} |")
 
   t = s["tydi"]
@@ -306,7 +317,7 @@ def render_markdown(results: dict) -> str:
       if key == "none" or not e or "delta_vs_start" not in e:
         continue
       lines.append(f"| {s['labels'][key]} | " + " | ".join(
-          fmt(e["delta_vs_start"][l]).replace("0.", ".") for l in langs) + " |")
+          fmt_signed(e["delta_vs_start"][l]) for l in langs) + " |")
   lines += ["", "Pooled (multilingual) TyDi corpus:", "",
             "| strategy | multi mAP | share of top-10 in query language |", "|---|---|---|"]
   for key in s["strategies"]:

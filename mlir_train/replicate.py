@@ -254,6 +254,7 @@ def main(argv=None) -> dict:
       "eval_languages": {b: first[b]["languages"] for b in first},
       "runs": [{k: v for k, v in r.items() if k != "per_query"} for r in runs],
   }
+  results["paper_numbers"] = [list(row) for row in study.PAPER_NUMBERS]
   results["summary"] = study.summarize(runs, lareqa_benchmark=lareqa, train_languages=train_languages)
   results["plots"] = study.write_plots(results, out)
   _write_json(out / "results.json", results)

@@ -114,3 +114,13 @@ def test_repeated_nonfinite_loss_stops_the_run(tmp_path):
     train.train(config, tmp_path / "run")
   lines = metrics_lines(tmp_path / "run")
   assert [lines[s]["skipped_nonfinite"] for s in (1, 2, 3)] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_default_training_check(tmp_path):
+  """A few hundred default steps lower the loss and keep XQuAD-R en mono mAP."""
+  sys.path.insert(0, str(REPO / "benchmarks"))
+  import default_training_check
+  report = default_training_check.check(tmp_path / "run", steps=300)
+  assert report["loss_last"] < report["loss_first"]
+  assert report["xquad_r_en_mono_map_after"] >= report["xquad_r_en_mono_map_before"] - 0.005
