@@ -11,6 +11,7 @@ it. `evaluate(...)` is the same as a Python call returning the JSON dict.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -57,6 +58,21 @@ def load_sets(benchmark: str, languages: Sequence[str], data_dir=None, strict: b
     else:
       raise EvalError(f"unknown benchmark {benchmark!r}; expected one of {sorted(BENCHMARK_LANGUAGES)}")
   return sets
+
+
+def subsample_questions(sets: dict[str, readers.RetrievalSet], max_questions: int | None):
+  """Keep the questions whose id is among the first `max_questions` ids (sorted) of all languages.
+
+  Parallel questions stay parallel (one id set for every language); corpora are kept
+  whole, so scores stay comparable to a full run's on the same questions. For quick
+  checks only: the published protocol uses every question.
+  """
+  if not max_questions:
+    return sets
+  ids = sorted({q.qid for s in sets.values() for q in s.questions})[:max_questions]
+  keep = set(ids)
+  return {l: dataclasses.replace(s, questions=[q for q in s.questions if q.qid in keep])
+          for l, s in sets.items()}
 
 
 def encode_sets(model, sets: Mapping[str, readers.RetrievalSet], batch_size: int = 64,
@@ -106,9 +122,11 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
              batch_size: int = 64, max_length: int = 512, progress: bool = True,
              out: str | os.PathLike | None = None, strict: bool = False,
              miracl_corpus: str | None = None, chunk_size: int = 4096,
-             query_block: int = 256, per_query: bool = False) -> dict:
+             query_block: int = 256, per_query: bool = False,
+             max_questions: int | None = None) -> dict:
   """Evaluate a model (a `LoadedModel`, or a name/path for `load_model`) on one benchmark.
 
+  `max_questions` keeps only that many question ids (see `subsample_questions`).
   With `per_query`, the result also holds `per_query[setting][language]`: each
   query's average precision in reading order (for paired tests across queries).
 
@@ -130,7 +148,8 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
     model = model_or_name
   loaded = time.perf_counter()
 
-  sets = load_sets(benchmark, languages, data_dir, strict, miracl_corpus)
+  sets = subsample_questions(load_sets(benchmark, languages, data_dir, strict, miracl_corpus),
+                             max_questions)
   encoded, encode_seconds = encode_sets(model, sets, batch_size, max_length, progress)
   encoded_at = time.perf_counter()
   protocol = protocols.PROTOCOLS[benchmark]
@@ -145,7 +164,7 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
       **result,
       "data_issues": _issues(sets),
       "options": {"batch_size": batch_size, "max_length": max_length, "chunk_size": chunk_size,
-                  "query_block": query_block, "strict": strict},
+                  "query_block": query_block, "strict": strict, "max_questions": max_questions},
       "timing_seconds": {"load_model": round(loaded - started, 2),
                          "encode": round(encoded_at - loaded, 2),
                          "encode_per_language": encode_seconds,
@@ -191,6 +210,9 @@ def main(argv=None) -> None:
                       help="fail on the first unusable data record instead of logging it")
   parser.add_argument("--miracl_corpus", default=None,
                       help="MIRACL only: corpus JSONL path template with {language}")
+  parser.add_argument("--max_questions", type=int, default=None,
+                      help="quick checks only: keep the first N question ids (sorted) in every "
+                           "language; corpora stay whole")
   parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
   parser.add_argument("--out", required=True, help="result JSON path")
   args = parser.parse_args(argv)
@@ -198,7 +220,7 @@ def main(argv=None) -> None:
   languages = [l.strip() for l in args.languages.split(",") if l.strip()] if args.languages else None
   result = evaluate(args.model, args.benchmark, languages, args.data_dir, args.batch_size,
                     args.max_length, not args.no_progress, args.out, args.strict,
-                    args.miracl_corpus, args.chunk_size)
+                    args.miracl_corpus, args.chunk_size, max_questions=args.max_questions)
   print(report.headline(result))
   print(f"wrote {args.out} in {result['timing_seconds']['total']:.0f}s")
 
