@@ -61,18 +61,19 @@ def load_sets(benchmark: str, languages: Sequence[str], data_dir=None, strict: b
 
 
 def subsample_questions(sets: dict[str, readers.RetrievalSet], max_questions: int | None):
-  """Keep the questions whose id is among the first `max_questions` ids (sorted) of all languages.
+  """Keep, in every language, its first `max_questions` question ids in sorted order.
 
-  Parallel questions stay parallel (one id set for every language); corpora are kept
-  whole, so scores stay comparable to a full run's on the same questions. For quick
-  checks only: the published protocol uses every question.
+  Parallel sets with one id list (XQuAD-R) keep the same ids in every language;
+  corpora are kept whole. For quick checks only: the published protocol uses every
+  question.
   """
   if not max_questions:
     return sets
-  ids = sorted({q.qid for s in sets.values() for q in s.questions})[:max_questions]
-  keep = set(ids)
-  return {l: dataclasses.replace(s, questions=[q for q in s.questions if q.qid in keep])
-          for l, s in sets.items()}
+  out = {}
+  for language, data in sets.items():
+    keep = set(sorted(q.qid for q in data.questions)[:max_questions])
+    out[language] = dataclasses.replace(data, questions=[q for q in data.questions if q.qid in keep])
+  return out
 
 
 def encode_sets(model, sets: Mapping[str, readers.RetrievalSet], batch_size: int = 64,
