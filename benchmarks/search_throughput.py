@@ -93,7 +93,7 @@ def main(argv=None) -> None:
   parser.add_argument("--dim", type=int, default=384)
   parser.add_argument("--k", type=int, default=100)
   parser.add_argument("--chunk_size", type=int, default=4096, help="eval.search corpus chunk")
-  parser.add_argument("--query_block", type=int, default=256, help="eval.search query block")
+  parser.add_argument("--query_block", type=int, default=512, help="eval.search query block")
   parser.add_argument("--out_dir", default=str(REPO / "benchmarks" / "results"))
   parser.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)  # child mode
   parser.add_argument("--indices_out", help=argparse.SUPPRESS)

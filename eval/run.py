@@ -123,7 +123,7 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
              batch_size: int = 64, max_length: int = 512, progress: bool = True,
              out: str | os.PathLike | None = None, strict: bool = False,
              miracl_corpus: str | None = None, chunk_size: int = 4096,
-             query_block: int = 256, per_query: bool = False,
+             query_block: int = 512, per_query: bool = False,
              max_questions: int | None = None) -> dict:
   """Evaluate a model (a `LoadedModel`, or a name/path for `load_model`) on one benchmark.
 

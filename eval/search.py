@@ -47,10 +47,17 @@ def _mesh(devices=None) -> Mesh:
 
 
 def _layout(n: int, n_devices: int, chunk_size: int) -> tuple[int, int]:
-  """(chunk, rows per device): rows per device is a multiple of chunk."""
+  """(chunk, rows per device): rows per device is a multiple of chunk.
+
+  The chunks are made as even as possible (at most `chunk_size` rows, rounded
+  up to a multiple of 8 for vector units) so that padding, which is scored
+  like real rows, stays small: 100k rows in chunks of <= 4096 are 25 chunks
+  of 4000 rows, not 25 of 4096.
+  """
   per_device = max(1, math.ceil(n / n_devices))
-  chunk = min(chunk_size, per_device)
-  return chunk, math.ceil(per_device / chunk) * chunk
+  n_chunks = math.ceil(per_device / min(chunk_size, per_device))
+  chunk = min(chunk_size, 8 * math.ceil(math.ceil(per_device / n_chunks) / 8))
+  return chunk, n_chunks * chunk
 
 
 def _chunk_scores(q, block, start, n_valid):
@@ -174,7 +181,7 @@ def _check(queries, corpus):
   return queries, corpus
 
 
-def top_k(queries, corpus, k: int, chunk_size: int = 4096, query_block: int = 256,
+def top_k(queries, corpus, k: int, chunk_size: int = 4096, query_block: int = 512,
           devices=None) -> tuple[np.ndarray, np.ndarray]:
   """Exact top-k by inner product.
 
@@ -205,7 +212,7 @@ def top_k(queries, corpus, k: int, chunk_size: int = 4096, query_block: int = 25
   return scores, indices
 
 
-def relevant_ranks(queries, corpus, targets, chunk_size: int = 4096, query_block: int = 256,
+def relevant_ranks(queries, corpus, targets, chunk_size: int = 4096, query_block: int = 512,
                    devices=None) -> np.ndarray:
   """1-based ranks of chosen corpus items in each query's full ranking.
 

@@ -69,20 +69,20 @@ PRESETS = {
                         "tydiqa_goldp": ["en", "sw", "te"]},
         eval_max_length=64, eval_batch_size=64, eval_max_questions=150,
         note=("SMOKE RUN: 10 steps of batch 8 on three training languages, evaluated on a "
-              "language subset, 150 question ids per benchmark (corpora whole) and texts cut "
+              "language subset, 150 question ids per language (corpora whole) and texts cut "
               "to 64 tokens. It checks the pipeline; its numbers say nothing about the method.")),
-    # Three seeds of the three strategies, all evaluation languages; about two hours
-    # on a 2-core CPU, minutes on a GPU.
+    # Three seeds of the three strategies on every evaluation language; sized for
+    # about two hours on a 2-core CPU (estimate), minutes on a GPU.
     "quick": Preset(
         name="quick", strategies=BASE_STRATEGIES, seeds=(0, 1, 2),
-        train_overrides=dict(total_steps=150, warmup_steps=15, batch_size=32,
+        train_overrides=dict(total_steps=80, warmup_steps=8, batch_size=16,
                              max_query_len=32, max_passage_len=64,
-                             checkpoint_every_steps=50, log_every_steps=10),
+                             checkpoint_every_steps=40, log_every_steps=10),
         train_languages=None, eval_languages=None,
-        eval_max_length=128, eval_batch_size=64,
-        note=("QUICK RUN: 150 steps of batch 32 per run (about 4,800 pairs, under one epoch "
-              "of fold A's pairs), 3 seeds; evaluation on all languages with texts cut to "
-              "128 tokens.")),
+        eval_max_length=96, eval_batch_size=64, eval_max_questions=300,
+        note=("QUICK RUN: 80 steps of batch 16 per run (1,280 pairs, under a tenth of fold "
+              "A's pairs), 3 seeds; evaluation on every language with 300 question ids per "
+              "language (corpora whole) and texts cut to 96 tokens.")),
     # The paper-sized study for one modern GPU: alpha sweep, the mixed baseline, 5 seeds.
     "full": Preset(
         name="full",
