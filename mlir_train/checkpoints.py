@@ -34,9 +34,9 @@ class CheckpointError(RuntimeError):
 def manager(workdir: str | pathlib.Path, *, max_to_keep: int | None = 3,
             async_save: bool = True, read_only: bool = False) -> ocp.CheckpointManager:
   directory = pathlib.Path(workdir).resolve() / CHECKPOINT_DIR
+  extra = dict(max_to_keep=None, save_interval_steps=0) if read_only else dict(max_to_keep=max_to_keep)
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, enable_async_checkpointing=async_save, read_only=read_only,
-      create=not read_only)
+      enable_async_checkpointing=async_save, read_only=read_only, create=not read_only, **extra)
   return ocp.CheckpointManager(directory, options=options,
                                item_names=("params", "train", "meta"))
 
