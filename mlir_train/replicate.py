@@ -168,7 +168,7 @@ def main(argv=None) -> dict:
       prog="python -m mlir_train.replicate",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--preset", choices=sorted(PRESETS), default="smoke",
-                      help="smoke: ~15 min on a 2-core CPU, pipeline check only; quick: 3 seeds, "
+                      help="smoke: ~10 min on a 2-core CPU, pipeline check only; quick: 3 seeds, "
                            "~2 h on a 2-core CPU; full: alpha sweep + mixed, 5 seeds, a few GPU hours")
   parser.add_argument("--fold", choices=["A", "B"], default="A",
                       help="A: train on MLQA-R, evaluate XQuAD-R + TyDi; B: train XQuAD-R, evaluate MLQA-R + TyDi")
