@@ -71,8 +71,9 @@ PRESETS = {
         note=("SMOKE RUN: 10 steps of batch 8 on three training languages, evaluated on a "
               "language subset, 150 question ids per language (corpora whole) and texts cut "
               "to 64 tokens. It checks the pipeline; its numbers say nothing about the method.")),
-    # Three seeds of the three strategies on every evaluation language; sized for
-    # about two hours on a 2-core CPU (estimate), minutes on a GPU.
+    # Three seeds of the three strategies on every evaluation language. On a 2-core
+    # CPU one model's evaluation took 10.5 min and one training run about 6 min, so
+    # the whole preset takes about 2.5-3 hours there; minutes on a GPU.
     "quick": Preset(
         name="quick", strategies=BASE_STRATEGIES, seeds=(0, 1, 2),
         train_overrides=dict(total_steps=80, warmup_steps=8, batch_size=16,
@@ -169,7 +170,7 @@ def main(argv=None) -> dict:
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--preset", choices=sorted(PRESETS), default="smoke",
                       help="smoke: ~10 min on a 2-core CPU, pipeline check only; quick: 3 seeds, "
-                           "~2 h on a 2-core CPU; full: alpha sweep + mixed, 5 seeds, a few GPU hours")
+                           "~2.5-3 h on a 2-core CPU; full: alpha sweep + mixed, 5 seeds, a few GPU hours")
   parser.add_argument("--fold", choices=["A", "B"], default="A",
                       help="A: train on MLQA-R, evaluate XQuAD-R + TyDi; B: train XQuAD-R, evaluate MLQA-R + TyDi")
   parser.add_argument("--out", required=True, help="output directory (re-use it to resume)")
