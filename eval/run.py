@@ -76,6 +76,38 @@ def subsample_questions(sets: dict[str, readers.RetrievalSet], max_questions: in
   return out
 
 
+def document_key(candidate: readers.Candidate) -> str:
+  """The document a candidate belongs to: its paragraph for sentence candidates
+  (doc_id "article.paragraph:sentence"), else the passage itself."""
+  return candidate.doc_id.split(":", 1)[0]
+
+
+def subsample_documents(sets: dict[str, readers.RetrievalSet], max_documents: int | None):
+  """Keep, in every language, its first `max_documents` documents (sorted by id) and the
+  questions whose relevant candidates all lie in them.
+
+  Shrinks corpus and questions together, so retrieval stays a search among whole
+  paragraphs or passages. XQuAD-R's paragraph ids are shared by its languages, so it
+  keeps the same parallel paragraphs and question ids everywhere. For quick studies
+  only: the published protocol uses every document.
+  """
+  if not max_documents:
+    return sets
+  out = {}
+  for language, data in sets.items():
+    keep = set(sorted({document_key(c) for c in data.candidates})[:max_documents])
+    new_index = {}
+    for i, candidate in enumerate(data.candidates):
+      if document_key(candidate) in keep:
+        new_index[i] = len(new_index)
+    questions = [
+        dataclasses.replace(q, relevant={new_index[i]: g for i, g in q.relevant.items()})
+        for q in data.questions if q.relevant and all(i in new_index for i in q.relevant)]
+    candidates = [data.candidates[i] for i in new_index]
+    out[language] = dataclasses.replace(data, questions=questions, candidates=candidates)
+  return out
+
+
 def encode_sets(model, sets: Mapping[str, readers.RetrievalSet], batch_size: int = 64,
                 max_length: int = 512, progress: bool = True) -> tuple[dict, dict]:
   """Embed every question and candidate once: ({language: EncodedSet}, seconds per language)."""
@@ -124,10 +156,11 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
              out: str | os.PathLike | None = None, strict: bool = False,
              miracl_corpus: str | None = None, chunk_size: int = 4096,
              query_block: int = 512, per_query: bool = False,
-             max_questions: int | None = None) -> dict:
+             max_questions: int | None = None, max_documents: int | None = None) -> dict:
   """Evaluate a model (a `LoadedModel`, or a name/path for `load_model`) on one benchmark.
 
-  `max_questions` keeps only that many question ids (see `subsample_questions`).
+  `max_questions` keeps only that many question ids (see `subsample_questions`);
+  `max_documents` only that many paragraphs or passages (see `subsample_documents`).
   With `per_query`, the result also holds `per_query[setting][language]`: each
   query's average precision in reading order (for paired tests across queries).
 
@@ -149,8 +182,8 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
     model = model_or_name
   loaded = time.perf_counter()
 
-  sets = subsample_questions(load_sets(benchmark, languages, data_dir, strict, miracl_corpus),
-                             max_questions)
+  sets = load_sets(benchmark, languages, data_dir, strict, miracl_corpus)
+  sets = subsample_questions(subsample_documents(sets, max_documents), max_questions)
   encoded, encode_seconds = encode_sets(model, sets, batch_size, max_length, progress)
   encoded_at = time.perf_counter()
   protocol = protocols.PROTOCOLS[benchmark]
@@ -165,7 +198,10 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
       **result,
       "data_issues": _issues(sets),
       "options": {"batch_size": batch_size, "max_length": max_length, "chunk_size": chunk_size,
-                  "query_block": query_block, "strict": strict, "max_questions": max_questions},
+                  "query_block": query_block, "strict": strict, "max_questions": max_questions,
+                  "max_documents": max_documents,
+                  "questions": {l: len(d.questions) for l, d in sets.items()},
+                  "candidates": {l: len(d.candidates) for l, d in sets.items()}},
       "timing_seconds": {"load_model": round(loaded - started, 2),
                          "encode": round(encoded_at - loaded, 2),
                          "encode_per_language": encode_seconds,
@@ -214,6 +250,9 @@ def main(argv=None) -> None:
   parser.add_argument("--max_questions", type=int, default=None,
                       help="quick checks only: keep the first N question ids (sorted) in every "
                            "language; corpora stay whole")
+  parser.add_argument("--max_documents", type=int, default=None,
+                      help="quick checks only: keep the first N paragraphs/passages (sorted ids) "
+                           "in every language and the questions answered in them")
   parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
   parser.add_argument("--out", required=True, help="result JSON path")
   args = parser.parse_args(argv)
@@ -221,7 +260,8 @@ def main(argv=None) -> None:
   languages = [l.strip() for l in args.languages.split(",") if l.strip()] if args.languages else None
   result = evaluate(args.model, args.benchmark, languages, args.data_dir, args.batch_size,
                     args.max_length, not args.no_progress, args.out, args.strict,
-                    args.miracl_corpus, args.chunk_size, max_questions=args.max_questions)
+                    args.miracl_corpus, args.chunk_size, max_questions=args.max_questions,
+                    max_documents=args.max_documents)
   print(report.headline(result))
   print(f"wrote {args.out} in {result['timing_seconds']['total']:.0f}s")
 

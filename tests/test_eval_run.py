@@ -88,3 +88,43 @@ def test_unknown_language_and_benchmark_are_clear_errors(tiny_model):
     run.evaluate(tiny_model, "squadx", progress=False)
   with pytest.raises(run.EvalError, match="--miracl_corpus"):
     run.evaluate(tiny_model, "miracl", ["sw"], progress=False)
+
+
+def _subsample_invariants(full, small, max_documents):
+  """Every kept question keeps exactly its relevant texts; documents are whole and first."""
+  for language, data in small.items():
+    source = full[language]
+    keys = sorted({run.document_key(c) for c in source.candidates})[:max_documents]
+    assert {run.document_key(c) for c in data.candidates} == set(keys)
+    # whole documents: every candidate of a kept document is kept, in the original order
+    assert [c.doc_id for c in data.candidates] == [
+        c.doc_id for c in source.candidates if run.document_key(c) in set(keys)]
+    by_qid = {q.qid: q for q in source.questions}
+    for question in data.questions:
+      original = by_qid[question.qid]
+      assert question.text == original.text
+      assert ({data.candidates[i].doc_id: g for i, g in question.relevant.items()}
+              == {source.candidates[i].doc_id: g for i, g in original.relevant.items()})
+    # no question answered inside the kept documents was lost
+    kept_ids = {c.doc_id for c in data.candidates}
+    expected = {q.qid for q in source.questions
+                if all(source.candidates[i].doc_id in kept_ids for i in q.relevant)}
+    assert {q.qid for q in data.questions} == expected
+
+
+def test_subsample_documents_keeps_whole_paragraphs_and_their_questions(data_dir):
+  languages = ["de", "en", "th"]
+  full = run.load_sets("xquad_r", languages, data_dir, False, None)
+  small = run.subsample_documents(full, 12)
+  _subsample_invariants(full, small, 12)
+  # XQuAD-R is 11-way parallel: the same question ids survive in every language
+  qids = [{q.qid for q in small[l].questions} for l in languages]
+  assert qids[0] == qids[1] == qids[2] and 0 < len(qids[0]) < len(full["en"].questions)
+  assert run.subsample_documents(full, None) is full
+
+
+def test_subsample_documents_tydi_passages(data_dir):
+  full = run.load_sets("tydiqa_goldp", ["bn", "sw"], data_dir, False, None)
+  small = run.subsample_documents(full, 50)
+  _subsample_invariants(full, small, 50)
+  assert all(len(small[l].candidates) == 50 for l in small)
