@@ -1,6 +1,7 @@
 """Markdown tables and matplotlib plots from an `eval.run` result dict.
 
-For `results/x.json` it writes `x.report.md`, `x.per_language.png` (a grouped bar
+For `results/x.json` it writes `x.report.md` (macro, per-language and, for
+XQuAD-R / MLQA-R, per-language-pair tables), `x.per_language.png` (a grouped bar
 chart of each setting's main metric per language) and, for XQuAD-R / MLQA-R,
 `x.heatmap.png` (mAP, query language x corpus language: mono on the diagonal,
 cross elsewhere).
@@ -54,6 +55,17 @@ def pair_matrix(result: dict, metric: str = "map") -> np.ndarray:
   return matrix
 
 
+def pair_rows(result: dict) -> list[tuple[str, str, dict]]:
+  """(query language, corpus language, metrics) for every cross `per_pair` entry:
+  ordered by `result["languages"]` (query, then corpus), any other key after, sorted."""
+  per_pair = result["settings"].get("cross", {}).get("per_pair", {})
+  languages = result["languages"]
+  keys = [f"{a}-{b}" for a in languages for b in languages if f"{a}-{b}" in per_pair]
+  keys += sorted(set(per_pair) - set(keys))
+  return [(*key.split("-", 1), per_pair[key]) if "-" in key else (key, "", per_pair[key])
+          for key in keys]
+
+
 def markdown(result: dict) -> str:
   languages = result["languages"]
   lines = [f"# {result['benchmark']}: {result['model']}", "",
@@ -78,6 +90,14 @@ def markdown(result: dict) -> str:
     lines += _table(["language"] + names,
                     [[l] + [table["per_language"][l].get(n) for n in names]
                      for l in languages if l in table["per_language"]])
+  if result["settings"].get("cross", {}).get("per_pair"):
+    cross = result["settings"]["cross"]
+    names = list(cross.get("macro", {}))
+    names += [n for n in dict.fromkeys(n for t in cross["per_pair"].values() for n in t)
+              if n not in names]
+    lines += ["## Per language pair (cross: queries in one language, corpus in another)", ""]
+    lines += _table(["query", "corpus"] + names,
+                    [[a, b] + [table.get(n) for n in names] for a, b, table in pair_rows(result)])
   if "cross" in result["settings"]:
     matrix = pair_matrix(result)
     lines += ["## mAP by query language (rows) x corpus language (columns)", ""]

@@ -128,3 +128,73 @@ def test_subsample_documents_tydi_passages(data_dir):
   small = run.subsample_documents(full, 50)
   _subsample_invariants(full, small, 50)
   assert all(len(small[l].candidates) == 50 for l in small)
+
+
+def _markdown_tables(text):
+  """Every markdown table in `text`: (header cells, [row cells])."""
+  tables, block = [], []
+  for line in text.splitlines() + [""]:
+    if line.startswith("|"):
+      block.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    elif block:
+      tables.append((block[0], block[2:]))  # block[1] is the |---| rule
+      block = []
+  return tables
+
+
+def _per_pair_rows_of_report(text):
+  """{(query language, corpus language): {metric: cell}} from the report's per-pair table."""
+  found = [(header, rows) for header, rows in _markdown_tables(text) if header[:2] == ["query", "corpus"]]
+  assert len(found) == 1, "exactly one per-pair table"
+  header, rows = found[0]
+  table = {(row[0], row[1]): dict(zip(header[2:], row[2:])) for row in rows}
+  assert len(table) == len(rows), "one row per pair"
+  return table
+
+
+def _check_every_pair_in_report(result):
+  from eval import report
+  per_pair = result["settings"]["cross"]["per_pair"]
+  table = _per_pair_rows_of_report(report.markdown(result))
+  assert set(table) == {tuple(key.split("-")) for key in per_pair}
+  for key, metrics in per_pair.items():
+    assert set(metrics) == {"map", "r@1"}
+    row = table[tuple(key.split("-"))]
+    assert row == {name: f"{value:.3f}" for name, value in metrics.items()}, key
+
+
+def test_report_has_a_per_pair_table_with_every_cross_pair(tmp_path):
+  import pathlib
+  languages = ["en", "de", "th"]
+  pairs = [(a, b) for a in languages for b in languages if a != b]
+  # distinct values per pair and metric (3 decimals tell them apart)
+  per_pair = {f"{a}-{b}": {"map": 0.1 + 0.111 * i, "r@1": 0.05 + 0.107 * i}
+              for i, (a, b) in enumerate(pairs)}
+  result = {"benchmark": "xquad_r", "model": "hand-made", "languages": languages,
+            "settings": {"mono": {"macro": {"map": 0.9, "r@1": 0.8},
+                                  "per_language": {l: {"map": 0.9, "r@1": 0.8} for l in languages}},
+                         "cross": {"macro": {"map": 0.5, "r@1": 0.4}, "per_pair": per_pair},
+                         "multi": {"macro": {"map": 0.3, "r@10": 0.7},
+                                   "per_language": {l: {"map": 0.3, "r@10": 0.7} for l in languages}}},
+            "language_bias": {"macro": 12.0, "per_language": {l: 12.0 for l in languages}}}
+  _check_every_pair_in_report(result)
+  from eval import report
+  text = report.markdown(result)
+  # rows follow the languages order: query language, then corpus language
+  rows = list(_per_pair_rows_of_report(text))
+  assert rows == pairs
+  # hand-written cell for one pair: en -> th is pair 1: map 0.211, r@1 0.157
+  assert "| en | th | 0.211 | 0.157 |" in text
+  # written to the report file beside the JSON as well
+  report.write_report(result, tmp_path / "hand.json")
+  assert _per_pair_rows_of_report((tmp_path / "hand.report.md").read_text()) == \
+      _per_pair_rows_of_report(text)
+  # the committed default-model results (110 and 42 ordered pairs)
+  for name, n_pairs in (("xquad_r", 110), ("mlqa_r", 42)):
+    saved = json.loads((pathlib.Path(__file__).resolve().parents[1] / "results" / "e5-small"
+                        / f"{name}.json").read_text())
+    assert len(saved["settings"]["cross"]["per_pair"]) == n_pairs
+    _check_every_pair_in_report(saved)
+  # TyDi has no cross setting: no per-pair table
+  assert not [h for h, _ in _markdown_tables(report.markdown(
+      {**result, "settings": {"mono": result["settings"]["mono"]}})) if h[:2] == ["query", "corpus"]]

@@ -103,6 +103,85 @@ def test_hand_computed_example():
   assert metrics.average_precision_from_ranks(np.array([[4, 2, 0]]))[0] == pytest.approx(0.5)
 
 
+# Hand-made runs: scores over 6 documents with ties (broken by lower index, the
+# rule of eval.search), queries with several relevant items and graded qrels.
+HAND_SCORES = np.array([
+    [0.1, 0.5, 0.3, 0.9, 0.05, 0.0],  # test_hand_computed_example, ranked on: 3 1 2 0 4 5
+    [0.5, 0.5, 0.5, 0.2, 0.1, 0.0],   # relevant docs inside a three-way tie at the top
+    [0.2, 0.9, 0.9, 0.9, 0.0, 0.0],   # relevant doc last of a tie; another in a tie at the bottom
+    [0.0, 0.0, 0.0, 0.0, 0.0, 0.0],   # everything tied: index order
+    [0.3, 0.1, 0.7, 0.2, 0.6, 0.4],   # one relevant item, no ties
+    [0.4, 0.4, 0.8, 0.1, 0.8, 0.4],   # four relevant items, grades 1..3, ties of two and three
+])
+HAND_QRELS = [
+    {0: 2, 1: 1, 5: 0},
+    {1: 1, 2: 2},
+    {3: 1, 5: 3},
+    {0: 1, 5: 2, 2: 0},
+    {4: 3},
+    {0: 1, 1: 2, 3: 3, 4: 1, 2: 0},
+]
+HAND_RANKED = np.array([
+    [3, 1, 2, 0, 4, 5],
+    [0, 1, 2, 3, 4, 5],
+    [1, 2, 3, 0, 4, 5],
+    [0, 1, 2, 3, 4, 5],
+    [2, 4, 5, 0, 3, 1],
+    [2, 4, 0, 1, 5, 3],
+])
+
+
+def _trec_on_scores(scores, qrels, measures):
+  """pytrec_eval on the raw (tied) scores: trec_eval ranks them itself, ties by
+  docno descending, so docnos count down with our index to mean "lower index first"."""
+  n = scores.shape[1]
+  docno = lambda d: f"d{n - 1 - d:03d}"  # noqa: E731
+  run = {f"q{q}": {docno(d): float(s) for d, s in enumerate(row)} for q, row in enumerate(scores)}
+  trec_qrels = {f"q{q}": {docno(d): int(g) for d, g in j.items()} for q, j in enumerate(qrels)}
+  return pytrec_eval.RelevanceEvaluator(trec_qrels, measures).evaluate(run)
+
+
+def test_hand_made_runs_with_ties_match_trec_eval():
+  # Our tie rule gives the hand-worked rankings.
+  np.testing.assert_array_equal(_rank_by_score(HAND_SCORES), HAND_RANKED)
+  cutoffs = (1, 2, 3, 5, 10)  # 10 > the 6 documents
+  measures = {f"{m}.{','.join(map(str, cutoffs))}"
+              for m in ("P", "recall", "success", "ndcg_cut", "map_cut")} | {"map", "recip_rank"}
+  position = np.argsort(HAND_RANKED, axis=1) + 1
+  targets = metrics.qrels_targets(HAND_QRELS)
+  ranks = np.where(targets >= 0, np.take_along_axis(position, np.maximum(targets, 0), 1), 0)
+  for depth in (6, 3):  # the full ranking, and a run truncated to the top 3
+    ranked = HAND_RANKED[:, :depth]
+    # trec_eval twice: on our ranking (ties already broken) and on the tied scores themselves
+    by_rank = _trec(ranked, HAND_QRELS, measures)
+    if depth == 6:
+      assert _trec_on_scores(HAND_SCORES, HAND_QRELS, measures) == by_rank
+    compared = 0
+    for ours, pattern in TREC.items():
+      for k in cutoffs:
+        values = metrics.compute([f"{ours}@{k}"], ranked, HAND_QRELS)[f"{ours}@{k}"]
+        for q in range(len(HAND_QRELS)):
+          assert values[q] == pytest.approx(by_rank[f"q{q}"][pattern.format(k=k)], abs=1e-12), (
+              ours, k, q, depth)
+          compared += 1
+    assert compared == len(TREC) * len(cutoffs) * len(HAND_QRELS)
+    mrr = metrics.mrr_at(ranked, HAND_QRELS, depth)
+    for q in range(len(HAND_QRELS)):
+      assert mrr[q] == pytest.approx(by_rank[f"q{q}"]["recip_rank"], abs=1e-12)
+  # full MAP from every relevant item's rank (the full ranking reaches them all)
+  full = _trec(HAND_RANKED, HAND_QRELS, {"map"})
+  ours = metrics.compute(["map"], HAND_RANKED, HAND_QRELS, ranks=ranks)["map"]
+  for q in range(len(HAND_QRELS)):
+    assert ours[q] == pytest.approx(full[f"q{q}"]["map"], abs=1e-12)
+  # spot values worked by hand, so trec_eval is not the only judge here
+  got = metrics.compute(["map@6", "ndcg@3", "r@2", "mrr@10"], HAND_RANKED, HAND_QRELS)
+  assert got["map@6"][2] == pytest.approx((1 / 3 + 2 / 6) / 2)        # ranks 3 and 6
+  assert got["ndcg@3"][1] == pytest.approx((1 / np.log2(3) + 2 / 2) / (2 + 1 / np.log2(3)))
+  assert got["r@2"][5] == pytest.approx(1 / 4)                          # doc 4 at rank 2
+  assert got["mrr@10"][3] == pytest.approx(1.0)                         # doc 0 first in the tie
+  assert got["map@6"][5] == pytest.approx((1 / 2 + 2 / 3 + 3 / 4 + 4 / 6) / 4)
+
+
 def test_query_without_relevant_items_scores_zero_and_padding_is_ignored():
   ranked = np.array([[0, 1, -1], [2, 0, 1]])
   qrels = [{}, {1: 1}]
