@@ -6,10 +6,13 @@ r"""Train a multilingual dual encoder with mono / cross / hybrid batches.
 Multi-host: pass --coordinator_address=HOST:PORT --num_processes=N
 --process_id=I (or run under SLURM / on TPU, where JAX finds them itself).
 
-The workdir holds checkpoints/ (Orbax), config.json and metrics.jsonl (one
-JSON line per logged step). Running again on the same workdir resumes from
-the latest checkpoint and ends where an uninterrupted run would: batches are a
-deterministic function of (config, seed, step) and the step is checkpointed.
+The workdir holds checkpoints/ (Orbax), config.json, metrics.jsonl (one
+JSON line per logged step: loss, accuracy, learning rate, throughput, ...) and
+batches.jsonl (one JSON line per step: which batch it trained on, see
+`batch_record`). Running again on the same workdir resumes from the latest
+checkpoint and ends where an uninterrupted run would: batches are a
+deterministic function of (config, seed, step) and the step is checkpointed;
+lines of both files past that checkpoint are dropped and redone.
 
 `train(config, workdir) -> summary` is the same thing as a Python call.
 """
@@ -40,6 +43,7 @@ from mlir_train import partitioning
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+BATCHES_FILE = "batches.jsonl"
 BATCH_FIELDS = ("query_ids", "query_mask", "passage_ids", "passage_mask", "group_id")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -141,6 +145,25 @@ def kind_name(batch) -> str:
   return getattr(batch.kind, "name", str(batch.kind)).lower()
 
 
+def language_pairs(batch) -> dict[str, int]:
+  """{"de-en": n, ...}: (query language, passage language) counts of the global batch.
+
+  Empty for sources without languages (synthetic batches).
+  """
+  return dict(getattr(batch, "language_pairs", None) or {})
+
+
+def batch_record(step: int, batch) -> dict:
+  """The batches.jsonl line of the update that made `step` (1-based, as in metrics.jsonl).
+
+  {"step": 5, "batch_kind": "cross", "languages": "x",
+   "language_pairs": {"de-en": 3, "en-de": 4, ...}}; `languages` is the MONO
+  language ("de"), "x" for X-Y, "mixed" for mixed batches.
+  """
+  return {"step": step, "batch_kind": kind_name(batch), "languages": batch.languages,
+          "language_pairs": language_pairs(batch)}
+
+
 # ----------------------------------------------------------------------------
 # Workdir files
 # ----------------------------------------------------------------------------
@@ -156,11 +179,19 @@ def write_config(config, workdir: pathlib.Path) -> None:
 
 
 def truncate_metrics(path: pathlib.Path, last_step: int) -> None:
-  """Drop lines logged after the checkpoint we resume from (they will be redone)."""
+  """Drop lines logged after the checkpoint we resume from (they will be redone).
+
+  A line cut short by a killed process (not valid JSON) is dropped too.
+  """
   if not path.exists():
     return
-  keep = [line for line in path.read_text().splitlines()
-          if line.strip() and json.loads(line)["step"] <= last_step]
+  keep = []
+  for line in path.read_text().splitlines():
+    try:
+      if json.loads(line)["step"] <= last_step:
+        keep.append(line)
+    except (json.JSONDecodeError, KeyError, TypeError):
+      continue
   path.write_text("".join(line + "\n" for line in keep))
 
 
@@ -218,7 +249,7 @@ def train(config, workdir: str | os.PathLike) -> dict:
 
   # --- Restore --------------------------------------------------------------
   mngr = checkpoints.manager(workdir, max_to_keep=int(config.keep_checkpoints))
-  meta = {"step": 0, "kind_counts": {}, "language_counts": {}}
+  meta = {"step": 0, "kind_counts": {}, "language_counts": {}, "language_pair_counts": {}}
   restored = checkpoints.restore_latest(mngr, state)
   if restored is not None:
     state, meta = restored
@@ -226,8 +257,15 @@ def train(config, workdir: str | os.PathLike) -> dict:
   start_step = int(meta["step"])
   if is_chief:
     truncate_metrics(workdir / METRICS_FILE, start_step)
+    truncate_metrics(workdir / BATCHES_FILE, start_step)
+  # Batches per kind, batches per `languages` label ("de", "x", "mixed"), and
+  # pairs per (query language, passage language) over the whole run.
   kind_counts = collections.Counter(meta["kind_counts"])
   language_counts = collections.Counter(meta["language_counts"])
+  pair_counts = collections.Counter(meta.get("language_pair_counts", {}))
+  if start_step and "language_pair_counts" not in meta:
+    log.warning("checkpoint at step %d predates language-pair counts; the summary's "
+                "language_pair_counts covers steps after it only", start_step)
 
   # --- Input ----------------------------------------------------------------
   batches = batch_stream(config, model.tokenizer, model.config.vocab_size, start_step)
@@ -237,6 +275,7 @@ def train(config, workdir: str | os.PathLike) -> dict:
   progress = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
                   disable=not (is_chief and sys.stderr.isatty()))
   metrics_file = open(workdir / METRICS_FILE, "a") if is_chief else None
+  batches_file = open(workdir / BATCHES_FILE, "a") if is_chief else None
   window_start, window_steps = time.perf_counter(), 0
   last_metrics = None
   step = start_step
@@ -251,6 +290,10 @@ def train(config, workdir: str | os.PathLike) -> dict:
       window_steps += 1
       kind_counts[kind_name(batch)] += 1
       language_counts[batch.languages] += 1
+      pair_counts.update(language_pairs(batch))
+      if batches_file:
+        batches_file.write(json.dumps(batch_record(step, batch)) + "\n")
+        batches_file.flush()
       progress.update(1)
 
       if step % int(config.log_every_steps) == 0 or step == total_steps:
@@ -259,6 +302,7 @@ def train(config, workdir: str | os.PathLike) -> dict:
         last_metrics = {"step": step, "loss": m["loss"], "accuracy": m["accuracy"],
                         "grad_norm": m["grad_norm"], "learning_rate": m["learning_rate"],
                         "batch_kind": kind_name(batch), "languages": batch.languages,
+                        "language_pairs": language_pairs(batch),
                         "skipped_nonfinite": int(m["skipped_nonfinite"]),
                         "examples_per_sec": window_steps * config.batch_size / (now - window_start)}
         window_start, window_steps = now, 0
@@ -277,6 +321,7 @@ def train(config, workdir: str | os.PathLike) -> dict:
       if step % int(config.checkpoint_every_steps) == 0 or step == total_steps:
         meta = {"step": step, "kind_counts": dict(kind_counts),
                 "language_counts": dict(language_counts),
+                "language_pair_counts": dict(pair_counts),
                 "skipped_nonfinite": int(state["skipped_nonfinite"])}
         checkpoints.save(mngr, step, state, meta)
       if config.step_delay_s:
@@ -285,16 +330,19 @@ def train(config, workdir: str | os.PathLike) -> dict:
     mngr.wait_until_finished()
     mngr.close()
     progress.close()
-    if metrics_file:
-      metrics_file.close()
+    for f in (metrics_file, batches_file):
+      if f:
+        f.close()
 
   summary = {"workdir": str(workdir), "final_step": step, "resumed_from_step": start_step,
              "kind_counts": dict(kind_counts), "language_counts": dict(language_counts),
+             "language_pair_counts": dict(sorted(pair_counts.items())),
              "skipped_nonfinite": int(state["skipped_nonfinite"]),
              "final_metrics": last_metrics}
   if is_chief:
     log.info("batch kinds seen: %s", dict(sorted(kind_counts.items())))
     log.info("languages seen: %s", dict(sorted(language_counts.items())))
+    log.info("pairs per query-passage language: %s", dict(sorted(pair_counts.items())))
   return summary
 
 
@@ -331,7 +379,7 @@ def _define_flags():
       "config", None, "Python config file with get_config() (e.g. configs/default.py); "
       "override keys with --config.KEY=VALUE.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Run directory: checkpoints/, config.json, "
-                      "metrics.jsonl. An existing run there is resumed.")
+                      "metrics.jsonl, batches.jsonl. An existing run there is resumed.")
   flags.DEFINE_string("coordinator_address", None, "Multi-host: HOST:PORT of process 0.")
   flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
   flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")

@@ -147,6 +147,105 @@ def test_each_epoch_visits_units_once(setup):
     assert not np.array_equal(plan.rows(source, 0), plan.rows(source, per_epoch))
 
 
+def _assert_mixed_epochs(data, plan, epochs=2):
+  """MIXED: no group twice in a batch, no pair twice in an epoch; the last epoch's rows."""
+  n, b = plan.mixed_per_epoch, plan.batch_size
+  t = data.table
+  for epoch in range(epochs):
+    rows = np.stack([plan.rows(plan.mixed_source, epoch * n + k) for k in range(n)])  # [n, b]
+    assert rows.shape == (n, b)
+    for r in rows:
+      assert len(set(t.group_id[r].tolist())) == b
+    assert len(set(rows.ravel().tolist())) == n * b
+  return rows
+
+
+def test_mixed_batches_hold_distinct_groups(setup):
+  _, data, _ = setup
+  t = data.table
+  num_pairs = len(t.group_id)
+  sizes = np.bincount(t.group_id)
+  assert sizes.max() == 9  # groups held by de, en and es own 3 x 3 pairs
+  for batch_size in (16, 64):
+    plan = sampler.BatchPlan(data, _config(setup, sampling="mixed", batch_size=batch_size))
+    # Enough data: no group is capped, every pair but the remainder is used once per epoch.
+    assert plan.mixed_per_epoch == num_pairs // batch_size
+    rows = _assert_mixed_epochs(data, plan)
+    mono = t.query_language[rows] == t.passage_language[rows]
+    assert 0.2 < mono.mean() < 0.6          # X-X and X-Y pairs, as in the whole table
+    assert abs(mono.mean() - (t.query_language == t.passage_language).mean()) < 0.02
+    # Deterministic in the seed; another seed gives other batches.
+    again = sampler.BatchPlan(data, _config(setup, sampling="mixed", batch_size=batch_size))
+    other = sampler.BatchPlan(data, _config(setup, sampling="mixed", batch_size=batch_size,
+                                            seed=1))
+    for k in (0, 5, plan.mixed_per_epoch + 3):
+      np.testing.assert_array_equal(plan.rows(plan.mixed_source, k),
+                                    again.rows(again.mixed_source, k))
+      assert not np.array_equal(plan.rows(plan.mixed_source, k),
+                                other.rows(other.mixed_source, k))
+  # A plain permutation of the pairs, as before, would repeat groups in these batches.
+  plain = [np.random.default_rng(k).permutation(num_pairs)[:64] for k in range(50)]
+  assert any(len(set(t.group_id[r].tolist())) < 64 for r in plain)
+
+
+def test_mixed_caps_big_groups_when_batches_are_few(setup):
+  # 4576 pairs / 512 = 8 batches per epoch < 9 pairs of the biggest groups: a
+  # group gives at most 8 pairs to an epoch, and batches still hold distinct groups.
+  _, data, _ = setup
+  plan = sampler.BatchPlan(data, _config(setup, sampling="mixed", batch_size=512))
+  assert plan.mixed_per_epoch == 8
+  _assert_mixed_epochs(data, plan)
+  assert sampler.mixed_batches_per_epoch(np.array([0, 0, 0, 1, 1, 2]), 2) == 3
+  assert sampler.mixed_batches_per_epoch(np.array([0, 0, 0, 0, 0, 1, 1, 2]), 2) == 3  # 0 capped
+  assert sampler.mixed_batches_per_epoch(np.array([0, 0, 0, 0, 1]), 2) == 1
+  assert sampler.mixed_batches_per_epoch(np.array([0, 0, 0, 0]), 2) == 0
+
+
+def test_mixed_falls_back_when_groups_are_fewer_than_the_batch(setup, caplog):
+  _, data, _ = setup
+  num_groups = len(np.unique(data.table.group_id))
+  batch_size = num_groups + 8
+  with caplog.at_level("WARNING"):
+    plan = sampler.BatchPlan(data, _config(setup, sampling="mixed", batch_size=batch_size))
+  assert plan.mixed_per_epoch == 0 and "MIXED" in caplog.text
+  rows = plan.rows(plan.mixed_source, 0)
+  assert len(rows) == batch_size == len(set(rows.tolist()))  # pairs still distinct
+
+
+def test_stream_batches_carry_global_language_pairs(setup):
+  config, data, _ = setup
+  for mode in ("hybrid", "mixed"):
+    whole = _take(data, _config(setup, sampling=mode), 30)
+    halves = _take(data, _config(setup, sampling=mode), 30, process_index=1, process_count=2)
+    for b, h in zip(whole, halves):
+      pairs = collections.Counter(f"{a}-{p}" for a, p in zip(b.query_language, b.passage_language))
+      assert b.language_pairs == dict(pairs) and sum(pairs.values()) == 16
+      assert h.language_pairs == b.language_pairs   # the global batch's, on every host
+      for field in ("query_ids", "passage_ids", "group_id", "query_language"):
+        np.testing.assert_array_equal(getattr(h, field), getattr(b, field)[8:])
+      if b.kind == sampler.BatchKind.MONO:
+        assert b.language_pairs == {f"{b.languages}-{b.languages}": 16}
+      elif b.kind == sampler.BatchKind.CROSS:
+        assert all(k.split("-")[0] != k.split("-")[1] for k in b.language_pairs)
+      else:
+        assert len(set(b.group_id.tolist())) == 16
+
+
+def test_overlap_check_runs_when_shards_are_reused(setup, tokenizer, monkeypatch):
+  config, data, _ = setup
+  calls = []
+  monkeypatch.setattr(folds, "check_fold", lambda *a: calls.append(a))
+  again = sampler.build_training_data(config, tokenizer, progress=False)  # shards reused
+  assert again.directory == data.directory and len(calls) == 1
+  assert sorted(calls[0][1]) == sorted(LANGUAGES)
+
+  def leak(fold, train_sets, data_dir):
+    raise folds.FoldOverlapError("1 overlaps between training and evaluation data")
+  monkeypatch.setattr(folds, "check_fold", leak)
+  with pytest.raises(folds.FoldOverlapError):
+    sampler.build_training_data(config, tokenizer, progress=False)
+
+
 def test_same_seed_same_batches_other_seed_differs(setup):
   config, data, _ = setup
   one, two = _take(data, config, 40), _take(data, config, 40)
