@@ -73,7 +73,7 @@ PRESETS = {
               "language subset, 150 question ids per language (corpora whole) and texts cut "
               "to 64 tokens. It checks the pipeline; its numbers say nothing about the method.")),
     # Three seeds of the three strategies on every evaluation language, sized to
-    # finish in about 75 minutes on a 2-core CPU (see README for measured times).
+    # finish in about 2 hours on a 2-core CPU (measured 1 h 57 min, results/quick-foldA).
     "quick": Preset(
         name="quick", strategies=BASE_STRATEGIES, seeds=(0, 1, 2),
         train_overrides=dict(total_steps=50, warmup_steps=5, batch_size=16, learning_rate=5e-5,
@@ -176,7 +176,7 @@ def main(argv=None) -> dict:
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--preset", choices=sorted(PRESETS), default="smoke",
                       help="smoke: ~10 min on a 2-core CPU, pipeline check only; quick: 3 seeds, "
-                           "~2.5-3 h on a 2-core CPU; full: alpha sweep + mixed, 5 seeds, a few GPU hours")
+                           "about 2 h on a 2-core CPU; full: alpha sweep + mixed, 5 seeds, a few GPU hours")
   parser.add_argument("--fold", choices=["A", "B"], default="A",
                       help="A: train on MLQA-R, evaluate XQuAD-R + TyDi; B: train XQuAD-R, evaluate MLQA-R + TyDi")
   parser.add_argument("--out", required=True, help="output directory (re-use it to resume)")
