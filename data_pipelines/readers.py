@@ -39,6 +39,8 @@ XQUAD_R_LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi",
 MLQA_R_LANGUAGES = ("ar", "de", "en", "es", "hi", "vi", "zh")
 # The 9 languages of TyDi QA GoldP dev (train exists only for en, ko, sw here).
 TYDI_LANGUAGES = ("ar", "bn", "en", "fi", "id", "ko", "ru", "sw", "te")
+MIRACL_LANGUAGES = ("ar", "bn", "de", "en", "es", "fa", "fi", "fr", "hi", "id", "ja", "ko",
+                    "ru", "sw", "te", "th", "yo", "zh")  # MIRACL v1.0
 TYDI_FILE_NAMES = {
     "ar": "arabic", "bn": "bengali", "en": "english", "fi": "finnish",
     "id": "indonesian", "ko": "korean", "ru": "russian", "sw": "swahili",

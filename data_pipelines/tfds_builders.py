@@ -154,8 +154,7 @@ class TydiqaGoldp(_RetrievalBuilder):
 # ----------------------------------------------------------------------------
 # MIRACL format: topics TSV, qrels TREC, corpus JSONL
 
-MIRACL_LANGUAGES = ("ar", "bn", "de", "en", "es", "fa", "fi", "fr", "hi", "id", "ja", "ko",
-                    "ru", "sw", "te", "th", "yo", "zh")
+MIRACL_LANGUAGES = readers.MIRACL_LANGUAGES
 MIRACL_TRAIN_LANGUAGES = tuple(l for l in MIRACL_LANGUAGES if l not in ("de", "yo"))
 
 _MIRACL_MANUAL = """\

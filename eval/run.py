@@ -25,8 +25,7 @@ from eval import protocols, report
 
 log = logging.getLogger(__name__)
 
-MIRACL_LANGUAGES = ("ar", "bn", "de", "en", "es", "fa", "fi", "fr", "hi", "id", "ja", "ko", "ru",
-                    "sw", "te", "th", "yo", "zh")
+MIRACL_LANGUAGES = readers.MIRACL_LANGUAGES
 BENCHMARK_LANGUAGES = {"xquad_r": readers.XQUAD_R_LANGUAGES, "mlqa_r": readers.MLQA_R_LANGUAGES,
                        "tydiqa_goldp": readers.TYDI_LANGUAGES, "miracl": MIRACL_LANGUAGES}
 

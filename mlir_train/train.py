@@ -186,12 +186,16 @@ def truncate_metrics(path: pathlib.Path, last_step: int) -> None:
   if not path.exists():
     return
   keep = []
-  for line in path.read_text().splitlines():
+  lines = path.read_text().splitlines()
+  for number, line in enumerate(lines, 1):
     try:
-      if json.loads(line)["step"] <= last_step:
-        keep.append(line)
-    except (json.JSONDecodeError, KeyError, TypeError):
-      continue
+      record = json.loads(line)
+    except json.JSONDecodeError:
+      if number == len(lines):  # the last line, cut short when the run was killed
+        break
+      raise ValueError(f"{path}: line {number} is not valid JSON: {line[:80]!r}") from None
+    if record["step"] <= last_step:
+      keep.append(line)
   path.write_text("".join(line + "\n" for line in keep))
 
 

@@ -224,3 +224,10 @@ def test_default_training_check(tmp_path):
   report = default_training_check.check(tmp_path / "run", steps=300)
   assert report["loss_last"] < report["loss_first"]
   assert report["xquad_r_en_mono_map_after"] >= report["xquad_r_en_mono_map_before"] - 0.005
+
+
+def test_truncate_refuses_a_corrupt_line_before_the_end(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 1}\n{"ste\n{"step": 3}\n')
+  with pytest.raises(ValueError, match="line 2 is not valid JSON"):
+    train.truncate_metrics(path, 3)
