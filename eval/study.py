@@ -4,7 +4,9 @@ Input is the list of runs written by `mlir_train.replicate`: each run has
 `sampling` (mono, cross, hybrid, mixed, or none for the starting model),
 `alpha`, `seed` and `metrics[benchmark]` in the `eval.run` JSON shape, plus
 optional per-query values (`per_query[benchmark][setting][language]`, one number
-per query in a fixed query order) used for the across-query tests.
+per query in a fixed query order, and optionally the matching question ids in
+`per_query[benchmark]["qids"][setting][language]`) used for the across-query tests,
+which take the question (parallel group) as the unit.
 
 `summarize(...)` computes every number the report shows (means, 95% intervals,
 deltas, worst language, spread, seen/unseen means, p-values) and stores them in
@@ -23,6 +25,8 @@ STRATEGY_NAMES = {"none": "start (zero-shot)", "mono": "X-X-mono", "cross": "X-Y
                   "hybrid": "Hybrid", "mixed": "Mixed"}
 # bn, fi, id, ko, sw, te are unseen by every fold (DESIGN.md section 2).
 ALWAYS_UNSEEN = ("bn", "fi", "id", "ko", "sw", "te")
+# Benchmarks whose question ids are shared across languages (parallel groups).
+PARALLEL_BENCHMARKS = ("xquad_r", "mlqa_r")
 
 # DESIGN.md section 1: the paper's headline mAP numbers (macro over languages).
 PAPER_NUMBERS = [
@@ -70,30 +74,57 @@ def mean_interval(values: Iterable[float]) -> dict[str, Any]:
 
 
 def paired_seed_test(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
-  """Paired t-test over seeds both strategies ran (a - b)."""
+  """Paired t-test over seeds both strategies ran (a - b); no p-value at zero variance."""
   seeds = sorted(set(a) & set(b))
   if len(seeds) < 2:
     return {"n": len(seeds), "mean_diff": None, "p_value": None}
   x = np.array([a[s] for s in seeds]) - np.array([b[s] for s in seeds])
-  if np.allclose(x, x[0]):
-    p = 0.0 if x[0] != 0 else 1.0
+  out = {"n": len(seeds), "mean_diff": float(x.mean()), "p_value": None}
+  if np.ptp(x) > 1e-12 * max(1.0, float(np.abs(x).max())):
+    out["p_value"] = float(stats.ttest_1samp(x, 0.0).pvalue)
   else:
-    p = float(stats.ttest_1samp(x, 0.0).pvalue)
-  return {"n": len(seeds), "mean_diff": float(x.mean()), "p_value": p}
+    out["note"] = "zero variance across seeds"
+  return out
 
 
-def paired_query_test(a: np.ndarray, b: np.ndarray, seed: int = 0,
+def paired_query_test(a, b, groups=None, strata=None, seed: int = 0,
                       resamples: int = 10000) -> dict[str, Any]:
-  """Two-sided paired sign-flip permutation test on per-query values (a - b)."""
+  """Two-sided paired sign-flip test on per-query values, the group as the unit.
+
+  The statistic is the macro average of a - b: the mean over strata (languages
+  or language pairs) of each stratum's mean. Under the null all values of one
+  group (a question and its parallel copies) flip sign together. Without
+  `groups` every value is its own group; without `strata` there is one stratum.
+  """
   d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
   if d.size == 0:
-    return {"n": 0, "mean_diff": None, "p_value": None}
-  observed = abs(d.mean())
+    return {"n": 0, "groups": 0, "mean_diff": None, "p_value": None}
+  _, s = np.unique(np.zeros(d.size) if strata is None else np.asarray(strata), return_inverse=True)
+  weights = 1.0 / (np.bincount(s)[s] * (s.max() + 1))  # macro average = sum(weights * d)
+  _, first, g = np.unique(np.arange(d.size) if groups is None else np.asarray(groups),
+                          return_index=True, return_inverse=True)
+  g = np.argsort(np.argsort(first))[g]  # groups in order of appearance, whatever their names
+  c = np.bincount(g, weights=weights * d)  # each group's contribution to the statistic
+  observed = float(c.sum())
   rng = np.random.default_rng(seed)
-  signs = rng.choice([-1.0, 1.0], size=(resamples, d.size))
-  null = np.abs((signs * d).mean(axis=1))
-  p = float((1 + np.sum(null >= observed - 1e-15)) / (resamples + 1))
-  return {"n": int(d.size), "mean_diff": float(d.mean()), "p_value": p}
+  hits, chunk = 0, max(1, 2_000_000 // c.size)
+  for start in range(0, resamples, chunk):
+    signs = rng.integers(0, 2, size=(min(chunk, resamples - start), c.size)) * 2.0 - 1.0
+    hits += int(np.sum(np.abs(signs @ c) >= abs(observed) - 1e-12))
+  return {"n": int(d.size), "groups": int(c.size), "mean_diff": observed,
+          "p_value": (1 + hits) / (resamples + 1)}
+
+
+def holm(p_values: list[float | None]) -> list[float | None]:
+  """Holm step-down adjusted p-values over the family of available ones (None stays None)."""
+  idx = [i for i, p in enumerate(p_values) if p is not None]
+  p = np.array([p_values[i] for i in idx], np.float64)
+  order = np.argsort(p, kind="stable")
+  adjusted = np.minimum(1.0, np.maximum.accumulate((p.size - np.arange(p.size)) * p[order]))
+  out: list[float | None] = [None] * len(p_values)
+  for j, value in zip(order, adjusted):
+    out[idx[j]] = float(value)
+  return out
 
 
 def _lareqa_value(metrics: dict, setting: str | None, metric: str) -> float | None:
@@ -152,9 +183,10 @@ def summarize(runs: list[dict], *, lareqa_benchmark: str, train_languages: list[
     if start_scores is not None:
       entry["delta_vs_start"] = {l: mean_interval(x[l] - start_scores[l] for x in rows)
                                  for l in languages}
-    worst = [min(languages, key=lambda l: x[l]) for x in rows]
-    entry["worst_language"] = max(set(worst), key=worst.count)
-    entry["worst_score"] = mean_interval(min(x.values()) for x in rows)
+    # The worst language of the per-language means, and that language's score.
+    worst = min(languages, key=lambda l: entry["per_language"][l]["mean"])
+    entry["worst_language"] = worst
+    entry["worst_score"] = entry["per_language"][worst]
     entry["spread_max_minus_min"] = mean_interval(max(x.values()) - min(x.values()) for x in rows)
     entry["spread_std"] = mean_interval(float(np.std(list(x.values()))) for x in rows)
     entry["macro"] = mean_interval(float(np.mean(list(x.values()))) for x in rows)
@@ -175,22 +207,26 @@ def _per_seed(runs, fn):
   return {r["seed"]: fn(r) for r in runs if r.get("seed") is not None}
 
 
+def _targets(lareqa_benchmark, tydi_benchmark):
+  """(benchmark, setting, label, planned): planned = the primary targets, named before the data."""
+  return [
+      (tydi_benchmark, "mono", "TyDi mono mAP (macro)", True),
+      (lareqa_benchmark, "multi", f"{lareqa_benchmark} multi mAP", True),
+      (tydi_benchmark, "multi", "TyDi multi mAP", False),
+      (lareqa_benchmark, "cross", f"{lareqa_benchmark} cross mAP", False),
+  ]
+
+
 def _significance(by_strategy, order, lareqa_benchmark, tydi_benchmark):
   hybrids = [k for k in order if k.startswith("hybrid@")]
   if not hybrids:
     return []
   hybrid = "hybrid@0.5" if "hybrid@0.5" in hybrids else hybrids[0]
-  targets = [
-      (tydi_benchmark, "mono", "TyDi mono mAP (macro)"),
-      (tydi_benchmark, "multi", "TyDi multi mAP"),
-      (lareqa_benchmark, "multi", f"{lareqa_benchmark} multi mAP"),
-      (lareqa_benchmark, "cross", f"{lareqa_benchmark} cross mAP"),
-  ]
   out = []
-  for baseline in order:
-    if baseline in (hybrid,) or baseline.startswith("hybrid@"):
-      continue
-    for benchmark, setting, label in targets:
+  for benchmark, setting, label, planned in _targets(lareqa_benchmark, tydi_benchmark):
+    for baseline in order:
+      if baseline.startswith("hybrid@"):
+        continue
       def value(r):
         m = r["metrics"].get(benchmark)
         return None if m is None else m["settings"].get(setting, {}).get("macro", {}).get("map")
@@ -200,32 +236,60 @@ def _significance(by_strategy, order, lareqa_benchmark, tydi_benchmark):
         b = {s: start_values[0] for s in a} if start_values else {}
       else:
         b = {s: v for s, v in _per_seed(by_strategy[baseline], value).items() if v is not None}
-      seed_test = paired_seed_test(a, b)
-      query_test = _query_test(by_strategy[hybrid], by_strategy[baseline], benchmark, setting)
       out.append({"hybrid": hybrid, "baseline": baseline, "target": label,
-                  "across_seeds": seed_test, "across_queries": query_test})
+                  "family": "planned" if planned else "exploratory",
+                  "across_seeds": paired_seed_test(a, b),
+                  "across_queries": _query_test(by_strategy[hybrid], by_strategy[baseline],
+                                                benchmark, setting)})
+  # Holm within each family (planned / exploratory) and each kind of test.
+  for family in ("planned", "exploratory"):
+    rows = [r for r in out if r["family"] == family]
+    for kind in ("across_seeds", "across_queries"):
+      for row, p in zip(rows, holm([r[kind]["p_value"] for r in rows])):
+        row[kind]["p_holm"] = p
   return out
 
 
-def _mean_per_query(runs, benchmark, setting):
-  """Per-query AP averaged over seeds, concatenated over languages in a fixed order."""
-  arrays = []
-  for r in runs:
-    pq = (r.get("per_query") or {}).get(benchmark, {}).get(setting)
-    if not pq:
-      return None
-    arrays.append(np.concatenate([np.asarray(pq[l], np.float64) for l in sorted(pq)]))
-  if not arrays or len({a.size for a in arrays}) != 1:
-    return None
-  return np.mean(arrays, axis=0)
+def _query_units(run, benchmark, setting):
+  """One run's per-query AP as (values, strata, groups, unit), or (None, .., reason).
+
+  Strata are the languages (or pairs) the macro average runs over. Groups are
+  questions: `per_query[benchmark]["qids"][setting][language]` when present;
+  else, for a parallel benchmark whose lists all have one length, the position
+  (XQuAD-R's files hold the same ids in the same order); else each query alone
+  for a non-parallel benchmark (TyDi, MIRACL).
+  """
+  pq = (run.get("per_query") or {}).get(benchmark) or {}
+  table = pq.get(setting)
+  if not table:
+    return None, None, None, "no per-query values"
+  units = sorted(table)
+  sizes = [len(table[u]) for u in units]
+  values = np.concatenate([np.asarray(table[u], np.float64) for u in units])
+  strata = np.repeat(np.arange(len(units)), sizes)
+  qids = (pq.get("qids") or {}).get(setting) or {}
+  if qids and all(len(qids.get(u, ())) == n for u, n in zip(units, sizes)):
+    return values, strata, np.concatenate([np.asarray(qids[u], str) for u in units]), "question id"
+  if benchmark not in PARALLEL_BENCHMARKS:
+    return values, strata, np.arange(values.size), "query"
+  if len(set(sizes)) == 1:
+    return values, strata, np.concatenate([np.arange(n) for n in sizes]), "question (position)"
+  return None, None, None, "parallel benchmark without question ids: no grouping"
 
 
 def _query_test(runs_a, runs_b, benchmark, setting):
-  a = _mean_per_query(runs_a, benchmark, setting)
-  b = _mean_per_query(runs_b, benchmark, setting)
-  if a is None or b is None or a.size != b.size:
-    return {"n": 0, "mean_diff": None, "p_value": None}
-  return paired_query_test(a, b)
+  """Grouped, language-stratified sign-flip test on per-query AP averaged over seeds."""
+  parts = [_query_units(r, benchmark, setting) for r in list(runs_a) + list(runs_b)]
+  bad = next((p[3] for p in parts if p[0] is None), None)
+  first = parts[0] if parts else (None,) * 4
+  if bad is None and parts and not all(
+      np.array_equal(p[1], first[1]) and np.array_equal(p[2], first[2]) for p in parts):
+    bad = "runs hold different queries"
+  if bad is not None or not parts:
+    return {"n": 0, "groups": 0, "mean_diff": None, "p_value": None, "note": bad or "no runs"}
+  a = np.mean([p[0] for p in parts[:len(runs_a)]], axis=0)
+  b = np.mean([p[0] for p in parts[len(runs_a):]], axis=0)
+  return {**paired_query_test(a, b, groups=first[2], strata=first[1]), "unit": first[3]}
 
 
 # ----------------------------------------------------------------------------
@@ -257,7 +321,8 @@ def fmt_signed(cell: dict | None, digits: int = 3) -> str:
 
 
 def fmt_p(p: float | None) -> str:
-  return "–" if p is None else f"{p:.4f}"
+  """'0.0123'; 'n/a' where no p-value exists (too few seeds, zero variance, no grouping)."""
+  return "n/a" if p is None else f"{p:.4f}"
 
 
 def render_markdown(results: dict) -> str:
@@ -326,16 +391,23 @@ def render_markdown(results: dict) -> str:
       lines.append(f"| {s['labels'][key]} | {fmt(e['multi_map'])} | {fmt(e['multi_top10_same_language'])} |")
 
   if s["significance"]:
+    planned = sorted({r["target"] for r in s["significance"] if r["family"] == "planned"})
     lines += ["", "## Hybrid against each baseline (paired tests)", "",
-              "Across seeds: paired t-test on the macro score per seed. Across queries: paired "
-              "sign-flip permutation test on per-query AP averaged over seeds.", "",
-              "| hybrid | baseline | target | seeds | diff (seeds) | p (seeds) | queries | diff (queries) | p (queries) |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              f"Planned comparisons: the hybrid against each baseline on {' and '.join(planned)}; "
+              "the other rows are exploratory. Across seeds: paired t-test on the macro score per "
+              "seed (n/a at zero variance). Across queries: sign-flip permutation test on per-query "
+              "AP averaged over seeds, with the question as the unit (its parallel copies or "
+              "language pairs flip sign together) and the row's macro average over languages as "
+              "the statistic. Holm-adjusted p-values within each family and kind of test.", "",
+              "| hybrid | baseline | target | family | seeds | diff (seeds) | p (seeds) | Holm p (seeds) "
+              "| questions | diff (queries) | p (queries) | Holm p (queries) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in s["significance"]:
       a, q = row["across_seeds"], row["across_queries"]
       lines.append(f"| {strategy_label(row['hybrid'])} | {strategy_label(row['baseline'])} | {row['target']} | "
-                   f"{a['n']} | {fmt(a['mean_diff'], 4)} | {fmt_p(a['p_value'])} | "
-                   f"{q['n']} | {fmt(q['mean_diff'], 4)} | {fmt_p(q['p_value'])} |")
+                   f"{row['family']} | {a['n']} | {fmt(a['mean_diff'], 4)} | {fmt_p(a['p_value'])} | "
+                   f"{fmt_p(a.get('p_holm'))} | {q.get('groups', 0)} | {fmt(q['mean_diff'], 4)} | "
+                   f"{fmt_p(q['p_value'])} | {fmt_p(q.get('p_holm'))} |")
   if results.get("plots"):
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in results["plots"]]
   return "\n".join(lines) + "\n"
@@ -346,7 +418,7 @@ def render_markdown(results: dict) -> str:
 
 
 def write_plots(results: dict, out_dir) -> list[str]:
-  """Per-language TyDi bars per strategy, language bias per strategy, mAP vs alpha."""
+  """Per-language TyDi change against the start, language bias per strategy, mAP vs alpha."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -355,21 +427,26 @@ def write_plots(results: dict, out_dir) -> list[str]:
   s, written = results["summary"], []
 
   t = s["tydi"]
-  keys = [k for k in s["strategies"] if k in t["per_strategy"]]
+  # Change against the starting model where there is one, else the scores; points with
+  # 95% intervals on an axis fitted to them, the legend outside the axes.
+  delta = any("delta_vs_start" in e for k, e in t["per_strategy"].items() if k != "none")
+  field = "delta_vs_start" if delta else "per_language"
+  keys = [k for k in s["strategies"] if field in t["per_strategy"].get(k, {}) and not (delta and k == "none")]
   if keys and t["languages"]:
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(t["languages"])), 3.5))
-    width = 0.8 / len(keys)
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(t["languages"]) + 2), 3.5))
     x = np.arange(len(t["languages"]))
-    for i, key in enumerate(keys):
-      cells = [t["per_strategy"][key]["per_language"][l] for l in t["languages"]]
-      ax.bar(x + i * width, [c["mean"] for c in cells], width, label=s["labels"][key],
-             yerr=[c["ci95"] or 0 for c in cells])
-    ax.set_xticks(x + 0.4 - width / 2, t["languages"])
-    ax.set_ylabel(t["metric"])
-    ax.set_title("TyDi QA GoldP per language")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / "tydi_per_language.png", dpi=120)
+    offsets = np.linspace(-0.3, 0.3, len(keys)) if len(keys) > 1 else [0.0]
+    for off, key in zip(offsets, keys):
+      cells = [t["per_strategy"][key][field][l] for l in t["languages"]]
+      ax.errorbar(x + off, [c["mean"] for c in cells], yerr=[c["ci95"] or 0 for c in cells],
+                  fmt="o", capsize=3, label=s["labels"][key])
+    if delta:
+      ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_xticks(x, t["languages"])
+    ax.set_ylabel(f"change in {t['metric']}" if delta else t["metric"])
+    ax.set_title("TyDi QA GoldP per language" + (": change against the starting model" if delta else ""))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.savefig(out_dir / "tydi_per_language.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     written.append("tydi_per_language.png")
 
@@ -403,9 +480,8 @@ def write_plots(results: dict, out_dir) -> list[str]:
                   yerr=[c["ci95"] or 0 for c in cells], marker="o", label=setting)
     ax.set_xlabel("alpha (share of X-X-mono batches)")
     ax.set_ylabel("mAP")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / "map_vs_alpha.png", dpi=120)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.savefig(out_dir / "map_vs_alpha.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     written.append("map_vs_alpha.png")
   return written
