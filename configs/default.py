@@ -18,6 +18,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.compute_dtype = "float32"      # or "bfloat16" (parameters stay float32)
   c.remat = False                  # rematerialise each layer in the backward pass
   c.freeze_embeddings = True       # hold the embedding tables out of training
+  c.freeze_layers = 0              # also freeze the lower N transformer layers (0 = none)
 
   # Data: which pairs, and how a batch is composed.
   c.data_source = "pairs"          # "pairs" (data_pipelines.sampler) or "synthetic" (benchmarks)
@@ -45,6 +46,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.symmetric_loss = False
   c.gradcache_chunk_size = 0       # 0 = off; else embed/backprop this many pairs at a time
   c.max_nonfinite_in_a_row = 5     # stop after this many skipped (NaN/Inf) updates in a row
+  c.l2sp = 0.0                     # L2-SP: + (l2sp/2) * ||theta - theta_start||^2 (0 = off)
 
   # Parallelism: mesh ("data", "fsdp"); fsdp > 1 shards parameters too.
   c.fsdp = 1

@@ -19,9 +19,10 @@ import unicodedata
 from typing import Iterable, Mapping, Sequence
 
 from data_pipelines import readers
+from data_pipelines.errors import ProjectError
 
 
-class FoldOverlapError(ValueError):
+class FoldOverlapError(ProjectError, ValueError):
   """Training data overlap the evaluation data of the same fold."""
 
 

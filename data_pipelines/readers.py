@@ -17,6 +17,18 @@ Benchmarks and their rules:
   languages, so `qid` is the parallel-group id.
 - TyDi QA GoldP (SQuAD format, one passage per question): each language's
   unique gold passages (deduplicated by text) are its candidates.
+- TyDi QA GoldP at sentence level (LAReQA's construction applied to TyDi):
+  the candidates are the sentences of each language's unique gold passages,
+  cut by `sentencex` (Wikimedia's multilingual segmenter); a question's
+  relevant candidate is the sentence holding its answer start. The sentence
+  spans partition the passage (each span is a sentence plus the whitespace
+  after it), so every answer start inside the passage falls in exactly one.
+- AfriQA (JSON Lines): per language and split, a queries file (native
+  question, its human translation into the pivot language) and a gold-passage
+  file (the same question id with its gold passage in the pivot language,
+  English or French). The candidates are the split's unique gold passages of
+  that language (deduplicated by text; the title is not part of the text);
+  each question carries its translation in `Question.translated`.
 - MIRACL format: topics TSV (qid<TAB>text), qrels TREC (qid Q0 docid grade),
   corpus JSONL {docid, title, text}; grade 0 means judged not relevant.
 - Any SQuAD-format file: sentences as candidates when paragraphs carry sentence
@@ -41,6 +53,18 @@ MLQA_R_LANGUAGES = ("ar", "de", "en", "es", "hi", "vi", "zh")
 TYDI_LANGUAGES = ("ar", "bn", "en", "fi", "id", "ko", "ru", "sw", "te")
 MIRACL_LANGUAGES = ("ar", "bn", "de", "en", "es", "fa", "fi", "fr", "hi", "id", "ja", "ko",
                     "ru", "sw", "te", "th", "yo", "zh")  # MIRACL v1.0
+# AfriQA (masakhane-io/afriqa@5c29933): questions in 10 African languages, gold
+# passages in the pivot language (French for fon and wol, English otherwise).
+AFRIQA_LANGUAGES = ("bem", "fon", "hau", "ibo", "kin", "swa", "twi", "wol", "yor", "zul")
+AFRIQA_PIVOT = {language: "fr" if language in ("fon", "wol") else "en" for language in AFRIQA_LANGUAGES}
+AFRIQA_SPLITS = ("test", "dev", "train")
+# Languages with a gold-passage file upstream, per split: none for wol in any
+# split, none for swa in dev and train, none for yor in dev. Queries exist for all.
+AFRIQA_GOLD_PASSAGE_LANGUAGES = {
+    "test": ("bem", "fon", "hau", "ibo", "kin", "swa", "twi", "yor", "zul"),
+    "dev": ("bem", "fon", "hau", "ibo", "kin", "twi", "zul"),
+    "train": ("bem", "fon", "hau", "ibo", "kin", "twi", "yor", "zul"),
+}
 TYDI_FILE_NAMES = {
     "ar": "arabic", "bn": "bengali", "en": "english", "fi": "finnish",
     "id": "indonesian", "ko": "korean", "ru": "russian", "sw": "swahili",
@@ -141,12 +165,13 @@ class Question:
   qid: str                    # shared across languages for parallel data (the parallel-group id)
   text: str
   relevant: Mapping[int, int]  # candidate index (same RetrievalSet) -> relevance grade (>= 1)
+  translated: str | None = None  # the question's human translation into the pivot language (AfriQA)
 
 
 @dataclasses.dataclass
 class RetrievalSet:
   """One language of one benchmark split."""
-  benchmark: str  # "xquad_r", "mlqa_r", "tydiqa_goldp", "miracl", "squad"
+  benchmark: str  # "xquad_r", "mlqa_r", "tydiqa_goldp", "tydiqa_goldp_sentences", "afriqa", "miracl", "squad"
   language: str
   questions: list[Question]
   candidates: list[Candidate]
@@ -414,6 +439,208 @@ def read_tydi_goldp(data_dir, language: str, split: str = "dev", strict: bool = 
 
 
 # ----------------------------------------------------------------------------
+# TyDi GoldP at sentence level
+
+
+class SegmentationError(DataError):
+  """The segmenter's output does not line up with the text it was given."""
+
+
+def sentence_spans(text: str, language: str) -> list[tuple[int, int]]:
+  """Sentence spans [start, end) of `text` by `sentencex`, as a partition of the text.
+
+  Each span is one sentence plus the whitespace after it (whitespace before the
+  first sentence belongs to the first span; a whitespace-only segment joins the
+  sentence before it), so the spans are contiguous, start at 0, end at
+  len(text), and every character offset lies in exactly one span. Empty or
+  whitespace-only text has no spans. Raises `SegmentationError` when the
+  segmenter's offsets do not match its own segment texts.
+  """
+  try:
+    import sentencex
+  except ImportError:  # pragma: no cover - install_requires has it
+    raise DataError("the sentence-level benchmarks need `sentencex` (pip install sentencex)") from None
+  if not text.strip():
+    return []
+  starts = []
+  for segment in sentencex.get_sentence_boundaries(language, text):
+    start, end, piece = segment["start_index"], segment["end_index"], segment["text"]
+    if text[start:end] != piece:
+      raise SegmentationError(f"sentencex offsets [{start}, {end}) do not match its segment text")
+    if piece.strip() and (not starts or start > starts[-1]):
+      starts.append(start)
+  if not starts:
+    return [(0, len(text))]
+  starts[0] = 0
+  return list(zip(starts, starts[1:] + [len(text)]))
+
+
+def read_tydi_goldp_sentences(data_dir, language: str, split: str = "dev",
+                              strict: bool = False) -> RetrievalSet:
+  """TyDi QA GoldP v1.1 at sentence level: the sentences of each language's unique gold
+  passages are its candidates (duplicates across passages kept, as in LAReQA); the
+  relevant candidate is the sentence holding an answer start (one per distinct start).
+
+  Candidate `doc_id` is f"{passage hash}:{sentence index}", `context` the passage.
+  """
+  import bisect
+  _check_language(language, TYDI_LANGUAGES, "tydiqa_goldp_sentences")
+  if split not in ("dev", "train"):
+    raise DataError(f"tydiqa_goldp_sentences: unknown split {split!r}; expected 'dev' or 'train'")
+  path = _data_path(data_dir, "tydiqa_goldp", f"{TYDI_FILE_NAMES[language]}_tydiqa_{split}.json")
+  issues = IssueLog(strict)
+  obj = _load_json(path)
+  candidates: list[Candidate] = []
+  passages: dict[str, tuple[list[int], int]] = {}  # passage text -> (span starts, first candidate)
+  adder = _QuestionAdder(path, issues)
+  for pid, paragraph in _squad_paragraphs(obj, path, issues):
+    context = paragraph["context"]
+    if not context.strip():
+      issues.add(path, f"paragraph {pid}", "empty paragraph",
+                 f"{len(paragraph['qas'])} questions dropped with it")
+      continue
+    if _has_bad_bytes(context):
+      issues.add(path, f"paragraph {pid}", "bad UTF-8 in paragraph",
+                 f"{len(paragraph['qas'])} questions dropped with it")
+      continue
+    if context not in passages:
+      try:
+        spans = sentence_spans(context, language)
+      except SegmentationError as e:
+        issues.add(path, f"paragraph {pid}", "segmenter output unusable; passage kept as one sentence",
+                   str(e), dropped=False)
+        spans = [(0, len(context))]
+      passages[context] = ([s for s, _ in spans], len(candidates))
+      key = _short_hash(context)
+      for s, (start, end) in enumerate(spans):
+        candidates.append(Candidate(text=context[start:end].strip(), context=context,
+                                    doc_id=f"{key}:{s}"))
+    span_starts, first = passages[context]
+    for qa in paragraph["qas"]:
+      checked = adder.check(qa, pid)
+      if checked is None:
+        continue
+      qid, text = checked
+      starts = _answer_starts(qa)
+      if starts is None:
+        issues.add(path, qid, "no usable answer_start")
+        continue
+      relevant: dict[int, int] = {}
+      for start in starts:
+        if not 0 <= start < len(context):
+          issues.add(path, qid, "answer start outside the passage", f"answer_start={start}",
+                     dropped=len(starts) == 1)
+          continue
+        relevant[first + bisect.bisect_right(span_starts, start) - 1] = 1
+      if not relevant:
+        if len(starts) > 1:
+          issues.add(path, qid, "no answer start inside the passage")
+        continue
+      adder.questions.append(Question(qid=qid, text=text, relevant=relevant))
+  return RetrievalSet("tydiqa_goldp_sentences", language, adder.questions, candidates, issues)
+
+
+# ----------------------------------------------------------------------------
+# AfriQA (JSON Lines)
+
+
+def afriqa_files(data_dir, language: str, split: str = "test") -> tuple[pathlib.Path, pathlib.Path]:
+  """(queries file, gold-passage file) of one AfriQA language and split in the data dir."""
+  _check_language(language, AFRIQA_LANGUAGES, "afriqa")
+  if split not in AFRIQA_SPLITS:
+    raise DataError(f"afriqa: unknown split {split!r}; expected one of {', '.join(AFRIQA_SPLITS)}")
+  if language not in AFRIQA_GOLD_PASSAGE_LANGUAGES[split]:
+    raise DataError(
+        f"afriqa: upstream (masakhane-io/afriqa@5c29933) has no gold passages for {language} in "
+        f"{split}, so it cannot be evaluated there; languages with gold passages in {split}: "
+        f"{', '.join(AFRIQA_GOLD_PASSAGE_LANGUAGES[split])}")
+  stem = f"afriqa.{language}.{AFRIQA_PIVOT[language]}.{split}.json"
+  return (_data_path(data_dir, "afriqa", f"queries__{language}__queries.{stem}"),
+          _data_path(data_dir, "afriqa", f"gold_passages__{language}__gold_span_passages.{stem}"))
+
+
+def _jsonl_records(path: pathlib.Path, issues: IssueLog) -> Iterator[tuple[str, dict]]:
+  """(record id, object) per usable line; malformed lines and ids, duplicates are logged."""
+  seen: set[str] = set()
+  for number, line in _read_lines(path, issues):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      issues.add(path, f"line {number}", "malformed JSON line", str(e))
+      continue
+    rid = record.get("id") if isinstance(record, dict) else None
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)) or str(rid) == "":
+      issues.add(path, f"line {number}", "record without an id")
+      continue
+    rid = str(rid)
+    if rid in seen:
+      issues.add(path, rid, "duplicate record id", f"line {number}")
+      continue
+    seen.add(rid)
+    yield rid, record
+
+
+def _text_field(record: dict, name: str) -> str | None:
+  value = record.get(name)
+  return value if isinstance(value, str) and value.strip() else None
+
+
+def read_afriqa(data_dir, language: str, split: str = "test", strict: bool = False) -> RetrievalSet:
+  """AfriQA: native questions of one language; candidates = the split's unique gold
+  passages of that language (in its pivot language); `Question.translated` holds the
+  question's human translation into the pivot language.
+
+  The gold-passage record gives the question (`question_lang`), its translation
+  (`question_translated`) and the passage (`context`); the queries file is read to
+  log every question that has no gold-passage record and to cross-check the texts
+  (a difference is kept with a caveat; the gold-passage record's texts are used,
+  since they go with its passage).
+  """
+  queries_path, gold_path = afriqa_files(data_dir, language, split)
+  issues = IssueLog(strict)
+  queries = {}
+  for rid, record in _jsonl_records(queries_path, issues):
+    queries[rid] = (record.get("question"), record.get("translated_question"))
+  candidates: list[Candidate] = []
+  by_text: dict[str, int] = {}
+  questions: list[Question] = []
+  with_gold: set[str] = set()
+  for rid, record in _jsonl_records(gold_path, issues):
+    with_gold.add(rid)
+    context = _text_field(record, "context")
+    text = _text_field(record, "question_lang")
+    translated = _text_field(record, "question_translated")
+    if context is None:
+      issues.add(gold_path, rid, "no gold passage text (null or empty context)")
+      continue
+    if text is None:
+      issues.add(gold_path, rid, "empty question")
+      continue
+    if translated is None:
+      issues.add(gold_path, rid, "empty translated question")
+      continue
+    if _has_bad_bytes(context, text, translated):
+      issues.add(gold_path, rid, "bad UTF-8 in record")
+      continue
+    if rid not in queries:
+      issues.add(gold_path, rid, "question id missing from the queries file", dropped=False)
+    elif queries[rid] != (text, translated):
+      issues.add(gold_path, rid, "question text differs from the queries file",
+                 "the gold-passage record's texts are used", dropped=False)
+    if context not in by_text:
+      by_text[context] = len(candidates)
+      candidates.append(Candidate(text=context, context=context, doc_id=_short_hash(context)))
+    questions.append(Question(qid=rid, text=text, relevant={by_text[context]: 1},
+                              translated=translated))
+  for rid in queries:
+    if rid not in with_gold:
+      issues.add(queries_path, rid, "no gold-passage record for this question")
+  return RetrievalSet("afriqa", language, questions, candidates, issues)
+
+
+# ----------------------------------------------------------------------------
 # MIRACL format (topics TSV, qrels TREC, corpus JSONL)
 
 
@@ -548,23 +775,30 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(
       description="Read a benchmark with the project's readers and print, per language, the "
                   "number of questions and candidates and a table of unusable records.")
-  parser.add_argument("--benchmark", choices=["xquad_r", "mlqa_r", "tydiqa_goldp"], required=True)
+  readers = {
+      "xquad_r": (XQUAD_R_LANGUAGES, lambda d, l, split, strict: read_xquad_r(d, l, strict)),
+      "mlqa_r": (MLQA_R_LANGUAGES, lambda d, l, split, strict: read_mlqa_r(d, l, strict)),
+      "tydiqa_goldp": (TYDI_LANGUAGES, read_tydi_goldp),
+      "tydiqa_goldp_sentences": (TYDI_LANGUAGES, read_tydi_goldp_sentences),
+      "afriqa": (AFRIQA_LANGUAGES, read_afriqa),
+  }
+  parser.add_argument("--benchmark", choices=sorted(readers), required=True)
   parser.add_argument("--languages", nargs="+", default=None, help="default: all of the benchmark's")
-  parser.add_argument("--split", default="dev", help="tydiqa_goldp only: dev or train")
+  parser.add_argument("--split", default=None,
+                      help="tydiqa_goldp(_sentences): dev (default) or train; afriqa: test (default), "
+                           "dev or train")
   parser.add_argument("--data_dir", default=None,
                       help="raw data directory (default: $MLIR_DATA_DIR, else ../shared/data)")
   parser.add_argument("--strict", action="store_true", help="stop at the first unusable record")
   args = parser.parse_args(argv)
-  languages = {"xquad_r": XQUAD_R_LANGUAGES, "mlqa_r": MLQA_R_LANGUAGES,
-               "tydiqa_goldp": TYDI_LANGUAGES}[args.benchmark]
+  languages, reader = readers[args.benchmark]
+  split = args.split or ("test" if args.benchmark == "afriqa" else "dev")
+  if args.benchmark == "afriqa" and not args.languages:
+    languages = AFRIQA_GOLD_PASSAGE_LANGUAGES.get(split, AFRIQA_LANGUAGES)
   all_issues = IssueLog()
   try:
     for language in args.languages or languages:
-      if args.benchmark == "tydiqa_goldp":
-        rs = read_tydi_goldp(args.data_dir, language, args.split, strict=args.strict)
-      else:
-        reader = read_xquad_r if args.benchmark == "xquad_r" else read_mlqa_r
-        rs = reader(args.data_dir, language, strict=args.strict)
+      rs = reader(args.data_dir, language, split, args.strict)
       print(f"{language}: {len(rs.questions)} questions, {len(rs.candidates)} candidates, "
             f"{rs.issues.num_dropped} records dropped, {len(rs.issues) - rs.issues.num_dropped} kept with a caveat")
       all_issues.extend(rs.issues)

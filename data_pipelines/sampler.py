@@ -53,6 +53,10 @@ global batches (row indices into the pair table), and
 shared plan. Each host keeps its slice (process_index of process_count) of the
 global batch and gathers those rows' token ids from the in-memory pair table
 (loaded once from the TFRecord shards).
+
+Without TensorFlow (or with `config.input_pipeline` / `$MLIR_INPUT_PIPELINE`
+set to "numpy") a plain numpy iterator (`_numpy_plan`) walks the same plan
+and yields byte-identical batches; TensorFlow is imported only on the tf path.
 """
 from __future__ import annotations
 
@@ -403,12 +407,62 @@ def _tf_dataset(plan: BatchPlan, start_step: int):
   return ds  # no prefetch: a prefetch thread calling numpy_function hangs interpreter exit
 
 
+def _numpy_plan(plan: BatchPlan, start_step: int) -> Iterator[tuple[int, int, np.ndarray]]:
+  """The numpy twin of `_tf_dataset`: (step, source, global rows), the same elements.
+
+  Like `choose_from_datasets`, it hands each step the next batch of the source
+  the plan picks, every source starting at its ordinal before `start_step`.
+  """
+  ordinal = plan.ordinals_before(start_step).copy()
+  step = start_step
+  while True:
+    block_end = (step // PLAN_BLOCK + 1) * PLAN_BLOCK
+    for source in plan.sources(np.arange(step, block_end)):
+      rows = plan.rows(int(source), int(ordinal[source])).astype(np.int64)
+      ordinal[source] += 1
+      yield step, int(source), rows
+      step += 1
+
+
+INPUT_PIPELINES = ("auto", "tf", "numpy")
+
+
+def _tensorflow_available() -> bool:
+  try:
+    import tensorflow  # noqa: F401
+  except ImportError:
+    return False
+  return True
+
+
+def input_pipeline(config=None, requested: str | None = None) -> str:
+  """"tf" or "numpy": `requested`, else config.input_pipeline, else $MLIR_INPUT_PIPELINE.
+
+  "auto" (the default) is tf.data when TensorFlow is installed, else the
+  numpy iterator; both yield the same batches. "tf" without TensorFlow raises.
+  """
+  choice = (requested or (_cfg(config, "input_pipeline") if config is not None else None)
+            or os.environ.get("MLIR_INPUT_PIPELINE") or "auto").lower()
+  if choice not in INPUT_PIPELINES:
+    raise ValueError(f"input pipeline must be one of {INPUT_PIPELINES}, got {choice!r} "
+                     "(config.input_pipeline or $MLIR_INPUT_PIPELINE)")
+  if choice == "auto":
+    return "tf" if _tensorflow_available() else "numpy"
+  if choice == "tf" and not _tensorflow_available():
+    raise ImportError("input pipeline 'tf' needs tensorflow (pip install tensorflow-cpu); "
+                      "'numpy' yields the same batches without it")
+  return choice
+
+
 def batch_stream(training_data: TrainingData, config, *, process_index: int = 0,
-                 process_count: int = 1, start_step: int = 0) -> Iterator[Batch]:
+                 process_count: int = 1, start_step: int = 0,
+                 pipeline: str | None = None) -> Iterator[Batch]:
   """Infinite stream of this host's slice of every global batch, from `start_step`.
 
   Batches are a deterministic function of (config, seed, step): a stream
   started at s yields exactly what an uninterrupted stream yields from s.
+  `pipeline` ("tf", "numpy", "auto"; see `input_pipeline`) picks tf.data or
+  the numpy iterator; they yield identical batches.
   """
   plan = BatchPlan(training_data, config)
   if plan.batch_size % process_count:
@@ -421,7 +475,11 @@ def batch_stream(training_data: TrainingData, config, *, process_index: int = 0,
   table = training_data.table
   names = np.array(table.languages)
   host = plan.batch_size // process_count
-  for step, source, global_rows in _tf_dataset(plan, start_step).as_numpy_iterator():
+  if input_pipeline(config, pipeline) == "tf":
+    elements = _tf_dataset(plan, start_step).as_numpy_iterator()
+  else:
+    elements = _numpy_plan(plan, start_step)
+  for step, source, global_rows in elements:
     kind, languages = plan.kind_of(int(source))
     rows = global_rows[process_index * host:(process_index + 1) * host]
     yield Batch(step=int(step), kind=kind, languages=languages,

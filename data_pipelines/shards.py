@@ -12,6 +12,10 @@ those changes.
 Record features (TFRecord stores integers as int64; `load_pair_table` casts
 them to int32): query_ids, query_mask [max_query_len], passage_ids,
 passage_mask [max_passage_len], group_id, qid (bytes).
+
+TensorFlow writes and reads the shards when the input pipeline is tf.data
+(`sampler.input_pipeline()`); without it (or with $MLIR_INPUT_PIPELINE=numpy)
+`tfrecord` does, in the same format (crc32c framing, tf.train.Example).
 """
 from __future__ import annotations
 
@@ -22,14 +26,16 @@ import logging
 import os
 import pathlib
 import shutil
+import socket
 import tempfile
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 import tqdm
 
 from data_pipelines import pairs as pairs_lib
 from data_pipelines import readers
+from data_pipelines import tfrecord
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -120,7 +126,17 @@ def _tokenize_language(tokenizer, examples: Mapping[str, tuple[str, str]], spec:
   return {qid: i for i, qid in enumerate(qids)}, arrays
 
 
+def _use_tensorflow() -> bool:
+  """TensorFlow reads and writes the shards when the input pipeline is tf.data."""
+  from data_pipelines import sampler
+  return sampler.input_pipeline() == "tf"
+
+
 def _example(q_ids, q_mask, p_ids, p_mask, group_id: int, qid: str):
+  if not _use_tensorflow():
+    return tfrecord.encode_example(
+        {"query_ids": q_ids, "query_mask": q_mask, "passage_ids": p_ids,
+         "passage_mask": p_mask, "group_id": [group_id]}, {"qid": [qid.encode()]})
   import tensorflow as tf
   ints = lambda v: tf.train.Feature(int64_list=tf.train.Int64List(value=v))
   return tf.train.Example(features=tf.train.Features(feature={
@@ -134,7 +150,6 @@ def _example(q_ids, q_mask, p_ids, p_mask, group_id: int, qid: str):
 def write_shards(directory: pathlib.Path, train_sets: Mapping[str, readers.RetrievalSet],
                  spec: ShardSpec, tokenizer, expected: Mapping, progress: bool = True) -> dict:
   """Tokenise and write every (a, b) shard plus manifest.json into `directory`."""
-  import tensorflow as tf
   from mlir_train import tokenization
 
   pairs = pairs_lib.build_pairs(train_sets, spec.positive)
@@ -148,12 +163,13 @@ def write_shards(directory: pathlib.Path, train_sets: Mapping[str, readers.Retri
                                        disable=not progress):
     name = f"{a}-{b}.tfrecord"
     (rows_a, qa), (rows_b, pb) = tokenised[a], tokenised[b]
-    with tf.io.TFRecordWriter(str(directory / name)) as writer:
-      for pair in shard_pairs:
-        i, j = rows_a[pair.qid], rows_b[pair.qid]
-        writer.write(_example(qa["query_ids"][i], qa["query_mask"][i],
+    records = []
+    for pair in shard_pairs:
+      i, j = rows_a[pair.qid], rows_b[pair.qid]
+      records.append(_example(qa["query_ids"][i], qa["query_mask"][i],
                               pb["passage_ids"][j], pb["passage_mask"][j],
                               pair.group_id, pair.qid))
+    _write_records(directory / name, records)
     shards.append({"query_language": a, "passage_language": b, "file": name,
                    "count": len(shard_pairs)})
   manifest = dict(expected)
@@ -161,6 +177,30 @@ def write_shards(directory: pathlib.Path, train_sets: Mapping[str, readers.Retri
                    "shards": shards, "num_pairs": sum(s["count"] for s in shards)})
   (directory / MANIFEST).write_text(json.dumps(manifest, indent=1))
   return manifest
+
+
+def _builder() -> str:
+  return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def remove_stale_builds(directory: pathlib.Path) -> None:
+  """Delete `<directory>.tmp-<host>-<pid>-*` left by a killed builder on this host."""
+  host = socket.gethostname()
+  for tmp in directory.parent.glob(f"{directory.name}.tmp-{host}-*"):
+    pid = tmp.name[len(f"{directory.name}.tmp-{host}-"):].split("-", 1)[0]
+    if pid.isdigit() and not _alive(int(pid)):
+      logging.info("removing %s, left by a killed shard build", tmp)
+      shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
 
 
 def build_or_load(root, spec: ShardSpec, tokenizer, input_files: Sequence[pathlib.Path],
@@ -178,7 +218,9 @@ def build_or_load(root, spec: ShardSpec, tokenizer, input_files: Sequence[pathli
     return directory
   logging.info("building training shards in %s", directory)
   directory.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=directory.name + ".tmp-", dir=directory.parent))
+  remove_stale_builds(directory)
+  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"{directory.name}.tmp-{_builder()}-",
+                                      dir=directory.parent))
   try:
     write_shards(tmp, read_sets(), spec, tokenizer, expected, progress=progress)
     if directory.exists():
@@ -216,28 +258,51 @@ class PairTable:
     return diag >= 0
 
 
-def load_pair_table(directory) -> PairTable:
-  """Read every shard listed in the manifest into one PairTable."""
+def _write_records(path: pathlib.Path, records: list[bytes]) -> None:
+  if not _use_tensorflow():
+    tfrecord.write_records(path, records)
+    return
   import tensorflow as tf
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    for r in records:
+      writer.write(r)
 
+
+def _read_shard(path: pathlib.Path, lengths: Mapping[str, int],
+                use_tensorflow: bool) -> Iterator[dict[str, np.ndarray]]:
+  """Chunks {feature: int64 array} of one shard, by tf.data or by `tfrecord`."""
+  if not use_tensorflow:
+    yield tfrecord.parse_int64_examples(tfrecord.read_records(path), lengths, where=str(path))
+    return
+  import tensorflow as tf
+  features = {k: tf.io.FixedLenFeature([n] if n else [], tf.int64) for k, n in lengths.items()}
+  ds = tf.data.TFRecordDataset(str(path)).batch(4096).map(
+      lambda x: tf.io.parse_example(x, features))
+  yield from ds.as_numpy_iterator()
+
+
+def load_pair_table(directory, use_tensorflow: bool | None = None) -> PairTable:
+  """Read every shard listed in the manifest into one PairTable.
+
+  With TensorFlow and the tf.data input pipeline (`use_tensorflow=None`:
+  `sampler.input_pipeline()`), tf.data parses the shards; otherwise
+  `tfrecord` does, to the same arrays (crc32c checked).
+  """
+  if use_tensorflow is None:
+    use_tensorflow = _use_tensorflow()
   directory = pathlib.Path(directory)
   manifest = json.loads((directory / MANIFEST).read_text())
   lq, lp = manifest["config"]["max_query_len"], manifest["config"]["max_passage_len"]
   languages = tuple(manifest["languages"])
   index = {l: i for i, l in enumerate(languages)}
-  features = {"query_ids": tf.io.FixedLenFeature([lq], tf.int64),
-              "query_mask": tf.io.FixedLenFeature([lq], tf.int64),
-              "passage_ids": tf.io.FixedLenFeature([lp], tf.int64),
-              "passage_mask": tf.io.FixedLenFeature([lp], tf.int64),
-              "group_id": tf.io.FixedLenFeature([], tf.int64)}
+  features = {"query_ids": lq, "query_mask": lq, "passage_ids": lp, "passage_mask": lp,
+              "group_id": 0}
   columns = {k: [] for k in (*features, "query_language", "passage_language")}
   shard_rows, start = {}, 0
   for shard in manifest["shards"]:
     a, b, n = shard["query_language"], shard["passage_language"], shard["count"]
-    ds = tf.data.TFRecordDataset(str(directory / shard["file"])).batch(4096).map(
-        lambda x: tf.io.parse_example(x, features))
     got = 0
-    for chunk in ds.as_numpy_iterator():
+    for chunk in _read_shard(directory / shard["file"], features, use_tensorflow):
       for k in features:
         columns[k].append(chunk[k].astype(np.int32))
       got += len(chunk["group_id"])

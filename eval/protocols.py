@@ -19,9 +19,23 @@ LAReQA (XQuAD-R, MLQA-R), after Roy et al. 2020 and the hybrid-batch paper:
 TyDi GoldP: mono (each language's own unique passages) and multi (the union),
   mrr@10, r@1, r@10, ndcg@10, map, and in multi the share of the top 10 that is
   in the query's language.
+TyDi GoldP at sentence level (LAReQA's construction on TyDi): the same two
+  settings with the candidates being the sentences of each language's gold
+  passages and XQuAD-R's metrics: mono mAP, R@1; multi (one pool of the nine
+  languages' sentences; relevant = the query's own answer sentence(s)) mAP,
+  R@10, plus the share of the top 10 in the query's language.
+AfriQA: per language, the native questions and their human translations
+  (pivot language) each search the language's pool of gold passages; nDCG@10,
+  MRR@10, R@1, R@10 for both, and the robustness gap = native - translated.
 MIRACL format: mono, ndcg@10 and r@100.
 
 Macro = unweighted mean over languages (or language pairs for cross).
+
+Per-query values (for paired tests across queries): `per_query[setting][unit]` is each
+query's average precision, unit = language (or "a-b" pair for LAReQA cross), and
+`per_query["qids"][setting][unit]` the question ids in the same order (a question id
+is the parallel group in XQuAD-R / MLQA-R). AfriQA adds
+`per_query["by_metric"]["ndcg@10"][setting][language]`, its main metric per query.
 """
 from __future__ import annotations
 
@@ -30,16 +44,18 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from data_pipelines.readers import RetrievalSet
+from data_pipelines.errors import ProjectError
+from data_pipelines.readers import AFRIQA_PIVOT, RetrievalSet
 from eval import metrics as metrics_lib
 from eval import search
 
 LAREQA_METRICS = {"mono": ("map", "r@1"), "cross": ("map", "r@1"), "multi": ("map", "r@10")}
 TYDI_METRICS = ("mrr@10", "r@1", "r@10", "ndcg@10", "map")
 MIRACL_METRICS = ("ndcg@10", "r@100")
+AFRIQA_METRICS = ("ndcg@10", "mrr@10", "r@1", "r@10")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(ProjectError, ValueError):
   """Inputs that the protocol cannot evaluate (names the benchmark, language, record)."""
 
 
@@ -49,9 +65,14 @@ class EncodedSet:
   data: RetrievalSet
   questions: np.ndarray   # [n_questions, dim] unit vectors, in data.questions order
   candidates: np.ndarray  # [n_candidates, dim] unit vectors, in data.candidates order
+  # [n_questions, dim]: each question's `translated` text (AfriQA), else None
+  translated_questions: np.ndarray | None = None
 
   def __post_init__(self):
     where = f"{self.data.benchmark}/{self.data.language}"
+    if self.translated_questions is not None and len(self.translated_questions) != len(self.questions):
+      raise ProtocolError(f"{where}: {len(self.translated_questions)} translated-question embeddings "
+                          f"for {len(self.data.questions)} questions")
     if len(self.questions) != len(self.data.questions):
       raise ProtocolError(f"{where}: {len(self.questions)} question embeddings for "
                           f"{len(self.data.questions)} questions")
@@ -148,6 +169,7 @@ def lareqa(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = N
   answers = _answers_by_qid(encoded)
   mono, cross = {}, {}
   per_query_ap = {"mono": {}, "cross": {}, "multi": {}}  # setting -> language/pair -> [queries]
+  qids = {"mono": {}, "cross": {}, "multi": {}}  # the same shape: question id of each value
 
   # Mono and cross: one search per corpus language b with every language's queries.
   for b in languages:
@@ -164,16 +186,15 @@ def lareqa(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = N
                                sorted(set(LAREQA_METRICS["mono"]) | set(LAREQA_METRICS["cross"])),
                                search_options)
     query_language = np.array([a for a, _ in rows])
+    row_qids = np.array([encoded[a].data.questions[i].qid for a, i in rows], dtype=object)
     for a in languages:
       mask = query_language == a
       if not mask.any():
         continue
-      if a == b:
-        mono[a] = _means({n: per_query[n] for n in LAREQA_METRICS["mono"]}, mask)
-        per_query_ap["mono"][a] = per_query["map"][mask].tolist()
-      else:
-        cross[f"{a}-{b}"] = _means({n: per_query[n] for n in LAREQA_METRICS["cross"]}, mask)
-        per_query_ap["cross"][f"{a}-{b}"] = per_query["map"][mask].tolist()
+      setting, unit, table = ("mono", a, mono) if a == b else ("cross", f"{a}-{b}", cross)
+      table[unit] = _means({n: per_query[n] for n in LAREQA_METRICS[setting]}, mask)
+      per_query_ap[setting][unit] = per_query["map"][mask].tolist()
+      qids[setting][unit] = row_qids[mask].tolist()
 
   # Multi: one pool; every language's answer to the question id is relevant.
   pool, offsets, _ = _pool(encoded)
@@ -202,6 +223,7 @@ def lareqa(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = N
     mask = query_language == a
     multi[a] = _means(per_query, mask)
     per_query_ap["multi"][a] = per_query["map"][mask].tolist()
+    qids["multi"][a] = [q.qid for q in encoded[a].data.questions]
     spread = bias[mask]
     bias_per_language[a] = _mean(spread[~np.isnan(spread)])
     bias_excluded[a] = int(np.isnan(spread).sum())
@@ -221,7 +243,7 @@ def lareqa(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = N
           "queries_without_parallel_answers": bias_excluded,
       },
       "counts": _counts(encoded, pool_size=len(pool)),
-      "per_query": per_query_ap,
+      "per_query": {**per_query_ap, "qids": qids},
   }
 
 
@@ -237,13 +259,30 @@ def _counts(encoded: Mapping[str, EncodedSet], pool_size: int) -> dict:
 
 def tydi(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = None) -> dict:
   """Mono (own passages) and multi (union of all languages' passages) retrieval."""
+  return _mono_and_pooled(encoded, TYDI_METRICS, TYDI_METRICS, search_options)
+
+
+def tydi_sentences(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = None) -> dict:
+  """TyDi GoldP at sentence level: mono (own sentences; mAP, R@1) and the pooled
+  nine-language setting (all languages' sentences; mAP, R@10, top-10 share in the
+  query's language). Relevance stays within the query's language (TyDi is not parallel)."""
+  return _mono_and_pooled(encoded, LAREQA_METRICS["mono"], LAREQA_METRICS["multi"], search_options)
+
+
+def _mono_and_pooled(encoded: Mapping[str, EncodedSet], mono_metrics: Sequence[str],
+                     multi_metrics: Sequence[str], search_options: Mapping | None) -> dict:
+  """Each language's queries against its own candidates, then against the pool of all
+  languages' candidates (relevant: the query's own candidates, moved by the pool offset).
+  Per-query AP of both settings goes to `per_query` ('map' is always computed)."""
   languages = list(encoded)
   mono = {}
   per_query_ap = {"mono": {}, "multi": {}}  # setting -> language -> [queries]
+  qids = {s: {l: [q.qid for q in e.data.questions] for l, e in encoded.items()} for s in per_query_ap}
   for language, enc in encoded.items():
     qrels = [q.relevant for q in enc.data.questions]
-    per_query, _, _ = retrieve(enc.questions, enc.candidates, qrels, TYDI_METRICS, search_options)
-    mono[language] = _means(per_query)
+    names = tuple(dict.fromkeys([*mono_metrics, "map"]))
+    per_query, _, _ = retrieve(enc.questions, enc.candidates, qrels, names, search_options)
+    mono[language] = _means({n: per_query[n] for n in mono_metrics})
     per_query_ap["mono"][language] = per_query["map"].tolist()
 
   pool, offsets, language_id = _pool(encoded)
@@ -251,17 +290,19 @@ def tydi(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = Non
   for j, language in enumerate(languages):
     enc = encoded[language]
     qrels = [{offsets[language] + i: g for i, g in q.relevant.items()} for q in enc.data.questions]
-    per_query, ranked, _ = retrieve(enc.questions, pool, qrels, TYDI_METRICS, search_options)
+    names = tuple(dict.fromkeys([*multi_metrics, "map"]))
+    per_query, ranked, _ = retrieve(enc.questions, pool, qrels, names, search_options)
     top10 = ranked[:, :10]  # [Q, <=10]
+    per_query_ap["multi"][language] = per_query["map"].tolist()
+    per_query = {n: per_query[n] for n in multi_metrics}
     per_query["top10_same_language"] = (language_id[top10] == j).mean(axis=1)
     multi[language] = _means(per_query)
-    per_query_ap["multi"][language] = per_query["map"].tolist()
 
   return {
       "settings": {"mono": {"macro": _macro(mono), "per_language": mono},
                    "multi": {"macro": _macro(multi), "per_language": multi}},
       "counts": _counts(encoded, pool_size=len(pool)),
-      "per_query": per_query_ap,
+      "per_query": {**per_query_ap, "qids": qids},
   }
 
 
@@ -276,4 +317,48 @@ def miracl(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = N
           "counts": _counts(encoded, pool_size=sum(len(e.candidates) for e in encoded.values()))}
 
 
-PROTOCOLS = {"xquad_r": lareqa, "mlqa_r": lareqa, "tydiqa_goldp": tydi, "miracl": miracl}
+def afriqa(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = None) -> dict:
+  """Per language: native and translated questions against the language's gold passages.
+
+  Both runs use the same questions and pool, so `robustness_gap` (native minus
+  translated, per metric; negative = the model loses by the question being in the
+  African language) is a paired difference. Macro = mean over languages.
+  """
+  native, translated, gap = {}, {}, {}
+  per_query_ap = {"native": {}, "translated": {}}  # setting -> language -> [queries]
+  per_query_ndcg = {"native": {}, "translated": {}}
+  qids = {s: {l: [q.qid for q in e.data.questions] for l, e in encoded.items()} for s in per_query_ap}
+  names = (*AFRIQA_METRICS, "map")
+  for language, enc in encoded.items():
+    if enc.translated_questions is None:
+      raise ProtocolError(f"{enc.data.benchmark}/{language}: no translated-question embeddings "
+                          "(the AfriQA protocol needs Question.translated for every question)")
+    qrels = [q.relevant for q in enc.data.questions]
+    for setting, queries, table in (("native", enc.questions, native),
+                                    ("translated", enc.translated_questions, translated)):
+      per_query, _, _ = retrieve(queries, enc.candidates, qrels, names, search_options)
+      table[language] = _means({n: per_query[n] for n in AFRIQA_METRICS})
+      per_query_ap[setting][language] = per_query["map"].tolist()
+      per_query_ndcg[setting][language] = per_query["ndcg@10"].tolist()
+    gap[language] = {n: native[language][n] - translated[language][n] for n in AFRIQA_METRICS}
+  return {
+      "settings": {"native": {"macro": _macro(native), "per_language": native},
+                   "translated": {"macro": _macro(translated), "per_language": translated}},
+      "robustness_gap": {"macro": _macro(gap), "per_language": gap},
+      "counts": _afriqa_counts(encoded),
+      "per_query": {**per_query_ap, "qids": qids, "by_metric": {"ndcg@10": per_query_ndcg}},
+  }
+
+
+def _afriqa_counts(encoded: Mapping[str, EncodedSet]) -> dict:
+  """Per language: queries, candidates (= its own pool) and the pivot language."""
+  counts = _counts(encoded, pool_size=0)
+  del counts["pool_candidates"]  # no shared pool: each language searches its own passages
+  for language, table in counts["per_language"].items():
+    table["pivot_language"] = AFRIQA_PIVOT.get(language)
+  counts["pool"] = "per language: the split's unique gold passages of that language"
+  return counts
+
+
+PROTOCOLS = {"xquad_r": lareqa, "mlqa_r": lareqa, "tydiqa_goldp": tydi,
+             "tydiqa_goldp_sentences": tydi_sentences, "afriqa": afriqa, "miracl": miracl}

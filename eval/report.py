@@ -12,7 +12,10 @@ import pathlib
 
 import numpy as np
 
-MAIN_METRIC = {"xquad_r": "map", "mlqa_r": "map", "tydiqa_goldp": "mrr@10", "miracl": "ndcg@10"}
+# Must agree with eval.benchmarks (tests/test_benchmarks_registry.py checks it); kept
+# here as a plain dict so that reports need no model or search stack.
+MAIN_METRIC = {"xquad_r": "map", "mlqa_r": "map", "tydiqa_goldp": "mrr@10",
+               "tydiqa_goldp_sentences": "map", "afriqa": "ndcg@10", "miracl": "ndcg@10"}
 
 
 def _fmt(value, digits: int = 3) -> str:
@@ -37,7 +40,14 @@ def headline(result: dict) -> str:
     lines.append(f"  {setting:<5} {metrics}")
   if "language_bias" in result:
     lines.append(f"  language bias (multi, lower is better): {_fmt(result['language_bias']['macro'], 1)}")
+  if "robustness_gap" in result:
+    gap = ", ".join(f"{k} {_signed(v)}" for k, v in result["robustness_gap"]["macro"].items())
+    lines.append(f"  gap   (native - translated) {gap}")
   return "\n".join(lines)
+
+
+def _signed(value) -> str:
+  return "n/a" if value is None else f"{value:+.3f}"
 
 
 def pair_matrix(result: dict, metric: str = "map") -> np.ndarray:
@@ -81,6 +91,15 @@ def markdown(result: dict) -> str:
               ""]
     lines += _table(["macro"] + languages,
                     [[_fmt(bias["macro"], 1)] + [_fmt(bias["per_language"].get(l), 1) for l in languages]])
+  if "robustness_gap" in result:
+    gap = result["robustness_gap"]
+    names = list(gap["macro"])
+    lines += ["## Robustness gap (native minus translated query; negative = loss from the "
+              "native-language question)", ""]
+    lines += _table(["language"] + names,
+                    [["macro"] + [_signed(gap["macro"][n]) for n in names]]
+                    + [[l] + [_signed(gap["per_language"][l].get(n)) for n in names]
+                       for l in languages if l in gap["per_language"]])
   lines += ["## Per language", ""]
   for setting, table in result["settings"].items():
     if "per_language" not in table:
@@ -111,6 +130,16 @@ def markdown(result: dict) -> str:
                   [[l, counts.get(l, {}).get("queries"), counts.get(l, {}).get("candidates"),
                     issues.get(l, {}).get("records"), issues.get(l, {}).get("dropped")]
                    for l in languages])
+  if result.get("counts", {}).get("pool_candidates") is not None:
+    lines += [f"Pooled setting: {result['counts']['pool_candidates']} candidates.", ""]
+  elif result.get("counts", {}).get("pool"):
+    lines += [f"Pools: {result['counts']['pool']}.", ""]
+  if result["benchmark"] == "afriqa":
+    from data_pipelines.readers import AFRIQA_LANGUAGES
+    missing = [l for l in AFRIQA_LANGUAGES if l not in languages]
+    if missing:
+      lines += [f"Not evaluated: {', '.join(missing)} (no gold passages upstream in split "
+                f"{result.get('options', {}).get('split', '?')}, or not requested).", ""]
   if "timing_seconds" in result:
     t = result["timing_seconds"]
     lines += [f"Time: {_fmt(t.get('total'), 1)} s in all (encoding {_fmt(t.get('encode'), 1)} s, "

@@ -17,46 +17,37 @@ import logging
 import math
 import os
 import pathlib
+import sys
 import time
 from typing import Mapping, Sequence
 
 from data_pipelines import readers
-from eval import protocols, report
+from data_pipelines.errors import ProjectError
+from eval import benchmarks, protocols, report
+from mlir_train import config_validation
 
 log = logging.getLogger(__name__)
 
 MIRACL_LANGUAGES = readers.MIRACL_LANGUAGES
-BENCHMARK_LANGUAGES = {"xquad_r": readers.XQUAD_R_LANGUAGES, "mlqa_r": readers.MLQA_R_LANGUAGES,
-                       "tydiqa_goldp": readers.TYDI_LANGUAGES, "miracl": MIRACL_LANGUAGES}
+# Benchmark name -> every language it accepts; the definitions are in eval.benchmarks.
+BENCHMARK_LANGUAGES = benchmarks.languages()
 
 
-class EvalError(ValueError):
+class EvalError(ProjectError, ValueError):
   """Bad evaluation request (unknown benchmark or language, missing MIRACL corpus)."""
 
 
 def load_sets(benchmark: str, languages: Sequence[str], data_dir=None, strict: bool = False,
-              miracl_corpus: str | None = None) -> dict[str, readers.RetrievalSet]:
-  """Read one RetrievalSet per language (dev split)."""
-  sets = {}
-  for language in languages:
-    if benchmark == "xquad_r":
-      sets[language] = readers.read_xquad_r(data_dir, language, strict=strict)
-    elif benchmark == "mlqa_r":
-      sets[language] = readers.read_mlqa_r(data_dir, language, strict=strict)
-    elif benchmark == "tydiqa_goldp":
-      sets[language] = readers.read_tydi_goldp(data_dir, language, split="dev", strict=strict)
-    elif benchmark == "miracl":
-      if not miracl_corpus:
-        raise EvalError("miracl: the passage corpora are not in the data dir; pass "
-                        "--miracl_corpus with a path template such as 'corpus/{language}.jsonl'")
-      topics, qrels = readers.miracl_files(data_dir, language, split="dev")
-      corpus = pathlib.Path(miracl_corpus.format(language=language))
-      if not corpus.is_file():
-        raise EvalError(f"{corpus}: MIRACL corpus for {language} not found")
-      sets[language] = readers.read_miracl(topics, qrels, corpus, language, strict=strict)
-    else:
-      raise EvalError(f"unknown benchmark {benchmark!r}; expected one of {sorted(BENCHMARK_LANGUAGES)}")
-  return sets
+              miracl_corpus: str | None = None, split: str | None = None
+              ) -> dict[str, readers.RetrievalSet]:
+  """Read one RetrievalSet per language with the benchmark's reader (`eval.benchmarks`);
+  `split=None` is the benchmark's default (dev; AfriQA: test)."""
+  try:
+    bench = benchmarks.get(benchmark)
+    return {language: bench.read(data_dir, language, split, strict, miracl_corpus=miracl_corpus)
+            for language in languages}
+  except benchmarks.BenchmarkError as e:
+    raise EvalError(str(e)) from None
 
 
 def subsample_questions(sets: dict[str, readers.RetrievalSet], max_questions: int | None):
@@ -118,7 +109,11 @@ def encode_sets(model, sets: Mapping[str, readers.RetrievalSet], batch_size: int
                              batch_size=batch_size, max_length=max_length, progress=progress)
     candidates = encode.embed(model, [c.text for c in data.candidates], "passage",
                               batch_size=batch_size, max_length=max_length, progress=progress)
-    encoded[language] = protocols.EncodedSet(data, questions, candidates)
+    translated = None
+    if any(q.translated is not None for q in data.questions):  # AfriQA: the pivot-language queries
+      translated = encode.embed(model, [q.translated or "" for q in data.questions], "query",
+                                batch_size=batch_size, max_length=max_length, progress=progress)
+    encoded[language] = protocols.EncodedSet(data, questions, candidates, translated)
     seconds[language] = round(time.perf_counter() - start, 2)
     log.info("%s/%s: %d questions, %d candidates embedded in %.1fs", data.benchmark, language,
              len(questions), len(candidates), seconds[language])
@@ -133,7 +128,8 @@ def _issues(sets: Mapping[str, readers.RetrievalSet]) -> dict:
       key = f"{issue.problem} ({'dropped' if issue.dropped else 'kept'})"
       by_problem[key] = by_problem.get(key, 0) + 1
     out[language] = {"records": len(data.issues), "dropped": data.issues.num_dropped,
-                     "by_problem": by_problem}
+                     "by_problem": by_problem,
+                     "dropped_ids": [f"{i.file}:{i.record_id}" for i in data.issues if i.dropped]}
   return out
 
 
@@ -155,8 +151,12 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
              out: str | os.PathLike | None = None, strict: bool = False,
              miracl_corpus: str | None = None, chunk_size: int = 4096,
              query_block: int = 512, per_query: bool = False,
-             max_questions: int | None = None, max_documents: int | None = None) -> dict:
+             max_questions: int | None = None, max_documents: int | None = None,
+             split: str | None = None) -> dict:
   """Evaluate a model (a `LoadedModel`, or a name/path for `load_model`) on one benchmark.
+
+  `split=None` is the benchmark's default split (dev; AfriQA: test); `languages=None`
+  all of the benchmark's languages that have data in that split (`eval.benchmarks`).
 
   `max_questions` keeps only that many question ids (see `subsample_questions`);
   `max_documents` only that many paragraphs or passages (see `subsample_documents`).
@@ -166,13 +166,16 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
   Returns the result dict (see module docstring of eval.protocols for the
   settings); with `out`, also writes it as JSON plus a report and plots.
   """
-  if benchmark not in BENCHMARK_LANGUAGES:
-    raise EvalError(f"unknown benchmark {benchmark!r}; expected one of {sorted(BENCHMARK_LANGUAGES)}")
-  languages = list(languages or BENCHMARK_LANGUAGES[benchmark])
-  unknown = [l for l in languages if l not in BENCHMARK_LANGUAGES[benchmark]]
+  try:
+    bench = benchmarks.get(benchmark)
+    split = bench.check_split(split)
+  except benchmarks.BenchmarkError as e:
+    raise EvalError(str(e)) from None
+  languages = list(languages or bench.default_languages(split))
+  unknown = [l for l in languages if l not in bench.languages]
   if unknown:
     raise EvalError(f"{benchmark}: unknown language(s) {', '.join(unknown)}; expected some of "
-                    f"{', '.join(BENCHMARK_LANGUAGES[benchmark])}")
+                    f"{', '.join(bench.languages)}")
   started = time.perf_counter()
   if isinstance(model_or_name, (str, os.PathLike)):
     from mlir_train import models
@@ -181,11 +184,11 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
     model = model_or_name
   loaded = time.perf_counter()
 
-  sets = load_sets(benchmark, languages, data_dir, strict, miracl_corpus)
+  sets = load_sets(benchmark, languages, data_dir, strict, miracl_corpus, split)
   sets = subsample_questions(subsample_documents(sets, max_documents), max_questions)
   encoded, encode_seconds = encode_sets(model, sets, batch_size, max_length, progress)
   encoded_at = time.perf_counter()
-  protocol = protocols.PROTOCOLS[benchmark]
+  protocol = bench.protocol
   result = protocol(encoded, search_options={"chunk_size": chunk_size, "query_block": query_block})
   per_query_values = result.pop("per_query", None)
   finished = time.perf_counter()
@@ -198,7 +201,7 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
       "data_issues": _issues(sets),
       "options": {"batch_size": batch_size, "max_length": max_length, "chunk_size": chunk_size,
                   "query_block": query_block, "strict": strict, "max_questions": max_questions,
-                  "max_documents": max_documents,
+                  "max_documents": max_documents, "split": split,
                   "questions": {l: len(d.questions) for l, d in sets.items()},
                   "candidates": {l: len(d.candidates) for l, d in sets.items()}},
       "timing_seconds": {"load_model": round(loaded - started, 2),
@@ -224,17 +227,32 @@ def write(result: dict, out: str | os.PathLike) -> list[pathlib.Path]:
 
 
 def main(argv=None) -> None:
+  """The command line; the project's errors end in one `error: ...` line and exit code 2."""
+  from mlir_train import compile_cache
+  compile_cache.enable()  # before the first compilation
+  try:
+    _main(argv)
+  except ProjectError as e:
+    print(f"error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
+def _main(argv=None) -> None:
   parser = argparse.ArgumentParser(
       prog="python -m eval.run",
       description="Zero-shot retrieval evaluation. XQuAD-R / MLQA-R: mono, cross and multi "
                   "settings (mAP, R@1, R@10) and language bias; TyDi GoldP: mono and pooled "
-                  "(MRR@10, R@1, R@10, nDCG@10, MAP); MIRACL-format: nDCG@10, R@100. Writes the "
+                  "(MRR@10, R@1, R@10, nDCG@10, MAP); TyDi GoldP sentences: mono and pooled "
+                  "(mAP, R@1, R@10); AfriQA: native and translated queries (nDCG@10, MRR@10, R@1, "
+                  "R@10, robustness gap); MIRACL-format: nDCG@10, R@100. Writes the "
                   "result JSON, <stem>.report.md and plots beside it.")
   parser.add_argument("--model", required=True,
                       help='"e5-small", a Hugging Face model directory, or a training workdir')
   parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARK_LANGUAGES))
   parser.add_argument("--languages", default=None,
                       help="comma-separated subset, e.g. en,de (default: all of the benchmark)")
+  parser.add_argument("--split", default=None,
+                      help="data split (default: the benchmark's, dev; afriqa: test, or dev)")
   parser.add_argument("--data_dir", default=None,
                       help="raw data directory (default: $MLIR_DATA_DIR, else ../shared/data)")
   parser.add_argument("--batch_size", type=int, default=64, help="texts per encoder call")
@@ -254,15 +272,62 @@ def main(argv=None) -> None:
                            "in every language and the questions answered in them")
   parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
   parser.add_argument("--out", required=True, help="result JSON path")
+  parser.add_argument("--interpolate", default=None, metavar="LAMBDAS",
+                      help="training workdirs only: evaluate (1 - lambda) * starting weights + "
+                           "lambda * fine-tuned weights (WiSE-FT) for each comma-separated "
+                           "lambda in [0, 1]; writes <stem>.lambda<LAMBDA>.json (+ report) "
+                           "beside --out for each, recording the lambda")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+  config_validation.check_writable(pathlib.Path(args.out).parent)  # before any work
   languages = [l.strip() for l in args.languages.split(",") if l.strip()] if args.languages else None
+  if args.interpolate is not None:
+    _main_interpolated(args, languages)
+    return
   result = evaluate(args.model, args.benchmark, languages, args.data_dir, args.batch_size,
                     args.max_length, not args.no_progress, args.out, args.strict,
                     args.miracl_corpus, args.chunk_size, max_questions=args.max_questions,
-                    max_documents=args.max_documents)
+                    max_documents=args.max_documents, split=args.split)
   print(report.headline(result))
+  print_dropped(result)
   print(f"wrote {args.out} in {result['timing_seconds']['total']:.0f}s")
+
+
+def print_dropped(result: dict) -> None:
+  """One console line per language that lost records (the JSON lists their ids)."""
+  for language, issues in (result.get("data_issues") or {}).items():
+    if issues.get("dropped"):
+      problems = ", ".join(f"{n} {p}" for p, n in sorted(issues["by_problem"].items()))
+      print(f"{result['benchmark']}/{language}: {issues['dropped']} records dropped ({problems}); "
+            f"ids in data_issues of the JSON")
+
+
+def interpolated_out(out: str | os.PathLike, lam: float) -> pathlib.Path:
+  """results/run.json, 0.5 -> results/run.lambda0.5.json"""
+  out = pathlib.Path(out)
+  return out.with_name(f"{out.stem}.lambda{lam:g}{out.suffix or '.json'}")
+
+
+def _main_interpolated(args, languages) -> None:
+  """--interpolate: one evaluation and one result JSON per lambda (see mlir_train.interpolate)."""
+  from mlir_train import interpolate
+  try:
+    lams = interpolate.parse_lambdas(args.interpolate)
+    interpolate.base_model_name(args.model)  # a training workdir, or a one-line error
+    grid = interpolate.interpolate_grid(args.model, lams)
+    for lam, model in grid:
+      out = interpolated_out(args.out, lam)
+      result = evaluate(model, args.benchmark, languages, args.data_dir, args.batch_size,
+                        args.max_length, not args.no_progress, None, args.strict,
+                        args.miracl_corpus, args.chunk_size, max_questions=args.max_questions,
+                        max_documents=args.max_documents, split=args.split)
+      result["interpolation"] = interpolate.describe(args.model, lam)
+      write(result, out)
+      print(report.headline(result))
+      print_dropped(result)
+      print(f"wrote {out} (lambda={lam:g}) in {result['timing_seconds']['total']:.0f}s")
+  except interpolate.InterpolationError as e:
+    raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -24,11 +24,13 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from data_pipelines.errors import ProjectError
+
 AXIS = "corpus"
 _NO_INDEX = -1  # index reported for empty slots of a running top-k
 
 
-class SearchError(ValueError):
+class SearchError(ProjectError, ValueError):
   """Bad search input: shapes, k, or non-finite embeddings."""
 
 

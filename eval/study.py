@@ -15,6 +15,7 @@ report never holds a number that results.json does not.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Iterable
 
@@ -134,8 +135,14 @@ def _lareqa_value(metrics: dict, setting: str | None, metric: str) -> float | No
 
 
 def summarize(runs: list[dict], *, lareqa_benchmark: str, train_languages: list[str],
-              tydi_benchmark: str = "tydiqa_goldp") -> dict[str, Any]:
-  """Every number the report shows, computed from the runs."""
+              tydi_benchmark: str = "tydiqa_goldp",
+              sentences_benchmark: str = "tydiqa_goldp_sentences",
+              afriqa_benchmark: str = "afriqa") -> dict[str, Any]:
+  """Every number the report shows, computed from the runs.
+
+  The robustness sections (`tydi`, `tydi_sentences`, `afriqa`) are present only for
+  benchmarks that some run evaluated.
+  """
   by_strategy: dict[str, list[dict]] = {}
   for run in runs:
     by_strategy.setdefault(strategy_key(run), []).append(run)
@@ -155,92 +162,179 @@ def summarize(runs: list[dict], *, lareqa_benchmark: str, train_languages: list[
     table[key] = row
   summary["lareqa"] = {"benchmark": lareqa_benchmark, "table": table}
 
-  # TyDi robustness: per language, deltas, worst language, spread, seen/unseen.
-  tydi_runs = {k: [r for r in v if tydi_benchmark in r["metrics"]] for k, v in by_strategy.items()}
-  languages = []
-  for v in tydi_runs.values():
-    for r in v:
-      languages = list(r["metrics"][tydi_benchmark]["settings"]["mono"]["per_language"])
-      break
-    if languages:
-      break
+  # TyDi robustness (passages, then sentences): per language, deltas, worst, spread, seen/unseen.
+  summary["tydi"] = _tydi_section(by_strategy, order, tydi_benchmark, train_languages)
+  if _evaluated(runs, sentences_benchmark):
+    summary["tydi_sentences"] = _tydi_section(by_strategy, order, sentences_benchmark,
+                                              train_languages)
+  if _evaluated(runs, afriqa_benchmark):
+    summary["afriqa"] = _afriqa_section(by_strategy, order, afriqa_benchmark)
+
+  # Hybrid vs each baseline: paired over seeds and over queries.
+  summary["significance"] = _significance(
+      by_strategy, order, _targets(lareqa_benchmark, tydi_benchmark, sentences_benchmark,
+                                   afriqa_benchmark, runs))
+  return summary
+
+
+def _evaluated(runs, benchmark) -> bool:
+  return any(benchmark in r["metrics"] for r in runs)
+
+
+def _first_languages(runs, benchmark, setting):
+  for r in runs:
+    if benchmark in r["metrics"]:
+      return list(r["metrics"][benchmark]["settings"][setting]["per_language"])
+  return []
+
+
+def _robustness(rows: list[dict[str, float]], languages, seen, unseen, start_scores) -> dict:
+  """Per-language means over seeds (rows: one {language: score} per seed), change against
+  the start, the worst language of the means, spread, macro and seen / unseen means."""
+  entry: dict[str, Any] = {"per_language": {l: mean_interval(x[l] for x in rows) for l in languages}}
+  if start_scores is not None:
+    entry["delta_vs_start"] = {l: mean_interval(x[l] - start_scores[l] for x in rows)
+                               for l in languages}
+    entry["macro_delta_vs_start"] = mean_interval(
+        float(np.mean([x[l] - start_scores[l] for l in languages])) for x in rows)
+  # The worst language of the per-language means, and that language's score.
+  worst = min(languages, key=lambda l: entry["per_language"][l]["mean"])
+  entry["worst_language"] = worst
+  entry["worst_score"] = entry["per_language"][worst]
+  entry["spread_max_minus_min"] = mean_interval(max(x.values()) - min(x.values()) for x in rows)
+  entry["spread_std"] = mean_interval(float(np.std(list(x.values()))) for x in rows)
+  entry["macro"] = mean_interval(float(np.mean(list(x.values()))) for x in rows)
+  entry["seen_mean"] = mean_interval(float(np.mean([x[l] for l in seen])) for x in rows) if seen else None
+  entry["unseen_mean"] = mean_interval(float(np.mean([x[l] for l in unseen])) for x in rows) if unseen else None
+  return entry
+
+
+def _start_scores(rows):
+  if not rows:
+    return None
+  return {l: float(np.mean([s[l] for s in rows])) for l in rows[0]}
+
+
+def _tydi_section(by_strategy, order, benchmark, train_languages) -> dict[str, Any]:
+  """Per-language mono mAP of a TyDi benchmark (passages or sentences), plus its pooled setting."""
+  runs = {k: [r for r in v if benchmark in r["metrics"]] for k, v in by_strategy.items()}
+  languages = _first_languages([r for v in runs.values() for r in v], benchmark, "mono")
   seen = [l for l in languages if l in train_languages]
   unseen = [l for l in languages if l not in train_languages]
 
   def per_language(run):  # {lang: mono mAP}
-    return {l: run["metrics"][tydi_benchmark]["settings"]["mono"]["per_language"][l][TYDI_METRIC]
+    return {l: run["metrics"][benchmark]["settings"]["mono"]["per_language"][l][TYDI_METRIC]
             for l in languages}
 
-  start = [per_language(r) for r in tydi_runs.get("none", [])]
-  start_scores = {l: float(np.mean([s[l] for s in start])) for l in languages} if start else None
-  tydi: dict[str, Any] = {"metric": f"mono {TYDI_METRIC}", "languages": languages,
-                          "seen": seen, "unseen": unseen, "per_strategy": {}}
+  start_scores = _start_scores([per_language(r) for r in runs.get("none", [])])
+  section: dict[str, Any] = {"benchmark": benchmark, "metric": f"mono {TYDI_METRIC}",
+                             "languages": languages, "seen": seen, "unseen": unseen,
+                             "per_strategy": {}}
   for key in order:
-    rows = [per_language(r) for r in tydi_runs.get(key, [])]
+    rows = [per_language(r) for r in runs.get(key, [])]
     if not rows:
       continue
-    entry: dict[str, Any] = {"per_language": {l: mean_interval(x[l] for x in rows) for l in languages}}
-    if start_scores is not None:
-      entry["delta_vs_start"] = {l: mean_interval(x[l] - start_scores[l] for x in rows)
-                                 for l in languages}
-    # The worst language of the per-language means, and that language's score.
-    worst = min(languages, key=lambda l: entry["per_language"][l]["mean"])
-    entry["worst_language"] = worst
-    entry["worst_score"] = entry["per_language"][worst]
-    entry["spread_max_minus_min"] = mean_interval(max(x.values()) - min(x.values()) for x in rows)
-    entry["spread_std"] = mean_interval(float(np.std(list(x.values()))) for x in rows)
-    entry["macro"] = mean_interval(float(np.mean(list(x.values()))) for x in rows)
-    entry["seen_mean"] = mean_interval(float(np.mean([x[l] for l in seen])) for x in rows) if seen else None
-    entry["unseen_mean"] = mean_interval(float(np.mean([x[l] for l in unseen])) for x in rows) if unseen else None
-    multi = [r["metrics"][tydi_benchmark]["settings"].get("multi", {}).get("macro", {}) for r in tydi_runs[key]]
+    entry = _robustness(rows, languages, seen, unseen, start_scores)
+    multi = [r["metrics"][benchmark]["settings"].get("multi", {}).get("macro", {}) for r in runs[key]]
     entry["multi_map"] = mean_interval(m.get("map") for m in multi)
     entry["multi_top10_same_language"] = mean_interval(m.get("top10_same_language") for m in multi)
-    tydi["per_strategy"][key] = entry
-  summary["tydi"] = tydi
+    section["per_strategy"][key] = entry
+  return section
 
-  # Hybrid vs each baseline: paired over seeds and over queries.
-  summary["significance"] = _significance(by_strategy, order, lareqa_benchmark, tydi_benchmark)
-  return summary
+
+AFRIQA_METRIC = "ndcg@10"
+
+
+def _afriqa_section(by_strategy, order, benchmark) -> dict[str, Any]:
+  """Per language: native and translated nDCG@10 and their gap (native - translated), each
+  with its change against the start; every AfriQA language is unseen by training."""
+  runs = {k: [r for r in v if benchmark in r["metrics"]] for k, v in by_strategy.items()}
+  languages = _first_languages([r for v in runs.values() for r in v], benchmark, "native")
+
+  def views(run):  # {view: {lang: score}}
+    m = run["metrics"][benchmark]
+    out = {s: {l: m["settings"][s]["per_language"][l][AFRIQA_METRIC] for l in languages}
+           for s in ("native", "translated")}
+    out["gap"] = {l: m["robustness_gap"]["per_language"][l][AFRIQA_METRIC] for l in languages}
+    return out
+
+  start = [views(r) for r in runs.get("none", [])]
+  section: dict[str, Any] = {"benchmark": benchmark, "metric": AFRIQA_METRIC, "languages": languages,
+                             "seen": [], "unseen": languages, "per_strategy": {}}
+  for key in order:
+    rows = [views(r) for r in runs.get(key, [])]
+    if not rows:
+      continue
+    section["per_strategy"][key] = {
+        view: _robustness([x[view] for x in rows], languages, [], languages,
+                          _start_scores([x[view] for x in start]))
+        for view in ("native", "translated", "gap")}
+  return section
 
 
 def _per_seed(runs, fn):
   return {r["seed"]: fn(r) for r in runs if r.get("seed") is not None}
 
 
-def _targets(lareqa_benchmark, tydi_benchmark):
-  """(benchmark, setting, label, planned): planned = the primary targets, named before the data."""
-  return [
-      (tydi_benchmark, "mono", "TyDi mono mAP (macro)", True),
-      (lareqa_benchmark, "multi", f"{lareqa_benchmark} multi mAP", True),
-      (tydi_benchmark, "multi", "TyDi multi mAP", False),
-      (lareqa_benchmark, "cross", f"{lareqa_benchmark} cross mAP", False),
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """One macro score that the hybrid is compared on. setting "gap" = AfriQA's
+  robustness_gap (native - translated)."""
+  benchmark: str
+  setting: str
+  metric: str
+  label: str
+  planned: bool  # a primary target, named before the data
+
+  def value(self, run) -> float | None:
+    m = run["metrics"].get(self.benchmark)
+    if m is None:
+      return None
+    if self.setting == "gap":
+      return (m.get("robustness_gap") or {}).get("macro", {}).get(self.metric)
+    return m["settings"].get(self.setting, {}).get("macro", {}).get(self.metric)
+
+
+def _targets(lareqa_benchmark, tydi_benchmark, sentences_benchmark="tydiqa_goldp_sentences",
+             afriqa_benchmark="afriqa", runs=None) -> list[Target]:
+  """The comparisons, planned ones first; only benchmarks that some run evaluated."""
+  targets = [
+      Target(tydi_benchmark, "mono", "map", "TyDi mono mAP (macro)", True),
+      Target(lareqa_benchmark, "multi", "map", f"{lareqa_benchmark} multi mAP", True),
+      Target(sentences_benchmark, "mono", "map", "TyDi sentences mono mAP (macro)", True),
+      Target(afriqa_benchmark, "native", AFRIQA_METRIC, "AfriQA native nDCG@10 (macro)", True),
+      Target(tydi_benchmark, "multi", "map", "TyDi multi mAP", False),
+      Target(lareqa_benchmark, "cross", "map", f"{lareqa_benchmark} cross mAP", False),
+      Target(sentences_benchmark, "multi", "map", "TyDi sentences multi mAP", False),
+      Target(afriqa_benchmark, "gap", AFRIQA_METRIC, "AfriQA gap nDCG@10 (native - translated)", False),
   ]
+  if runs is None:
+    return targets
+  return [t for t in targets if _evaluated(runs, t.benchmark)]
 
 
-def _significance(by_strategy, order, lareqa_benchmark, tydi_benchmark):
+def _significance(by_strategy, order, targets):
   hybrids = [k for k in order if k.startswith("hybrid@")]
   if not hybrids:
     return []
   hybrid = "hybrid@0.5" if "hybrid@0.5" in hybrids else hybrids[0]
   out = []
-  for benchmark, setting, label, planned in _targets(lareqa_benchmark, tydi_benchmark):
+  for target in targets:
     for baseline in order:
       if baseline.startswith("hybrid@"):
         continue
-      def value(r):
-        m = r["metrics"].get(benchmark)
-        return None if m is None else m["settings"].get(setting, {}).get("macro", {}).get("map")
+      value = target.value
       a = {s: v for s, v in _per_seed(by_strategy[hybrid], value).items() if v is not None}
       if baseline == "none":  # the starting model has one deterministic result
         start_values = [value(r) for r in by_strategy["none"] if value(r) is not None]
         b = {s: start_values[0] for s in a} if start_values else {}
       else:
         b = {s: v for s, v in _per_seed(by_strategy[baseline], value).items() if v is not None}
-      out.append({"hybrid": hybrid, "baseline": baseline, "target": label,
-                  "family": "planned" if planned else "exploratory",
+      out.append({"hybrid": hybrid, "baseline": baseline, "target": target.label,
+                  "benchmark": target.benchmark, "setting": target.setting, "metric": target.metric,
+                  "family": "planned" if target.planned else "exploratory",
                   "across_seeds": paired_seed_test(a, b),
-                  "across_queries": _query_test(by_strategy[hybrid], by_strategy[baseline],
-                                                benchmark, setting)})
+                  "across_queries": _query_test(by_strategy[hybrid], by_strategy[baseline], target)})
   # Holm within each family (planned / exploratory) and each kind of test.
   for family in ("planned", "exploratory"):
     rows = [r for r in out if r["family"] == family]
@@ -250,36 +344,56 @@ def _significance(by_strategy, order, lareqa_benchmark, tydi_benchmark):
   return out
 
 
-def _query_units(run, benchmark, setting):
-  """One run's per-query AP as (values, strata, groups, unit), or (None, .., reason).
+def _per_query_table(pq, setting, metric):
+  """{unit: [values]} of one setting and metric (None where absent); "gap" = native - translated."""
+  if setting == "gap":
+    native, translated = (_per_query_table(pq, s, metric) for s in ("native", "translated"))
+    if not native or not translated or set(native) != set(translated) or any(
+        len(native[u]) != len(translated[u]) for u in native):
+      return None
+    return {u: (np.asarray(native[u], np.float64) - np.asarray(translated[u], np.float64)).tolist()
+            for u in native}
+  if metric == "map":
+    return pq.get(setting)
+  return ((pq.get("by_metric") or {}).get(metric) or {}).get(setting)
+
+
+def _query_units(run, benchmark, setting, metric="map"):
+  """One run's per-query values as (values, strata, groups, unit), or (None, .., reason).
 
   Strata are the languages (or pairs) the macro average runs over. Groups are
-  questions: `per_query[benchmark]["qids"][setting][language]` when present;
-  else, for a parallel benchmark whose lists all have one length, the position
-  (XQuAD-R's files hold the same ids in the same order); else each query alone
-  for a non-parallel benchmark (TyDi, MIRACL).
+  questions: `per_query[benchmark]["qids"][setting][language]` when present (for a
+  non-parallel benchmark the pair (language, id), since its ids are not shared
+  across languages: AfriQA numbers each language's questions from 0); else, for a
+  parallel benchmark whose lists all have one length, the position (XQuAD-R's files
+  hold the same ids in the same order); else each query alone for a non-parallel
+  benchmark (TyDi, MIRACL).
   """
   pq = (run.get("per_query") or {}).get(benchmark) or {}
-  table = pq.get(setting)
+  table = _per_query_table(pq, setting, metric)
   if not table:
     return None, None, None, "no per-query values"
   units = sorted(table)
   sizes = [len(table[u]) for u in units]
   values = np.concatenate([np.asarray(table[u], np.float64) for u in units])
   strata = np.repeat(np.arange(len(units)), sizes)
-  qids = (pq.get("qids") or {}).get(setting) or {}
+  qids = (pq.get("qids") or {}).get("native" if setting == "gap" else setting) or {}
+  parallel = benchmark in PARALLEL_BENCHMARKS
   if qids and all(len(qids.get(u, ())) == n for u, n in zip(units, sizes)):
-    return values, strata, np.concatenate([np.asarray(qids[u], str) for u in units]), "question id"
-  if benchmark not in PARALLEL_BENCHMARKS:
+    groups = np.concatenate([np.asarray([q if parallel else f"{u}\x1f{q}" for q in map(str, qids[u])],
+                                        dtype=object) for u in units]).astype(str)
+    return values, strata, groups, "question id"
+  if not parallel:
     return values, strata, np.arange(values.size), "query"
   if len(set(sizes)) == 1:
     return values, strata, np.concatenate([np.arange(n) for n in sizes]), "question (position)"
   return None, None, None, "parallel benchmark without question ids: no grouping"
 
 
-def _query_test(runs_a, runs_b, benchmark, setting):
-  """Grouped, language-stratified sign-flip test on per-query AP averaged over seeds."""
-  parts = [_query_units(r, benchmark, setting) for r in list(runs_a) + list(runs_b)]
+def _query_test(runs_a, runs_b, target: Target):
+  """Grouped, language-stratified sign-flip test on per-query values averaged over seeds."""
+  parts = [_query_units(r, target.benchmark, target.setting, target.metric)
+           for r in list(runs_a) + list(runs_b)]
   bad = next((p[3] for p in parts if p[0] is None), None)
   first = parts[0] if parts else (None,) * 4
   if bad is None and parts and not all(

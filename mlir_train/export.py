@@ -2,6 +2,7 @@
 
     python -m mlir_train.export --model e5-small --out exports/e5-small
     python -m mlir_train.export --model workdirs/hybrid_seed0 --out exports/hybrid
+    python -m mlir_train.export --model workdirs/hybrid_seed0 --interpolate 0.5 --out exports/wise
 
 Then, in any environment with those libraries:
 
@@ -16,14 +17,43 @@ import argparse
 import pathlib
 import sys
 
+from data_pipelines.errors import ProjectError
+from mlir_train import checkpoints
+from mlir_train import compile_cache
+from mlir_train import config_validation
 from mlir_train import hf_io
 from mlir_train import models
 
 
-def export(model_name: str, out_dir: str | pathlib.Path) -> pathlib.Path:
-  """Load `model_name` (see `models.load_model`) and write it to `out_dir`."""
-  model = models.load_model(model_name)
+def export(model_name: str, out_dir: str | pathlib.Path,
+           interpolate: float | None = None) -> pathlib.Path:
+  """Load `model_name` (see `models.load_model`) and write it to `out_dir`.
+
+  With `interpolate` (a lambda in [0, 1]), `model_name` must be a training
+  workdir, and the export holds (1 - lambda) * start + lambda * fine-tuned
+  weights (`mlir_train.interpolate`).
+  """
+  check_out_dir(model_name, out_dir)
+  if interpolate is not None:
+    from mlir_train import interpolate as interpolate_lib
+    model = interpolate_lib.interpolate(model_name, interpolate)
+  else:
+    model = models.load_model(model_name)
   return hf_io.save_hf_dir(out_dir, model.config, model.params, model.tokenizer)
+
+
+def check_out_dir(model_name: str, out_dir: str | pathlib.Path) -> None:
+  """Refuse an --out that would overwrite a training workdir or the model being exported."""
+  out = pathlib.Path(out_dir).expanduser().resolve()
+  source = pathlib.Path(str(model_name)).expanduser()
+  if source.exists() and out == source.resolve():
+    raise models.ModelLoadError(f"--out {out_dir} is the model's own directory; exporting "
+                                f"there would overwrite it. Choose another --out")
+  if (out / checkpoints.CHECKPOINT_DIR).is_dir():
+    raise models.ModelLoadError(f"--out {out_dir} is a training workdir (it has "
+                                f"{checkpoints.CHECKPOINT_DIR}/); exporting there would replace "
+                                f"its config.json. Choose another --out")
+  config_validation.check_writable(out, "export directory")
 
 
 def main(argv=None) -> int:
@@ -39,13 +69,18 @@ def main(argv=None) -> int:
                       help=f"what to export: {models.ACCEPTED}")
   parser.add_argument("--out", required=True, type=pathlib.Path,
                       help="output directory (created; existing files are overwritten)")
+  parser.add_argument("--interpolate", type=float, default=None, metavar="LAMBDA",
+                      help="training workdirs only: export (1 - LAMBDA) * starting weights + "
+                           "LAMBDA * fine-tuned weights (WiSE-FT), LAMBDA in [0, 1]")
   args = parser.parse_args(argv)
+  compile_cache.enable()
   try:
-    out = export(args.model, args.out)
-  except models.ModelLoadError as e:
+    out = export(args.model, args.out, interpolate=args.interpolate)
+  except ProjectError as e:  # bad model, workdir, lambda or output directory
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(f"exported {args.model} to {out}")
+  what = args.model if args.interpolate is None else f"{args.model}@lambda={args.interpolate:g}"
+  print(f"exported {what} to {out}")
   return 0
 
 

@@ -22,10 +22,12 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from data_pipelines.errors import ProjectError
+
 EmbedFn = Callable[[Any, jax.Array, jax.Array], jax.Array]  # (params, ids, mask) -> [n, dim]
 
 
-class GradCacheError(ValueError):
+class GradCacheError(ProjectError, ValueError):
   pass
 
 

@@ -25,6 +25,7 @@ from typing import Any, Iterator
 import jax
 import numpy as np
 
+from data_pipelines.errors import ProjectError
 from mlir_train import encoder as encoder_lib
 
 SAFETENSORS = "model.safetensors"
@@ -36,7 +37,7 @@ _SUPPORTED_TYPES = ("bert",) + _ROBERTA_TYPES
 _IGNORED = re.compile(r"^(pooler\.|cls\.|lm_head\.|embeddings\.position_ids$)")
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(ProjectError):
   """A model directory or file that cannot be loaded; the message says which and why."""
 
 
@@ -202,6 +203,9 @@ def load_hf_dir(path: str | os.PathLike) -> tuple[encoder_lib.EncoderConfig, dic
     if value.shape != want:
       raise ModelLoadError(f"{weight_file}: weight {hf_name!r} has shape {state[hf_name].shape}, "
                            f"config.json implies {want[::-1] if transpose else want}")
+    if not np.isfinite(value).all():
+      raise ModelLoadError(f"{weight_file}: weight {hf_name!r} holds NaN or infinity "
+                           f"({int((~np.isfinite(value)).sum())} values)")
     _set(params, flax_path, np.ascontiguousarray(value))
     used.add(hf_name)
   unexpected = sorted(k for k in state if k not in used and not _IGNORED.match(k))
@@ -209,6 +213,14 @@ def load_hf_dir(path: str | os.PathLike) -> tuple[encoder_lib.EncoderConfig, dic
     logging.warning("%s: ignoring %d weights not used by the encoder, e.g. %s",
                     weight_file, len(unexpected), unexpected[:5])
   return config, params
+
+
+def check_finite(params, where: str) -> None:
+  """`ModelLoadError` naming the first parameter that holds NaN or infinity."""
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    if not np.isfinite(np.asarray(leaf)).all():
+      name = "/".join(str(getattr(k, "key", k)) for k in path)
+      raise ModelLoadError(f"{where}: parameter {name} holds NaN or infinity")
 
 
 def load_tokenizer(path: str | os.PathLike):
@@ -285,6 +297,9 @@ def save_hf_dir(out_dir: str | os.PathLike, config: encoder_lib.EncoderConfig, p
 
   write_json("config.json", hf_config_dict(config))
   save_file(to_state_dict(config, params), str(out / SAFETENSORS), metadata={"format": "pt"})
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(out / SAFETENSORS, 0o666 & ~umask)  # safetensors writes 0600; match the other files
   tokenizer.save_pretrained(str(out))
   _portable_tokenizer_class(out / "tokenizer_config.json")
   max_seq_length = int(min(tokenizer.model_max_length, config.max_position_embeddings))

@@ -16,6 +16,7 @@ for tests.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pathlib
 from typing import Any
@@ -24,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from mlir_train import encoder as encoder_lib
+from mlir_train import hf_io
 from mlir_train import tokenization
 from mlir_train.hf_io import ModelLoadError  # re-exported: models.ModelLoadError
 
@@ -55,9 +57,13 @@ def load_model(name_or_path: str | os.PathLike, dtype=jnp.float32) -> LoadedMode
   path = pathlib.Path(name).expanduser()
   if path.is_dir() and (path / "checkpoints").is_dir():
     from mlir_train import checkpoints
-    return checkpoints.restore_for_inference(path, dtype=dtype)
+    model = checkpoints.restore_for_inference(path, dtype=dtype)
+    hf_io.check_finite(model.params, f"{path} (trained parameters)")
+    return model
+  if path.is_dir() and _is_training_workdir(path):
+    raise ModelLoadError(f"{name}: a training workdir with no checkpoint yet (no checkpoints/); "
+                         f"train it first, or pass the model it starts from")
   if path.is_dir():
-    from mlir_train import hf_io
     config, params = hf_io.load_hf_dir(path)
     params = jax.device_put(params)  # once, not on every forward call
     tokenizer = hf_io.load_tokenizer(path)
@@ -66,6 +72,17 @@ def load_model(name_or_path: str | os.PathLike, dtype=jnp.float32) -> LoadedMode
   if path.exists():
     raise ModelLoadError(f"{name}: is a file, expected a model directory; accepted: {ACCEPTED}")
   raise ModelLoadError(f"unknown model {name!r}: no such directory; accepted: {ACCEPTED}")
+
+
+def _is_training_workdir(path: pathlib.Path) -> bool:
+  """A workdir of `mlir_train.train`: provenance.json, or a config.json holding a training
+  config (its "sampling" key) rather than a Hugging Face model config."""
+  if (path / "provenance.json").exists():
+    return True
+  try:
+    return "sampling" in json.loads((path / "config.json").read_text())
+  except (OSError, ValueError):
+    return False
 
 
 def tiny_vocabulary(size: int) -> list[tuple[str, float]]:

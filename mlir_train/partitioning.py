@@ -14,10 +14,12 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from data_pipelines.errors import ProjectError
+
 BATCH_AXES = ("data", "fsdp")
 
 
-class MeshError(ValueError):
+class MeshError(ProjectError, ValueError):
   """The requested mesh does not fit the available devices."""
 
 

@@ -29,6 +29,7 @@ import sys
 import time
 from typing import Any
 
+from data_pipelines.errors import ProjectError
 from eval import study
 
 FOLD_BENCHMARK = {"A": "xquad_r", "B": "mlqa_r"}
@@ -36,7 +37,11 @@ FOLD_TRAIN_LANGUAGES = {
     "A": ["ar", "de", "en", "es", "hi", "vi", "zh"],          # MLQA-R
     "B": ["ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"],  # XQuAD-R
 }
-TYDI_LANGUAGES = ["ar", "bn", "en", "fi", "id", "ko", "ru", "sw", "te"]
+PROVENANCE_FILE = "provenance.json"  # per run: model, training config, evaluation settings
+
+
+class StudyError(ProjectError):
+  """A study that cannot go on as asked (e.g. an --out holding runs made otherwise)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +175,78 @@ def evaluate_into(model, benchmark: str, languages, preset: Preset, data_dir, ou
   return result
 
 
+def model_identity(model: str) -> dict:
+  """What a study's starting model is: its name, and for a local directory its resolved
+  path and the size and modification time of its weights."""
+  path = pathlib.Path(model).expanduser()
+  if not path.exists():
+    return {"name": model}
+  identity = {"name": model, "path": str(path.resolve())}
+  for weights in ("model.safetensors", "pytorch_model.bin"):
+    if (path / weights).is_file():
+      stat = (path / weights).stat()
+      identity["weights"] = {"file": weights, "bytes": stat.st_size, "mtime": int(stat.st_mtime)}
+  return identity
+
+
+def run_provenance(preset: Preset, fold: str, sampling: str, alpha, seed, model: str,
+                   data_dir, shards_dir, eval_languages: dict) -> dict:
+  """Everything a run's numbers depend on: model, training config (trained runs), evaluation."""
+  from mlir_train import config_validation
+  provenance = {"model": model_identity(model),
+                "eval": {"languages": eval_languages, "max_length": preset.eval_max_length,
+                         "max_questions": preset.eval_max_questions,
+                         "max_documents": preset.eval_max_documents}}
+  if sampling != "none":
+    config = train_config(preset, fold, sampling, alpha, seed, model, data_dir, shards_dir)
+    provenance["train_config"] = config_validation.training_config(
+        config_validation.as_dict(config))
+  return provenance
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict) and v:
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def check_run_dirs(out: pathlib.Path, expected: dict[str, dict]) -> None:
+  """Refuse to reuse a run directory whose results were made with other settings."""
+  problems = []
+  for rid, want in expected.items():
+    run_dir = out / "runs" / rid
+    stored_file = run_dir / PROVENANCE_FILE
+    if stored_file.exists():
+      have = _flat(json.loads(stored_file.read_text()))
+      now = _flat(json.loads(json.dumps(want)))
+      diff = [f"{k}: {have.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(have) | set(now))
+              if have.get(k) != now.get(k)]
+      if diff:
+        problems.append(f"{rid} ({'; '.join(diff[:4])}{'; ...' if len(diff) > 4 else ''})")
+    elif run_dir.is_dir() and any(run_dir.iterdir()):
+      problems.append(f"{rid} (made before settings were recorded)")
+  if problems:
+    raise StudyError(f"{out}: these runs were made with other settings, and their numbers "
+                     f"would be reported under this command's: {', '.join(problems)}. Use a new "
+                     f"--out, or delete those runs/ folders to redo them")
+
+
 def main(argv=None) -> dict:
+  """The command line; the project's errors end in one `error: ...` line and exit code 2."""
+  from mlir_train import compile_cache
+  compile_cache.enable()  # before the first compilation
+  try:
+    return _main(argv)
+  except ProjectError as e:
+    print(f"error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
+def _main(argv=None) -> dict:
   parser = argparse.ArgumentParser(
       prog="python -m mlir_train.replicate",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -193,6 +269,8 @@ def main(argv=None) -> dict:
   if args.steps:
     preset = dataclasses.replace(preset, train_overrides={**preset.train_overrides, "total_steps": args.steps})
   out = pathlib.Path(args.out)
+  from mlir_train import config_validation
+  config_validation.check_writable(out, "study directory")
   (out / "runs").mkdir(parents=True, exist_ok=True)
   command = "python -m mlir_train.replicate " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
   lareqa = FOLD_BENCHMARK[args.fold]
@@ -204,6 +282,11 @@ def main(argv=None) -> dict:
 
   # --- plan: the starting model, then every strategy x seed -----------------------------
   plan = [("none", None, None)] + [(s, a, seed) for seed in preset.seeds for s, a in preset.strategies]
+  provenance = {
+      ("start" if s == "none" else run_id(s, a, seed)): run_provenance(
+          preset, args.fold, s, a, seed, args.model, args.data_dir, out / "shards", eval_languages)
+      for s, a, seed in plan}
+  check_run_dirs(out, provenance)
   steps = preset.train_overrides["total_steps"]
   eval_units = max(10.0, steps * 0.5)  # rough weight of one model's evaluation in train-step units
   progress = Progress(len(plan) * 2 * eval_units + (len(plan) - 1) * steps)
@@ -219,7 +302,10 @@ def main(argv=None) -> dict:
     rid = "start" if sampling == "none" else run_id(sampling, alpha, seed)
     run_dir = out / "runs" / rid
     run_dir.mkdir(parents=True, exist_ok=True)
-    record: dict[str, Any] = {"run_id": rid, "sampling": sampling, "alpha": alpha, "seed": seed}
+    record: dict[str, Any] = {"run_id": rid, "sampling": sampling, "alpha": alpha, "seed": seed,
+                              "provenance": provenance[rid]}
+    if not (run_dir / PROVENANCE_FILE).exists():
+      _write_json(run_dir / PROVENANCE_FILE, provenance[rid])
 
     # --- train (resumes from the run's last checkpoint; skipped when finished) ----------
     if sampling == "none":

@@ -33,7 +33,10 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from data_pipelines.errors import ProjectError
+
 from mlir_train import checkpoints
+from mlir_train import config_validation
 from mlir_train import encoder as encoder_lib
 from mlir_train import gradcache
 from mlir_train import loss as loss_lib
@@ -44,11 +47,13 @@ log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 BATCHES_FILE = "batches.jsonl"
+PROVENANCE_FILE = "provenance.json"          # the first start's training config + hash
+CONFIG_HISTORY_FILE = "config_history.jsonl"  # allowed changes, one line each
 BATCH_FIELDS = ("query_ids", "query_mask", "passage_ids", "passage_mask", "group_id")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-class TrainingError(RuntimeError):
+class TrainingError(ProjectError, RuntimeError):
   """A run that cannot start or must stop (bad config, repeated non-finite loss)."""
 
 
@@ -58,15 +63,26 @@ class TrainingError(RuntimeError):
 def make_update_step(module: encoder_lib.Encoder, tx: optax.GradientTransformation, config):
   """(state, batch) -> (state, metrics), one AdamW update on the global batch.
 
-  state = {"params", "opt_state", "step", "nonfinite_in_a_row", "skipped_nonfinite"}.
+  state = {"params", "opt_state", "step", "nonfinite_in_a_row", "skipped_nonfinite"}
+  (+ "start_params" when config.l2sp > 0, see `init_state`).
   A non-finite loss or gradient leaves params and optimizer state unchanged
   (inside the step, with `jnp.where`) and is counted.
+
+  Frozen subtrees (`optimizer.split_frozen`: embeddings, lower freeze_layers
+  layers) get no gradient. With config.l2sp > 0 the L2-SP gradient
+  l2sp * (theta - theta_start) is added to the loss gradient before clipping
+  (`optimizer` module docstring); metrics["loss"] stays the InfoNCE loss and
+  metrics["l2sp_penalty"] is the added term. With l2sp = 0 the step is traced
+  exactly as without L2-SP.
   """
   schedule = optimizer_lib.learning_rate_schedule(config)
   chunk_size = int(config.gradcache_chunk_size)
+  l2sp = optimizer_lib.check_l2sp(config.get("l2sp", 0.0))
+  freeze_layers = config.get("freeze_layers", 0)
 
   def update(state, batch):
-    trainable, frozen = optimizer_lib.split_frozen(state["params"], config.freeze_embeddings)
+    trainable, frozen = optimizer_lib.split_frozen(state["params"], config.freeze_embeddings,
+                                                   freeze_layers)
 
     def embed(trainable_params, ids, mask):  # [n, length] -> [n, hidden]
       params = optimizer_lib.merge(trainable_params, frozen)
@@ -87,6 +103,10 @@ def make_update_step(module: encoder_lib.Encoder, tx: optax.GradientTransformati
     (loss, accuracy), grads = value_and_grad(
         trainable, batch["query_ids"], batch["query_mask"],
         batch["passage_ids"], batch["passage_mask"])
+    if l2sp:
+      penalty, penalty_grads = optimizer_lib.l2sp_penalty_and_grad(
+          trainable, state["start_params"], l2sp)
+      grads = jax.tree.map(jnp.add, grads, penalty_grads)
 
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -104,16 +124,34 @@ def make_update_step(module: encoder_lib.Encoder, tx: optax.GradientTransformati
     metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": grad_norm,
                "learning_rate": schedule(state["step"]),
                "skipped_nonfinite": new_state["skipped_nonfinite"]}
+    if l2sp:
+      new_state["start_params"] = state["start_params"]
+      metrics["l2sp_penalty"] = penalty
     return new_state, metrics
 
   return update
 
 
 def init_state(params, tx, config) -> dict:
-  trainable, _ = optimizer_lib.split_frozen(params, config.freeze_embeddings)
+  """The train state at step 0 of a run starting from `params`.
+
+  Frozen subtrees get no optimizer state. With config.l2sp > 0 the state also
+  holds "start_params", a copy of the trainable starting weights (L2-SP's
+  anchor; checkpointed and restored with the rest of the state). A freezing or
+  L2-SP setting that does not fit the model raises `TrainingError`.
+  """
+  try:
+    l2sp = optimizer_lib.check_l2sp(config.get("l2sp", 0.0))
+    trainable, _ = optimizer_lib.split_frozen(params, config.freeze_embeddings,
+                                              config.get("freeze_layers", 0))
+  except optimizer_lib.FreezeError as e:
+    raise TrainingError(str(e)) from None
   zero = jnp.zeros((), jnp.int32)
-  return {"params": params, "opt_state": tx.init(trainable), "step": zero,
-          "nonfinite_in_a_row": zero, "skipped_nonfinite": zero}
+  state = {"params": params, "opt_state": tx.init(trainable), "step": zero,
+           "nonfinite_in_a_row": zero, "skipped_nonfinite": zero}
+  if l2sp:
+    state["start_params"] = jax.tree.map(jnp.copy, trainable)
+  return state
 
 
 # ----------------------------------------------------------------------------
@@ -167,15 +205,69 @@ def batch_record(step: int, batch) -> dict:
 # ----------------------------------------------------------------------------
 # Workdir files
 # ----------------------------------------------------------------------------
-def write_config(config, workdir: pathlib.Path) -> None:
-  path = workdir / checkpoints.CONFIG_FILE
-  new = json.loads(config.to_json_best_effort())
-  if path.exists():
-    old = json.loads(path.read_text())
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if changed:
-      log.warning("%s: config differs from the previous run in %s", path, changed)
-  path.write_text(json.dumps(new, indent=2, sort_keys=True) + "\n")
+def check_provenance(config, workdir: pathlib.Path, allow_change: bool = False) -> dict:
+  """Compare `config` with the training config the workdir was started with
+  (provenance.json, plus the allowed changes of config_history.jsonl).
+
+  Returns {key: (recorded, now)} of training keys that differ (see
+  `config_validation.NON_TRAINING_KEYS` for those that may change freely). A
+  difference raises `TrainingError` listing the keys unless `allow_change`.
+  Workdirs from before provenance.json compare against their config.json.
+  """
+  recorded = None
+  if (workdir / PROVENANCE_FILE).exists():
+    recorded = dict(_read_json(workdir / PROVENANCE_FILE)["training_config"])
+    history = workdir / CONFIG_HISTORY_FILE
+    for line in (history.read_text().splitlines() if history.exists() else []):
+      recorded.update({k: v["now"] for k, v in json.loads(line)["changed"].items()})
+  elif (workdir / checkpoints.CONFIG_FILE).exists():
+    recorded = _read_json(workdir / checkpoints.CONFIG_FILE)
+  if recorded is None:
+    return {}
+  changed = config_validation.differences(recorded, config_validation.as_dict(config))
+  if changed and not allow_change:
+    listed = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+    raise TrainingError(
+        f"{workdir} was trained with a different config ({listed}); resuming would mix "
+        f"two runs. Use a new --workdir, or pass --allow_config_change to continue anyway "
+        f"(recorded in {CONFIG_HISTORY_FILE})")
+  return changed
+
+
+def record_config(config, workdir: pathlib.Path, step: int, changed: dict) -> None:
+  """After a successful restore: config.json (this start), provenance.json (the
+  first start's training config and its hash, never rewritten) and, for an
+  allowed change, one line of config_history.jsonl."""
+  values = config_validation.as_dict(config)
+  if not (workdir / PROVENANCE_FILE).exists():
+    legacy = workdir / checkpoints.CONFIG_FILE  # a workdir from before provenance.json
+    first = _read_json(legacy) if step and legacy.exists() else values
+    provenance = {"training_config": config_validation.training_config(first),
+                  "config_hash": config_validation.config_hash(first),
+                  "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    _write_text(workdir / PROVENANCE_FILE, json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+  _write_text(workdir / checkpoints.CONFIG_FILE, json.dumps(values, indent=2, sort_keys=True) + "\n")
+  if changed:
+    line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed_from_step": step,
+            "changed": {k: {"was": a, "now": b} for k, (a, b) in changed.items()},
+            "config_hash": config_validation.config_hash(values)}
+    with open(workdir / CONFIG_HISTORY_FILE, "a") as f:
+      f.write(json.dumps(line) + "\n")
+    log.warning("%s: config changed at step %d (allowed): %s", workdir, step, sorted(changed))
+
+
+def _read_json(path: pathlib.Path):
+  try:
+    return json.loads(path.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise TrainingError(f"{path}: unreadable ({e})") from e
+
+
+def _write_text(path: pathlib.Path, text: str) -> None:
+  """Write atomically (a kill never leaves half a file)."""
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)
 
 
 def truncate_metrics(path: pathlib.Path, last_step: int) -> None:
@@ -193,39 +285,50 @@ def truncate_metrics(path: pathlib.Path, last_step: int) -> None:
     except json.JSONDecodeError:
       if number == len(lines):  # the last line, cut short when the run was killed
         break
-      raise ValueError(f"{path}: line {number} is not valid JSON: {line[:80]!r}") from None
+      raise TrainingError(f"{path}: line {number} is not valid JSON: {line[:80]!r}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+      raise TrainingError(f"{path}: line {number} has no integer \"step\": {line[:80]!r}")
     if record["step"] <= last_step:
       keep.append(line)
   path.write_text("".join(line + "\n" for line in keep))
 
 
-def _validate(config) -> None:
-  if config.compute_dtype not in COMPUTE_DTYPES:
-    raise TrainingError(f"config.compute_dtype must be one of {sorted(COMPUTE_DTYPES)}, "
-                        f"got {config.compute_dtype!r}")
+def _validate(config, workdir: pathlib.Path) -> None:
+  """Every check that needs no model or data: config keys and values, the workdir."""
+  try:
+    config_validation.validate(config)
+  except config_validation.ConfigError as e:
+    raise TrainingError(str(e)) from None
   if config.batch_size % jax.process_count():
     raise TrainingError(f"config.batch_size={config.batch_size} is not divisible by the "
                         f"{jax.process_count()} processes")
-  chunk = int(config.gradcache_chunk_size)
-  if chunk and config.batch_size % chunk:
-    raise TrainingError(f"config.batch_size={config.batch_size} is not divisible by "
-                        f"config.gradcache_chunk_size={chunk}")
-  if config.total_steps < 1 or config.warmup_steps > config.total_steps:
-    raise TrainingError(f"need 1 <= total_steps and warmup_steps <= total_steps, got "
-                        f"{config.total_steps}, {config.warmup_steps}")
+  if config.data_source == "pairs" and config.train_languages:
+    from data_pipelines import folds
+    try:
+      folds.train_languages(folds.get_fold(config.fold), config.train_languages)
+    except ValueError as e:
+      raise TrainingError(f"config.train_languages={config.train_languages!r}: {e}") from None
+  try:
+    config_validation.check_writable(workdir, "workdir")
+  except config_validation.ConfigError as e:
+    raise TrainingError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------
 # main
 # ----------------------------------------------------------------------------
-def train(config, workdir: str | os.PathLike) -> dict:
-  """Train (or resume) in `workdir`; returns a summary of the run."""
+def train(config, workdir: str | os.PathLike, allow_config_change: bool = False) -> dict:
+  """Train (or resume) in `workdir`; returns a summary of the run.
+
+  Resuming with a different training config raises `TrainingError` unless
+  `allow_config_change` (see `check_provenance`).
+  """
   workdir = pathlib.Path(workdir)
   is_chief = jax.process_index() == 0
-  _validate(config)
+  _validate(config, workdir)
+  changed = check_provenance(config, workdir, allow_config_change)
   if is_chief:
     workdir.mkdir(parents=True, exist_ok=True)
-    write_config(config, workdir)
 
   # --- Mesh -----------------------------------------------------------------
   mesh = partitioning.make_mesh(fsdp=int(config.fsdp))
@@ -257,9 +360,11 @@ def train(config, workdir: str | os.PathLike) -> dict:
   restored = checkpoints.restore_latest(mngr, state)
   if restored is not None:
     state, meta = restored
-    log.info("resuming from step %d", meta["step"])
+    if is_chief:
+      print(f"resuming {workdir} from step {meta['step']}", file=sys.stderr)
   start_step = int(meta["step"])
   if is_chief:
+    record_config(config, workdir, start_step, changed)
     truncate_metrics(workdir / METRICS_FILE, start_step)
     truncate_metrics(workdir / BATCHES_FILE, start_step)
   # Batches per kind, batches per `languages` label ("de", "x", "mixed"), and
@@ -308,6 +413,7 @@ def train(config, workdir: str | os.PathLike) -> dict:
                         "batch_kind": kind_name(batch), "languages": batch.languages,
                         "language_pairs": language_pairs(batch),
                         "skipped_nonfinite": int(m["skipped_nonfinite"]),
+                        **({"l2sp_penalty": m["l2sp_penalty"]} if "l2sp_penalty" in m else {}),
                         "examples_per_sec": window_steps * config.batch_size / (now - window_start)}
         window_start, window_steps = now, 0
         progress.set_postfix(loss=f"{m['loss']:.4f}", kind=last_metrics["batch_kind"])
@@ -364,16 +470,34 @@ def main(argv) -> None:
   del argv
   from absl import flags
   FLAGS = flags.FLAGS
-  maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
-                               FLAGS.process_id)
+  from mlir_train import compile_cache
+  compile_cache.enable()  # before the first compilation
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax is chatty at INFO
   log.setLevel(logging.INFO)
   try:
-    summary = train(FLAGS.config, FLAGS.workdir)
-  except TrainingError as e:
-    sys.exit(f"error: {e}")
+    maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                 FLAGS.process_id)
+    summary = train(FLAGS.config, FLAGS.workdir, FLAGS.allow_config_change)
+  except ProjectError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
   if jax.process_index() == 0:
     print(json.dumps(summary, indent=2))
+
+
+def check_override_keys(argv: list[str]) -> None:
+  """`--config.KEY=...` with a KEY that configs/default.py lacks: one error line, exit 2.
+
+  (ml_collections would raise an AttributeError traceback while parsing flags.)
+  """
+  for arg in argv:
+    if arg.startswith("--config."):
+      key = arg[len("--config."):].split("=", 1)[0]
+      try:
+        config_validation.check_key(key)
+      except config_validation.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def _define_flags():
@@ -383,7 +507,11 @@ def _define_flags():
       "config", None, "Python config file with get_config() (e.g. configs/default.py); "
       "override keys with --config.KEY=VALUE.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Run directory: checkpoints/, config.json, "
-                      "metrics.jsonl, batches.jsonl. An existing run there is resumed.")
+                      "provenance.json, metrics.jsonl, batches.jsonl. An existing run there "
+                      "is resumed (with the same training config).")
+  flags.DEFINE_bool("allow_config_change", False,
+                    "Resume although training-relevant config keys differ from the workdir's "
+                    "first start (the change is recorded in config_history.jsonl).")
   flags.DEFINE_string("coordinator_address", None, "Multi-host: HOST:PORT of process 0.")
   flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.")
   flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.")
@@ -392,5 +520,6 @@ def _define_flags():
 
 if __name__ == "__main__":
   from absl import app
+  check_override_keys(sys.argv[1:])
   _define_flags()
   app.run(main)

@@ -75,4 +75,39 @@ def test_rerun_resumes_without_redoing_work(study_dir, data_dir):
   replicate.main(["--preset", "smoke", "--fold", "A", "--model", "tiny-random", "--steps", "4",
                   "--data_dir", str(data_dir), "--out", str(study_dir)])
   after = {p: p.stat().st_mtime_ns for p in study_dir.glob("runs/*/*.json")}
-  assert before == after and len(before) == 4 * 2 + 3
+  assert before == after and len(before) == 4 * 3 + 3  # eval x2 + provenance per run, 3 trainings
+
+
+@pytest.mark.parametrize("change", [["--steps", "5"], ["--model", "tiny-random-1"]])
+def test_rerun_with_other_settings_is_refused_before_any_work(study_dir, data_dir, change, capsys):
+  """A study dir never reports numbers made with other settings under this command's."""
+  args = {"--steps": "4", "--model": "tiny-random"}
+  args[change[0]] = change[1]
+  before = {p: p.stat().st_mtime_ns for p in study_dir.rglob("*") if p.is_file()}
+  with pytest.raises(SystemExit) as exit_info:
+    replicate.main(["--preset", "smoke", "--fold", "A", "--model", args["--model"],
+                    "--steps", args["--steps"], "--data_dir", str(data_dir),
+                    "--out", str(study_dir)])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("error: ") and "other settings" in err[0]
+  if change[0] == "--steps":  # only trained runs depend on the steps
+    assert "mono-s0" in err[0] and "total_steps: 4 -> 5" in err[0] and "start" not in err[0]
+  else:
+    assert "start (model.name: 'tiny-random' -> 'tiny-random-1')" in err[0]
+  after = {p: p.stat().st_mtime_ns for p in study_dir.rglob("*") if p.is_file()}
+  assert after == before
+
+
+def test_each_run_records_its_config_and_model(study_dir):
+  results = json.loads((study_dir / "results.json").read_text())
+  for run in results["runs"]:
+    stored = json.loads((study_dir / "runs" / run["run_id"] / "provenance.json").read_text())
+    assert run["provenance"] == stored and stored["model"] == {"name": "tiny-random"}
+    if run["sampling"] != "none":
+      config = stored["train_config"]
+      assert (config["sampling"], config["seed"], config["total_steps"]) == (
+          run["sampling"], run["seed"], 4)
+      workdir_config = json.loads((study_dir / "runs" / run["run_id"] / "train" /
+                                   "config.json").read_text())
+      assert {k: workdir_config[k] for k in config} == config

