@@ -19,6 +19,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.remat = False                  # rematerialise each layer in the backward pass
   c.freeze_embeddings = True       # hold the embedding tables out of training
   c.freeze_layers = 0              # also freeze the lower N transformer layers (0 = none)
+  c.query_prompt = ml_collections.config_dict.placeholder(str)    # None: the model's (E5: "query: ")
+  c.passage_prompt = ml_collections.config_dict.placeholder(str)  # None: the model's (E5: "passage: ")
 
   # Data: which pairs, and how a batch is composed.
   c.data_source = "pairs"          # "pairs" (data_pipelines.sampler) or "synthetic" (benchmarks)
@@ -33,6 +35,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.language_temperature = 2.0     # for "temperature": p_l ~ n_l^(1/T)
   c.max_query_len = 32
   c.max_passage_len = 96
+
+  # Validation: whole parallel groups held out of training (0 = none), their fixed
+  # batches of every kind scored every validation_every_steps; early_stopping keeps
+  # the checkpoint with the lowest validation loss for eval and export.
+  c.validation_fraction = 0.0
+  c.validation_every_steps = 50
+  c.validation_batches = 1         # per kind: MONO batches per language, CROSS batches
+  c.early_stopping = False
 
   # Optimisation.
   c.seed = 0

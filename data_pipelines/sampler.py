@@ -135,12 +135,14 @@ def default_shards_dir() -> pathlib.Path:
   return pathlib.Path(root) / "shards"
 
 
-def build_training_data(config, tokenizer, *, progress: bool = True) -> TrainingData:
+def build_training_data(config, tokenizer, *, progress: bool = True,
+                        prompts=None) -> TrainingData:
   """Build (or reuse, by manifest) the fold's shards and load them into memory.
 
   Reads config.fold, positive, max_query_len, max_passage_len,
   train_languages (optional subset), data_dir (None: the default data
-  directory) and shards_dir (None: $MLIR_TRAIN_CACHE/shards).
+  directory) and shards_dir (None: $MLIR_TRAIN_CACHE/shards). `prompts`: the
+  model's {"query", "passage"} prompts (`LoadedModel.prompts`); None: E5's.
 
   The fold's overlap check (`folds.check_fold`: training question ids, texts
   and positives against every evaluation set) runs on every call, before the
@@ -157,7 +159,10 @@ def build_training_data(config, tokenizer, *, progress: bool = True) -> Training
   spec = shards_lib.ShardSpec(fold=fold.name, languages=languages,
                               positive=_cfg(config, "positive", "sentence"),
                               max_query_len=int(config.max_query_len),
-                              max_passage_len=int(config.max_passage_len))
+                              max_passage_len=int(config.max_passage_len),
+                              **({} if prompts is None else
+                                 {"query_prompt": prompts["query"],
+                                  "passage_prompt": prompts["passage"]}))
 
   start = time.perf_counter()
   train_sets = folds.load_train_sets(fold, data_dir, languages)
@@ -472,23 +477,28 @@ def batch_stream(training_data: TrainingData, config, *, process_index: int = 0,
     raise ValueError(f"process_index {process_index} not in [0, {process_count})")
   if start_step < 0:
     raise ValueError(f"start_step must be >= 0, got {start_step}")
-  table = training_data.table
-  names = np.array(table.languages)
-  host = plan.batch_size // process_count
   if input_pipeline(config, pipeline) == "tf":
     elements = _tf_dataset(plan, start_step).as_numpy_iterator()
   else:
     elements = _numpy_plan(plan, start_step)
   for step, source, global_rows in elements:
-    kind, languages = plan.kind_of(int(source))
-    rows = global_rows[process_index * host:(process_index + 1) * host]
-    yield Batch(step=int(step), kind=kind, languages=languages,
-                query_ids=table.query_ids[rows], query_mask=table.query_mask[rows],
-                passage_ids=table.passage_ids[rows], passage_mask=table.passage_mask[rows],
-                group_id=table.group_id[rows],
-                query_language=names[table.query_language[rows]],
-                passage_language=names[table.passage_language[rows]],
-                language_pairs=plan.language_pairs(global_rows))
+    yield _host_batch(plan, int(step), int(source), global_rows, process_index, process_count)
+
+
+def _host_batch(plan: BatchPlan, step: int, source: int, global_rows: np.ndarray,
+                process_index: int, process_count: int) -> Batch:
+  """This host's slice of the global batch `global_rows` (rows of plan's pair table)."""
+  table, names = plan.table, np.array(plan.table.languages)
+  host = plan.batch_size // process_count
+  kind, languages = plan.kind_of(source)
+  rows = global_rows[process_index * host:(process_index + 1) * host]
+  return Batch(step=step, kind=kind, languages=languages,
+               query_ids=table.query_ids[rows], query_mask=table.query_mask[rows],
+               passage_ids=table.passage_ids[rows], passage_mask=table.passage_mask[rows],
+               group_id=table.group_id[rows],
+               query_language=names[table.query_language[rows]],
+               passage_language=names[table.passage_language[rows]],
+               language_pairs=plan.language_pairs(global_rows))
 
 
 def kinds(training_data: TrainingData, config, steps: Iterable[int]) -> list[tuple[BatchKind, str]]:
@@ -509,3 +519,61 @@ def summarize(batches: Iterable) -> dict[str, int]:
     if kind == BatchKind.MONO:
       counts[f"mono:{languages}"] += 1
   return dict(sorted(counts.items()))
+
+
+# ----------------------------------------------------------------------------
+# Validation: whole parallel groups held out, fixed batches of every kind
+# ----------------------------------------------------------------------------
+VALIDATION_SEED = 20240816  # fixed: every run and seed is scored on the same pairs
+_VALIDATION = 6             # generator stream id of the held-out group draw
+
+
+def select_groups(table: shards_lib.PairTable, keep: np.ndarray) -> shards_lib.PairTable:
+  """The pairs of the groups with `keep[g]` (bool [G]); group ids are kept as they are."""
+  rows = np.flatnonzero(keep[table.group_id])                       # old rows kept, in order
+  new_index = np.full(len(table.group_id), -1, np.int64)
+  new_index[rows] = np.arange(len(rows))
+  row_of = np.where(table.row_of >= 0, new_index[np.maximum(table.row_of, 0)], -1)
+  return shards_lib.PairTable(
+      languages=table.languages, query_ids=table.query_ids[rows],
+      query_mask=table.query_mask[rows], passage_ids=table.passage_ids[rows],
+      passage_mask=table.passage_mask[rows], group_id=table.group_id[rows],
+      query_language=table.query_language[rows], passage_language=table.passage_language[rows],
+      row_of=row_of.astype(np.int32),
+      shard_rows={k: new_index[v[keep[table.group_id[v]]]] for k, v in table.shard_rows.items()})
+
+
+def hold_out(data: TrainingData, fraction: float) -> tuple[TrainingData, TrainingData | None]:
+  """(training, validation): `fraction` of the parallel groups, whole, go to validation.
+
+  The draw depends only on the groups (VALIDATION_SEED), not on the run's seed or
+  sampling, so every run of a study trains and validates on the same split.
+  """
+  if not fraction:
+    return data, None
+  table = data.table
+  groups = np.unique(table.group_id)
+  count = max(1, int(round(fraction * len(groups))))
+  if count >= len(groups):
+    raise ValueError(f"validation_fraction {fraction} leaves no training group "
+                     f"({len(groups)} groups)")
+  held = np.zeros(table.row_of.shape[2], bool)
+  held[np.random.default_rng([VALIDATION_SEED, _VALIDATION]).permutation(groups)[:count]] = True
+  return (dataclasses.replace(data, table=select_groups(table, ~held)),
+          dataclasses.replace(data, table=select_groups(table, held)))
+
+
+def validation_batches(data: TrainingData, batch_size: int, batches_per_kind: int, *,
+                       process_index: int = 0, process_count: int = 1) -> list[Batch]:
+  """Fixed validation batches: `batches_per_kind` MONO batches of every language with pairs,
+  then as many CROSS batches (when groups cross languages). The same for every run."""
+  import types
+  plan = BatchPlan(data, types.SimpleNamespace(
+      sampling="mixed", alpha=1.0, seed=VALIDATION_SEED, batch_size=batch_size,
+      mono_language_sampling="uniform", language_temperature=1.0))
+  sources = [i for i, n in enumerate(data.mono_sizes()) if n > 0]
+  if len(plan.cross_groups):
+    sources.append(plan.cross_source)
+  return [_host_batch(plan, -1, source, plan.rows(source, k).astype(np.int64),
+                      process_index, process_count)
+          for source in sources for k in range(batches_per_kind)]

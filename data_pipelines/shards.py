@@ -1,8 +1,9 @@
 """Tokenised training pairs as TFRecord shards, one per (query_language, passage_language).
 
 Tokenisation is the slow part of the input pipeline, so it happens once: every
-question and positive text is tokenised with the model's tokenizer (E5
-prefixes "query: " / "passage: ", right-padded to `max_query_len` /
+question and positive text is tokenised with the model's tokenizer (the
+model's prompts, `ShardSpec.query_prompt` / `passage_prompt`, e.g. E5's
+"query: " / "passage: "; right-padded to `max_query_len` /
 `max_passage_len`) and the pairs are written as `{a}-{b}.tfrecord`. A
 `manifest.json` beside them records counts per shard, the tokenizer identity
 (name, vocabulary size, sha256 of its tokenizer.json), the configuration hash
@@ -73,6 +74,10 @@ class ShardSpec:
   positive: str
   max_query_len: int
   max_passage_len: int
+  # The model's prompts (`LoadedModel.prompts`): part of the cache key, so shards
+  # tokenised with other prompts are never reused.
+  query_prompt: str = "query: "
+  passage_prompt: str = "passage: "
 
   def to_dict(self) -> dict:
     d = dataclasses.asdict(self)
@@ -117,10 +122,11 @@ def _tokenize_language(tokenizer, examples: Mapping[str, tuple[str, str]], spec:
                        tokenize_fn) -> tuple[dict[str, int], dict[str, np.ndarray]]:
   """Tokenise one language's questions and positives once: qid -> row, arrays."""
   qids = sorted(examples)
+  prompts = {"query": spec.query_prompt, "passage": spec.passage_prompt}
   q = tokenize_fn(tokenizer, [examples[i][0] for i in qids], "query", spec.max_query_len,
-                  pad_to=spec.max_query_len)
+                  pad_to=spec.max_query_len, prompts=prompts)
   p = tokenize_fn(tokenizer, [examples[i][1] for i in qids], "passage", spec.max_passage_len,
-                  pad_to=spec.max_passage_len)
+                  pad_to=spec.max_passage_len, prompts=prompts)
   arrays = {"query_ids": q["input_ids"], "query_mask": q["attention_mask"],  # [n, Lq]
             "passage_ids": p["input_ids"], "passage_mask": p["attention_mask"]}  # [n, Lp]
   return {qid: i for i, qid in enumerate(qids)}, arrays
@@ -204,11 +210,13 @@ def _alive(pid: int) -> bool:
 
 
 def build_or_load(root, spec: ShardSpec, tokenizer, input_files: Sequence[pathlib.Path],
-                  read_sets, progress: bool = True) -> pathlib.Path:
+                  read_sets, progress: bool = True, write=None) -> pathlib.Path:
   """The shard directory for (spec, tokenizer, inputs), built if missing or stale.
 
   `read_sets()` returns language -> RetrievalSet; it is called only when a
-  rebuild is needed. The new shards are written to a temporary directory and
+  rebuild is needed. `write(tmp_dir, expected_manifest)`, if given, writes
+  the shards and manifest instead of `write_shards` (the user-file path,
+  `data_pipelines.train_files`; `read_sets` is then unused). The new shards are written to a temporary directory and
   renamed into place, so concurrent builders (several hosts) never see a
   half-written set.
   """
@@ -222,7 +230,10 @@ def build_or_load(root, spec: ShardSpec, tokenizer, input_files: Sequence[pathli
   tmp = pathlib.Path(tempfile.mkdtemp(prefix=f"{directory.name}.tmp-{_builder()}-",
                                       dir=directory.parent))
   try:
-    write_shards(tmp, read_sets(), spec, tokenizer, expected, progress=progress)
+    if write is None:
+      write_shards(tmp, read_sets(), spec, tokenizer, expected, progress=progress)
+    else:
+      write(tmp, expected)
     if directory.exists():
       if _is_current(directory, expected):  # another process finished first
         return directory

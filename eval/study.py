@@ -450,8 +450,7 @@ def render_markdown(results: dict) -> str:
       f"- model: `{results['model']}`; training languages: {', '.join(results['train_languages'])}",
       f"- seeds: {results['seeds']}; steps per run: {results['train_overrides'].get('total_steps')}; "
       f"batch size: {results['train_overrides'].get('batch_size')}",
-      f"- evaluated: {bench} ({', '.join(results['eval_languages'][bench])}), "
-      f"tydiqa_goldp ({', '.join(results['eval_languages']['tydiqa_goldp'])})",
+      "- evaluated: " + "; ".join(f"{b} ({', '.join(ls)})" for b, ls in results["eval_languages"].items()),
       f"- machine: {results.get('machine', '?')}; wall time: {results.get('wall_time_s', 0) / 60:.1f} min",
       f"- command: `{results.get('command', '')}`",
       "",
@@ -473,36 +472,16 @@ def render_markdown(results: dict) -> str:
     for p in results["paper_numbers"]:
       lines.append(f"| {p[0]} | {p[1]} | {p[col[0]]:.3f} | {p[col[1]]:.3f} | {p[col[2]]:.3f} | {p[col[3]]:.1f} |")
 
-  t = s["tydi"]
-  langs = t["languages"]
-  lines += ["", "## TyDi QA GoldP: robustness across languages", "",
-            f"Per-language {t['metric']} (mean ± 95% interval over seeds). Seen in training: "
-            f"{', '.join(t['seen']) or 'none'}; unseen: {', '.join(t['unseen'])}.", "",
-            "| strategy | " + " | ".join(langs) + " | macro | worst (lang) | spread max-min | std | seen | unseen |",
-            "|---|" + "---|" * (len(langs) + 6)]
-  for key in s["strategies"]:
-    e = t["per_strategy"].get(key)
-    if not e:
-      continue
-    lines.append(f"| {s['labels'][key]} | " + " | ".join(fmt(e["per_language"][l]) for l in langs)
-                 + f" | {fmt(e['macro'])} | {fmt(e['worst_score'])} ({e['worst_language']}) | "
-                 f"{fmt(e['spread_max_minus_min'])} | {fmt(e['spread_std'])} | "
-                 f"{fmt(e['seen_mean'])} | {fmt(e['unseen_mean'])} |")
-  if any("delta_vs_start" in e for e in t["per_strategy"].values()):
-    lines += ["", "Change against the starting model (positive = better):", "",
-              "| strategy | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]
-    for key in s["strategies"]:
-      e = t["per_strategy"].get(key)
-      if key == "none" or not e or "delta_vs_start" not in e:
-        continue
-      lines.append(f"| {s['labels'][key]} | " + " | ".join(
-          fmt_signed(e["delta_vs_start"][l]) for l in langs) + " |")
-  lines += ["", "Pooled (multilingual) TyDi corpus:", "",
-            "| strategy | multi mAP | share of top-10 in query language |", "|---|---|---|"]
-  for key in s["strategies"]:
-    e = t["per_strategy"].get(key)
-    if e:
-      lines.append(f"| {s['labels'][key]} | {fmt(e['multi_map'])} | {fmt(e['multi_top10_same_language'])} |")
+  lines += _tydi_markdown(s, s["tydi"], "TyDi QA GoldP: robustness across languages",
+                          "Pooled (multilingual) TyDi corpus:")
+  if s.get("tydi_sentences"):
+    lines += _tydi_markdown(s, s["tydi_sentences"],
+                            "TyDi QA GoldP sentences: robustness across languages",
+                            "Pooled nine-language sentence corpus:",
+                            "Candidates are the sentences of each language's gold passages; the "
+                            "relevant one holds the answer start.")
+  if s.get("afriqa"):
+    lines += _afriqa_markdown(s, s["afriqa"])
 
   if s["significance"]:
     planned = sorted({r["target"] for r in s["significance"] if r["family"] == "planned"})
@@ -510,7 +489,8 @@ def render_markdown(results: dict) -> str:
               f"Planned comparisons: the hybrid against each baseline on {' and '.join(planned)}; "
               "the other rows are exploratory. Across seeds: paired t-test on the macro score per "
               "seed (n/a at zero variance). Across queries: sign-flip permutation test on per-query "
-              "AP averaged over seeds, with the question as the unit (its parallel copies or "
+              "values of the row's metric (AP; AfriQA: nDCG@10, for the gap native minus translated) "
+              "averaged over seeds, with the question as the unit (its parallel copies or "
               "language pairs flip sign together) and the row's macro average over languages as "
               "the statistic. Holm-adjusted p-values within each family and kind of test.", "",
               "| hybrid | baseline | target | family | seeds | diff (seeds) | p (seeds) | Holm p (seeds) "
@@ -527,12 +507,116 @@ def render_markdown(results: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
+def _tydi_markdown(s: dict, t: dict, title: str, pooled_title: str, intro: str = "") -> list[str]:
+  """Per-language table, change against the start and the pooled setting of one TyDi section."""
+  langs = t["languages"]
+  lines = ["", f"## {title}", ""]
+  if intro:
+    lines += [intro, ""]
+  lines += [f"Per-language {t['metric']} (mean ± 95% interval over seeds). Seen in training: "
+            f"{', '.join(t['seen']) or 'none'}; unseen: {', '.join(t['unseen']) or 'none'}.", "",
+            "| strategy | " + " | ".join(langs) + " | macro | worst (lang) | spread max-min | std | seen | unseen |",
+            "|---|" + "---|" * (len(langs) + 6)]
+  for key in s["strategies"]:
+    e = t["per_strategy"].get(key)
+    if not e:
+      continue
+    lines.append(f"| {s['labels'][key]} | " + " | ".join(fmt(e["per_language"][l]) for l in langs)
+                 + f" | {fmt(e['macro'])} | {fmt(e['worst_score'])} ({e['worst_language']}) | "
+                 f"{fmt(e['spread_max_minus_min'])} | {fmt(e['spread_std'])} | "
+                 f"{fmt(e['seen_mean'])} | {fmt(e['unseen_mean'])} |")
+  if any("delta_vs_start" in e for e in t["per_strategy"].values()):
+    lines += ["", "Change against the starting model (positive = better):", "",
+              "| strategy | " + " | ".join(langs) + " | macro |", "|---|" + "---|" * (len(langs) + 1)]
+    for key in s["strategies"]:
+      e = t["per_strategy"].get(key)
+      if key == "none" or not e or "delta_vs_start" not in e:
+        continue
+      lines.append(f"| {s['labels'][key]} | " + " | ".join(
+          fmt_signed(e["delta_vs_start"][l]) for l in langs)
+          + f" | {fmt_signed(e['macro_delta_vs_start'])} |")
+  lines += ["", pooled_title, "",
+            "| strategy | multi mAP | share of top-10 in query language |", "|---|---|---|"]
+  for key in s["strategies"]:
+    e = t["per_strategy"].get(key)
+    if e:
+      lines.append(f"| {s['labels'][key]} | {fmt(e['multi_map'])} | {fmt(e['multi_top10_same_language'])} |")
+  return lines
+
+
+def _afriqa_markdown(s: dict, a: dict) -> list[str]:
+  """AfriQA: native, translated and gap per language; change against the start."""
+  langs, metric = a["languages"], a["metric"]
+  lines = ["", "## AfriQA: native against translated questions", "",
+           f"Per-language {metric} of the native questions and of their human translations "
+           "(English; French for fon) against the same gold passages, and the gap native - "
+           "translated (negative = the model loses by the question being in the African "
+           "language); mean ± 95% interval over seeds. Every AfriQA language is unseen by "
+           f"training: {', '.join(a['unseen'])}."]
+  titles = {"native": f"Native questions, {metric}:", "translated": f"Translated questions, {metric}:",
+            "gap": f"Gap native - translated, {metric}:"}
+  for view in ("native", "translated", "gap"):
+    lines += ["", titles[view], "",
+              "| strategy | " + " | ".join(langs) + " | macro | worst (lang) | spread max-min |",
+              "|---|" + "---|" * (len(langs) + 3)]
+    for key in s["strategies"]:
+      e = (a["per_strategy"].get(key) or {}).get(view)
+      if not e:
+        continue
+      show = fmt_signed if view == "gap" else fmt
+      lines.append(f"| {s['labels'][key]} | " + " | ".join(show(e["per_language"][l]) for l in langs)
+                   + f" | {show(e['macro'])} | {show(e['worst_score'])} ({e['worst_language']}) | "
+                   f"{fmt(e['spread_max_minus_min'])} |")
+  if any("delta_vs_start" in v["native"] for v in a["per_strategy"].values()):
+    lines += ["", f"Change of native {metric} against the starting model (positive = better); "
+              "last columns: change of the macro translated score and of the macro gap:", "",
+              "| strategy | " + " | ".join(langs) + " | macro native | macro translated | macro gap |",
+              "|---|" + "---|" * (len(langs) + 3)]
+    for key in s["strategies"]:
+      e = a["per_strategy"].get(key)
+      if key == "none" or not e or "delta_vs_start" not in e["native"]:
+        continue
+      lines.append(f"| {s['labels'][key]} | " + " | ".join(
+          fmt_signed(e["native"]["delta_vs_start"][l]) for l in langs)
+          + f" | {fmt_signed(e['native']['macro_delta_vs_start'])} | "
+          f"{fmt_signed(e['translated']['macro_delta_vs_start'])} | "
+          f"{fmt_signed(e['gap']['macro_delta_vs_start'])} |")
+  return lines
+
+
 # ----------------------------------------------------------------------------
 # Plots
 
 
+def _per_language_plot(plt, s: dict, t: dict, title: str, path) -> bool:
+  """Change against the starting model per language where there is one, else the scores;
+  points with 95% intervals on an axis fitted to them, the legend outside the axes."""
+  delta = any("delta_vs_start" in e for k, e in t["per_strategy"].items() if k != "none")
+  field = "delta_vs_start" if delta else "per_language"
+  keys = [k for k in s["strategies"] if field in t["per_strategy"].get(k, {}) and not (delta and k == "none")]
+  if not keys or not t["languages"]:
+    return False
+  fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(t["languages"]) + 2), 3.5))
+  x = np.arange(len(t["languages"]))
+  offsets = np.linspace(-0.3, 0.3, len(keys)) if len(keys) > 1 else [0.0]
+  for off, key in zip(offsets, keys):
+    cells = [t["per_strategy"][key][field][l] for l in t["languages"]]
+    ax.errorbar(x + off, [c["mean"] for c in cells], yerr=[c["ci95"] or 0 for c in cells],
+                fmt="o", capsize=3, label=s["labels"][key])
+  if delta:
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+  ax.set_xticks(x, t["languages"])
+  ax.set_ylabel(f"change in {t['metric']}" if delta else t["metric"])
+  ax.set_title(f"{title} per language" + (": change against the starting model" if delta else ""))
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+  fig.savefig(path, dpi=120, bbox_inches="tight")
+  plt.close(fig)
+  return True
+
+
 def write_plots(results: dict, out_dir) -> list[str]:
-  """Per-language TyDi change against the start, language bias per strategy, mAP vs alpha."""
+  """Per-language change against the start (TyDi passages and sentences, AfriQA native),
+  language bias per strategy, mAP vs alpha."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
@@ -540,29 +624,18 @@ def write_plots(results: dict, out_dir) -> list[str]:
   out_dir = pathlib.Path(out_dir)
   s, written = results["summary"], []
 
-  t = s["tydi"]
-  # Change against the starting model where there is one, else the scores; points with
-  # 95% intervals on an axis fitted to them, the legend outside the axes.
-  delta = any("delta_vs_start" in e for k, e in t["per_strategy"].items() if k != "none")
-  field = "delta_vs_start" if delta else "per_language"
-  keys = [k for k in s["strategies"] if field in t["per_strategy"].get(k, {}) and not (delta and k == "none")]
-  if keys and t["languages"]:
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(t["languages"]) + 2), 3.5))
-    x = np.arange(len(t["languages"]))
-    offsets = np.linspace(-0.3, 0.3, len(keys)) if len(keys) > 1 else [0.0]
-    for off, key in zip(offsets, keys):
-      cells = [t["per_strategy"][key][field][l] for l in t["languages"]]
-      ax.errorbar(x + off, [c["mean"] for c in cells], yerr=[c["ci95"] or 0 for c in cells],
-                  fmt="o", capsize=3, label=s["labels"][key])
-    if delta:
-      ax.axhline(0.0, color="grey", linewidth=0.8)
-    ax.set_xticks(x, t["languages"])
-    ax.set_ylabel(f"change in {t['metric']}" if delta else t["metric"])
-    ax.set_title("TyDi QA GoldP per language" + (": change against the starting model" if delta else ""))
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.savefig(out_dir / "tydi_per_language.png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    written.append("tydi_per_language.png")
+  per_language = [(s["tydi"], "TyDi QA GoldP", "tydi_per_language.png")]
+  if s.get("tydi_sentences"):
+    per_language.append((s["tydi_sentences"], "TyDi QA GoldP sentences",
+                         "tydi_sentences_per_language.png"))
+  if s.get("afriqa"):
+    a = s["afriqa"]  # the native questions' scores
+    per_language.append(({"languages": a["languages"], "metric": f"native {a['metric']}",
+                          "per_strategy": {k: v["native"] for k, v in a["per_strategy"].items()}},
+                         "AfriQA (native questions)", "afriqa_per_language.png"))
+  for section, title, name in per_language:
+    if _per_language_plot(plt, s, section, title, out_dir / name):
+      written.append(name)
 
   table = s["lareqa"]["table"]
   bias = [(s["labels"][k], table[k]["bias"]) for k in s["strategies"] if table[k]["bias"]["mean"] is not None]

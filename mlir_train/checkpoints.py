@@ -31,6 +31,7 @@ from data_pipelines.errors import ProjectError
 CONFIG_FILE = "config.json"
 CHECKPOINT_DIR = "checkpoints"
 CORRUPT_DIR = "corrupt_checkpoints"  # damaged steps moved aside on resume
+BEST_DIR = "best_checkpoint"         # early stopping: lowest validation loss
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,20 @@ def save(mngr: ocp.CheckpointManager, step: int, state: dict, meta: dict) -> Non
       params=ocp.args.StandardSave(state["params"]),
       train=ocp.args.StandardSave(train_part),
       meta=ocp.args.JsonSave(meta)))
+
+
+def best_manager(workdir: str | pathlib.Path, read_only: bool = False) -> ocp.CheckpointManager:
+  """Early stopping: the parameters with the lowest validation loss so far (one step kept)."""
+  directory = pathlib.Path(workdir).resolve() / BEST_DIR
+  options = ocp.CheckpointManagerOptions(
+      read_only=read_only, create=not read_only,
+      **(dict(max_to_keep=None, save_interval_steps=0) if read_only else dict(max_to_keep=1)))
+  return ocp.CheckpointManager(directory, options=options, item_names=("params", "meta"))
+
+
+def save_best(mngr: ocp.CheckpointManager, step: int, params, meta: dict) -> None:
+  mngr.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                          meta=ocp.args.JsonSave(meta)))
 
 
 def _abstract(tree: Any) -> Any:
@@ -140,8 +155,10 @@ def load_base_model(name: str, dtype=jnp.float32):
 def restore_for_inference(workdir: str | pathlib.Path, dtype=jnp.float32, step: int | None = None):
   """A trained run as `models.LoadedModel`: base model's config and tokenizer, trained params.
 
-  Reads `workdir/config.json` for the base model name, then restores only the
-  `params` item of the latest (or given) checkpoint onto the first device.
+  Reads `workdir/config.json` for the base model name (and prompt overrides), then restores only the
+  `params` item of the latest (or given) checkpoint onto the first device; a run
+  trained with early stopping gives its best-validation parameters (`BEST_DIR`)
+  unless a step is asked for.
   """
   import dataclasses
   workdir = pathlib.Path(workdir)
@@ -149,11 +166,15 @@ def restore_for_inference(workdir: str | pathlib.Path, dtype=jnp.float32, step: 
   if not config_path.is_file():
     raise CheckpointError(f"{workdir}: no {CONFIG_FILE}; is this a training workdir?")
   try:
-    base_name = json.loads(config_path.read_text())["model"]
+    run_config = json.loads(config_path.read_text())
+    base_name = run_config["model"]
   except (json.JSONDecodeError, KeyError) as e:
     raise CheckpointError(f"{config_path}: cannot read the base model name ({e})") from e
   base = load_base_model(base_name, dtype=dtype)
-  mngr = manager(workdir, read_only=True, async_save=False)
+  use_best = (step is None and run_config.get("early_stopping")
+              and (workdir / BEST_DIR).is_dir())
+  mngr = (best_manager(workdir, read_only=True) if use_best
+          else manager(workdir, read_only=True, async_save=False))
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), base.params)
@@ -171,8 +192,11 @@ def restore_for_inference(workdir: str | pathlib.Path, dtype=jnp.float32, step: 
     else:
       found = _newest_first(mngr, restore, str(workdir))
       if found is None:
-        raise CheckpointError(f"{workdir / CHECKPOINT_DIR}: no complete checkpoint")
+        raise CheckpointError(f"{mngr.directory}: no complete checkpoint")
       params = found[1]
   finally:
     mngr.close()
-  return dataclasses.replace(base, name=str(workdir), params=params)
+  from mlir_train import prompts as prompts_lib
+  # The base model's prompts, with the run's query_prompt / passage_prompt overrides.
+  return dataclasses.replace(base, name=str(workdir), params=params,
+                             prompts=prompts_lib.from_config(base.prompts, run_config))

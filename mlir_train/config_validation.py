@@ -58,6 +58,9 @@ RANGES: dict[str, tuple[Any, Any, str]] = {
     "log_every_steps": (1, None, "an interval in steps"),
     "step_delay_s": (0.0, None, "seconds"),
     "l2sp": (0.0, None, "a penalty strength"),
+    "validation_fraction": (0.0, 0.5, "a share of the parallel groups"),
+    "validation_every_steps": (1, None, "an interval in steps"),
+    "validation_batches": (1, None, "batches per kind"),
     "freeze_layers": (0, None, "layers"),
 }
 POSITIVE = {"temperature": "a softmax temperature", "language_temperature": "a sampling temperature"}
@@ -102,6 +105,9 @@ def validate(config) -> None:
   if config.warmup_steps > config.total_steps:
     raise ConfigError(f"config.warmup_steps={config.warmup_steps} exceeds "
                       f"config.total_steps={config.total_steps}")
+  if config.get("early_stopping") and not config.get("validation_fraction"):
+    raise ConfigError("config.early_stopping needs a validation set: set "
+                      "config.validation_fraction > 0")
   chunk = int(config.gradcache_chunk_size)
   if chunk and config.batch_size % chunk:
     raise ConfigError(f"config.batch_size={config.batch_size} is not divisible by "

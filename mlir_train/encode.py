@@ -37,15 +37,16 @@ def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
           buckets: Sequence[int] = tokenization.DEFAULT_BUCKETS) -> np.ndarray:
   """Embed `texts` with `model` (a `models.LoadedModel`).
 
-  `kind` ("query", "passage" or None) selects the E5 prefix. Texts longer than
+  `kind` ("query", "passage" or None) selects the model's prompt
+  (`model.prompts[kind]`, e.g. E5's "query: "; None: no prompt). Texts longer than
   `max_length` tokens (prefix and special tokens included; capped by the
   model's position table) are truncated to their first tokens, so the result
   equals encoding the truncated text. An empty string is valid: it is encoded
-  as `<s>`, the prefix's pieces and `</s>` (see `tokenization.tokenize`). Returns float32 [N, hidden] unit vectors in input
-  order ([0, hidden] for no texts).
+  as `<s>`, the prompt's pieces and `</s>` (see `tokenization.tokenize`). Returns float32
+  [N, hidden] unit vectors in input order ([0, hidden] for no texts).
   """
   max_length = model_max_length(model, max_length)
-  rows = tokenization.token_ids(model.tokenizer, texts, kind, max_length)
+  rows = tokenization.token_ids(model.tokenizer, texts, kind, max_length, model.prompts)
   out = np.zeros((len(rows), model.config.hidden_size), np.float32)  # [N, hidden]
   if not rows:
     return out

@@ -1,7 +1,9 @@
 """A Flax dual encoder for the BERT family used by multilingual retrievers.
 
 One module covers BERT, multilingual-e5 (BERT with 250k XLM-R pieces), XLM-RoBERTa
-(positions offset by the padding id) and LaBSE (CLS pooling). Parameter names
+(positions offset by the padding id) and LaBSE (CLS pooling, then its
+sentence-transformers Dense module: dense + tanh, the same weights as BERT's
+pooler, `pooler_dense`; then L2 normalisation). Parameter names
 mirror Hugging Face's `BertModel` / `XLMRobertaModel` state dicts so that import
 and export are a mechanical rename plus a transpose of dense kernels
 (see `mlir_train.hf_io`).
@@ -37,6 +39,9 @@ class EncoderConfig:
   position_style: str = "bert"
   # "mean" (E5) or "cls" (LaBSE).
   pooling: str = "mean"
+  # LaBSE: tanh(pooled @ kernel + bias) before normalisation (params "pooler_dense",
+  # HF "pooler.dense.*"; sentence-transformers' Dense(hidden, hidden, Tanh) module).
+  pooler_dense: bool = False
   # Hugging Face model_type to write back on export ("bert" or "xlm-roberta").
   model_type: str = "bert"
 
@@ -169,6 +174,8 @@ class Encoder(nn.Module):
     layer_cls = nn.remat(Layer) if self.remat else Layer
     self.layers = [layer_cls(self.config, self.dtype, name=f"layer_{i}")
                    for i in range(self.config.num_hidden_layers)]
+    if self.config.pooler_dense:
+      self.pooler_dense = nn.Dense(self.config.hidden_size, dtype=jnp.float32)
 
   def hidden_states(self, input_ids, attention_mask, token_type_ids=None):
     if token_type_ids is None:
@@ -180,7 +187,11 @@ class Encoder(nn.Module):
 
   def __call__(self, input_ids, attention_mask, token_type_ids=None):
     x = self.hidden_states(input_ids, attention_mask, token_type_ids)
-    return l2_normalize(pool(x, attention_mask, self.config.pooling))
+    pooled = pool(x, attention_mask, self.config.pooling)  # [batch, hidden] float32
+    if self.config.pooler_dense:
+      # In float32 like the pooling: a small head, and tanh saturates in bfloat16.
+      pooled = jnp.tanh(self.pooler_dense(pooled))
+    return l2_normalize(pooled)
 
 
 def init_params(config: EncoderConfig, seed: int = 0) -> dict:

@@ -39,7 +39,8 @@ def export(model_name: str, out_dir: str | pathlib.Path,
     model = interpolate_lib.interpolate(model_name, interpolate)
   else:
     model = models.load_model(model_name)
-  return hf_io.save_hf_dir(out_dir, model.config, model.params, model.tokenizer)
+  return hf_io.save_hf_dir(out_dir, model.config, model.params, model.tokenizer,
+                           prompts=model.prompts)
 
 
 def check_out_dir(model_name: str, out_dir: str | pathlib.Path) -> None:
@@ -62,8 +63,9 @@ def main(argv=None) -> int:
       description=(
           "Write a model as a Hugging Face directory: config.json, model.safetensors and "
           "tokenizer files (loadable with transformers.AutoModel / AutoTokenizer), plus "
-          "modules.json, 1_Pooling/, 2_Normalize/ and the E5 prompts 'query: ' / "
-          "'passage: ' (loadable with sentence_transformers.SentenceTransformer)."),
+          "modules.json, 1_Pooling/, [2_Dense/,] a Normalize module and the model's query / "
+          "passage prompts, e.g. E5's 'query: ' / 'passage: ' (loadable with "
+          "sentence_transformers.SentenceTransformer)."),
       epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model", required=True,
                       help=f"what to export: {models.ACCEPTED}")

@@ -5,13 +5,19 @@ BERT-family model (BERT, XLM-RoBERTa, multilingual-e5, LaBSE), strips the
 "bert." / "roberta." prefix, drops heads we do not use (pooler, MLM head),
 renames `LayerNorm.weight` -> `scale` and transposes dense kernels from
 PyTorch's [out, in] to Flax's [in, out]. The pooling (mean or CLS) comes from a
-sentence-transformers `1_Pooling/config.json` when present, else mean.
+sentence-transformers `1_Pooling/config.json` when present, else mean. A
+sentence-transformers Dense module after the pooling (LaBSE: `2_Dense`,
+hidden -> hidden with tanh) becomes the encoder's `pooler_dense` head, with the
+Dense module's own weights (what sentence-transformers computes; in LaBSE they
+equal BERT's `pooler.dense`); any other Dense module is refused.
 
 Export (`save_hf_dir`) writes a directory that both `transformers.AutoModel`
 and `sentence_transformers.SentenceTransformer` load: config.json,
 model.safetensors, tokenizer files, modules.json, sentence_bert_config.json,
-1_Pooling/config.json, 2_Normalize/ and config_sentence_transformers.json with
-the E5 prompts.
+1_Pooling/config.json, [2_Dense/ (pooler_dense models, e.g. LaBSE),] a Normalize
+module and config_sentence_transformers.json with the model's prompts. The
+state dict's `pooler.dense` holds the pooler_dense weights (so transformers'
+`pooler_output` is LaBSE's pre-normalisation embedding), else an identity.
 """
 from __future__ import annotations
 
@@ -30,7 +36,7 @@ from mlir_train import encoder as encoder_lib
 
 SAFETENSORS = "model.safetensors"
 TORCH_BIN = "pytorch_model.bin"
-PROMPTS = {"query": "query: ", "passage": "passage: "}
+PROMPTS = {"query": "query: ", "passage": "passage: "}  # E5's: `save_hf_dir(prompts=None)`
 _ROBERTA_TYPES = ("xlm-roberta", "roberta", "camembert")
 _SUPPORTED_TYPES = ("bert",) + _ROBERTA_TYPES
 # State-dict entries that are not part of the encoder (heads, buffers).
@@ -65,6 +71,8 @@ def hf_names(config: encoder_lib.EncoderConfig) -> Iterator[tuple[tuple[str, ...
     yield from dense((f, "intermediate_dense"), f"{h}.intermediate.dense")
     yield from dense((f, "output_dense"), f"{h}.output.dense")
     yield from layer_norm((f, "output_LayerNorm"), f"{h}.output.LayerNorm")
+  if config.pooler_dense:
+    yield from dense(("pooler_dense",), "pooler.dense")
 
 
 def _strip(name: str) -> str:
@@ -123,6 +131,7 @@ def read_config(path: str | os.PathLike) -> encoder_lib.EncoderConfig:
         pad_token_id=int(hf.get("pad_token_id", 1 if roberta else 0)),
         position_style="roberta" if roberta else "bert",
         pooling=read_pooling(path),
+        pooler_dense=dense_module_dir(path) is not None,
         model_type="xlm-roberta" if roberta else "bert")
   except KeyError as e:
     raise ModelLoadError(f"{config_file}: missing field {e.args[0]!r}") from None
@@ -136,19 +145,62 @@ def read_config(path: str | os.PathLike) -> encoder_lib.EncoderConfig:
   return config
 
 
+def st_modules(path: pathlib.Path) -> list[tuple[str, pathlib.Path]]:
+  """(class name, directory) of each sentence-transformers module, in order; [] without
+  modules.json."""
+  modules_file = path / "modules.json"
+  if not modules_file.is_file():
+    return []
+  try:
+    modules = json.loads(modules_file.read_text(encoding="utf-8"))
+    return [(m.get("type", "").rsplit(".", 1)[-1], path / m.get("path", ""))
+            for m in sorted(modules, key=lambda m: int(m.get("idx", 0)))]
+  except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, TypeError, ValueError) as e:
+    raise ModelLoadError(f"{modules_file}: unreadable sentence-transformers modules ({e})") from None
+
+
+def dense_module_dir(path: pathlib.Path) -> pathlib.Path | None:
+  """The directory of a LaBSE-style Dense module (after Pooling: hidden -> hidden, bias,
+  tanh), None when there is no Dense module; `ModelLoadError` for any other Dense."""
+  modules = st_modules(path)
+  dense = [(i, d) for i, (kind, d) in enumerate(modules) if kind == "Dense"]
+  if not dense:
+    return None
+  pooling = [i for i, (kind, _) in enumerate(modules) if kind == "Pooling"]
+  index, directory = dense[0]
+  if len(dense) > 1 or not pooling or index < pooling[0]:
+    raise ModelLoadError(f"{path}/modules.json: unsupported modules {[k for k, _ in modules]} "
+                         f"(one Dense module after the Pooling module is supported, as LaBSE)")
+  config_file = directory / "config.json"
+  try:
+    dc = json.loads(config_file.read_text(encoding="utf-8"))
+  except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ModelLoadError(f"{config_file}: unreadable Dense module config ({e})") from None
+  hidden = json.loads((path / "config.json").read_text(encoding="utf-8")).get("hidden_size")
+  activation = str(dc.get("activation_function", "torch.nn.modules.activation.Tanh"))
+  if (dc.get("in_features") != hidden or dc.get("out_features") != hidden
+      or not dc.get("bias", True) or activation.rsplit(".", 1)[-1] != "Tanh"):
+    raise ModelLoadError(
+        f"{config_file}: unsupported Dense module {dc} (only LaBSE's: in_features = "
+        f"out_features = hidden_size {hidden}, bias, Tanh)")
+  return directory
+
+
+def read_dense_weights(directory: pathlib.Path) -> dict[str, np.ndarray]:
+  """{"pooler.dense.weight": [out, in], "pooler.dense.bias": [out]} from a Dense module."""
+  _, raw = read_state_dict(directory)
+  missing = {"linear.weight", "linear.bias"} - set(raw)
+  if missing:
+    raise ModelLoadError(f"{directory}: Dense module weights lack {sorted(missing)}")
+  return {"pooler.dense.weight": raw["linear.weight"], "pooler.dense.bias": raw["linear.bias"]}
+
+
 def read_pooling(path: pathlib.Path) -> str:
   """"cls" or "mean" from sentence-transformers files; "mean" when there are none."""
   pooling_dir = path / "1_Pooling"
-  modules_file = path / "modules.json"
-  if modules_file.is_file():
-    modules = json.loads(modules_file.read_text(encoding="utf-8"))
-    for m in modules:
-      kind = m.get("type", "").rsplit(".", 1)[-1]
-      if kind == "Pooling":
-        pooling_dir = path / m["path"]
-      elif kind == "Dense":
-        logging.warning("%s: the sentence-transformers Dense head (%s) is not part of the "
-                        "Flax encoder and is ignored", path, m.get("path"))
+  for kind, directory in st_modules(path):
+    if kind == "Pooling":
+      pooling_dir = directory
   pooling_file = pooling_dir / "config.json"
   if not pooling_file.is_file():
     return "mean"
@@ -191,6 +243,15 @@ def load_hf_dir(path: str | os.PathLike) -> tuple[encoder_lib.EncoderConfig, dic
   config = read_config(path)
   weight_file, raw = read_state_dict(path)
   state = {_strip(k): v for k, v in raw.items()}
+  if config.pooler_dense:
+    dense = read_dense_weights(dense_module_dir(path))
+    for name, value in dense.items():
+      if name in state and state[name].shape == value.shape and \
+          not np.allclose(state[name], value, atol=1e-6):
+        logging.warning("%s: %s differs from the sentence-transformers Dense module's; "
+                        "using the Dense module's (what sentence-transformers computes)",
+                        weight_file, name)
+    state.update(dense)
   expected = jax.eval_shape(lambda: encoder_lib.init_params(config))
   params: dict[str, Any] = {}
   used = set()
@@ -269,24 +330,32 @@ def hf_config_dict(config: encoder_lib.EncoderConfig) -> dict[str, Any]:
 
 
 def to_state_dict(config: encoder_lib.EncoderConfig, params) -> dict[str, np.ndarray]:
-  """HF state dict (float32, [out, in] kernels), with a placeholder pooler.
+  """HF state dict (float32, [out, in] kernels), pooler included.
 
-  BertModel / XLMRobertaModel have a pooler (dense + tanh over the first token)
-  that retrieval does not use; an identity pooler is written so that
-  transformers loads the directory without "newly initialized weights" noise.
+  BertModel / XLMRobertaModel have a pooler (dense + tanh over the first
+  token). With `config.pooler_dense` (LaBSE) it holds the model's head, so
+  `pooler_output` is the embedding before normalisation; otherwise retrieval
+  does not use it and an identity pooler is written so that transformers loads
+  the directory without "newly initialized weights" noise.
   """
   sd = {}
   for flax_path, hf_name, transpose in hf_names(config):
     value = np.asarray(_get(params, flax_path), np.float32)
     sd[hf_name] = np.ascontiguousarray(value.T if transpose else value)
-  sd["pooler.dense.weight"] = np.eye(config.hidden_size, dtype=np.float32)
-  sd["pooler.dense.bias"] = np.zeros(config.hidden_size, np.float32)
+  if not config.pooler_dense:
+    sd["pooler.dense.weight"] = np.eye(config.hidden_size, dtype=np.float32)
+    sd["pooler.dense.bias"] = np.zeros(config.hidden_size, np.float32)
   return sd
 
 
 def save_hf_dir(out_dir: str | os.PathLike, config: encoder_lib.EncoderConfig, params,
-                tokenizer) -> pathlib.Path:
-  """Write a transformers + sentence-transformers loadable model directory."""
+                tokenizer, prompts: dict[str, str] | None = None) -> pathlib.Path:
+  """Write a transformers + sentence-transformers loadable model directory.
+
+  `prompts`: the model's {"query", "passage"} prompts (`LoadedModel.prompts`),
+  written to config_sentence_transformers.json; None: the E5 prompts (`PROMPTS`).
+  Modules: Transformer, Pooling, Dense (pooler_dense only), Normalize.
+  """
   from safetensors.numpy import save_file
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
@@ -296,19 +365,32 @@ def save_hf_dir(out_dir: str | os.PathLike, config: encoder_lib.EncoderConfig, p
     (out / rel).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
   write_json("config.json", hf_config_dict(config))
-  save_file(to_state_dict(config, params), str(out / SAFETENSORS), metadata={"format": "pt"})
+  state = to_state_dict(config, params)
+  save_file(state, str(out / SAFETENSORS), metadata={"format": "pt"})
   umask = os.umask(0)
   os.umask(umask)
   os.chmod(out / SAFETENSORS, 0o666 & ~umask)  # safetensors writes 0600; match the other files
   tokenizer.save_pretrained(str(out))
   _portable_tokenizer_class(out / "tokenizer_config.json")
-  max_seq_length = int(min(tokenizer.model_max_length, config.max_position_embeddings))
+  positions = config.max_position_embeddings
+  if config.position_style == "roberta":
+    positions -= config.pad_token_id + 1  # positions start at pad_token_id + 1
+  max_seq_length = int(min(tokenizer.model_max_length, positions))
+  modules = [("Transformer", ""), ("Pooling", "1_Pooling")]
+  if config.pooler_dense:
+    modules.append(("Dense", "2_Dense"))
+    write_json("2_Dense/config.json", {
+        "in_features": config.hidden_size, "out_features": config.hidden_size, "bias": True,
+        "activation_function": "torch.nn.modules.activation.Tanh"})
+    save_file({"linear.weight": state["pooler.dense.weight"],
+               "linear.bias": state["pooler.dense.bias"]},
+              str(out / "2_Dense" / SAFETENSORS), metadata={"format": "pt"})
+    os.chmod(out / "2_Dense" / SAFETENSORS, 0o666 & ~umask)
+  normalize_dir = f"{len(modules)}_Normalize"
+  modules.append(("Normalize", normalize_dir))
   write_json("modules.json", [
-      {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-      {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-      {"idx": 2, "name": "2", "path": "2_Normalize",
-       "type": "sentence_transformers.models.Normalize"},
-  ])
+      {"idx": i, "name": str(i), "path": rel, "type": f"sentence_transformers.models.{kind}"}
+      for i, (kind, rel) in enumerate(modules)])
   write_json("sentence_bert_config.json", {"max_seq_length": max_seq_length,
                                            "do_lower_case": False})
   write_json("1_Pooling/config.json", {
@@ -321,9 +403,10 @@ def save_hf_dir(out_dir: str | os.PathLike, config: encoder_lib.EncoderConfig, p
       "pooling_mode_lasttoken": False,
       "include_prompt": True,
   })
-  (out / "2_Normalize").mkdir(exist_ok=True)
+  (out / normalize_dir).mkdir(exist_ok=True)
   write_json("config_sentence_transformers.json", {
-      "prompts": PROMPTS, "default_prompt_name": None, "similarity_fn_name": "cosine"})
+      "prompts": dict(PROMPTS if prompts is None else prompts),
+      "default_prompt_name": None, "similarity_fn_name": "cosine"})
   return out
 
 

@@ -12,6 +12,13 @@ Accepted names:
 
 `tiny_random_model()` gives a small random model with a small real tokenizer,
 for tests.
+
+Every `LoadedModel` carries its query / passage prompts (`prompts`, decided by
+`mlir_train.prompts.for_model`: config_sentence_transformers.json, else E5's for
+the E5 family, else none; tiny-random models stand in for e5-small and use
+E5's; a training workdir: its base model's, with the run's overrides) and its
+Flax module (`module`), which the trainer and `encode` use as they are, so a
+new architecture needs no change there.
 """
 from __future__ import annotations
 
@@ -26,6 +33,7 @@ import jax.numpy as jnp
 
 from mlir_train import encoder as encoder_lib
 from mlir_train import hf_io
+from mlir_train import prompts as prompts_lib
 from mlir_train import tokenization
 from mlir_train.hf_io import ModelLoadError  # re-exported: models.ModelLoadError
 
@@ -43,6 +51,8 @@ class LoadedModel:
   params: Any           # Flax parameter pytree (float32)
   tokenizer: Any        # transformers fast tokenizer
   module: encoder_lib.Encoder  # Encoder(config, dtype)
+  # {"query": ..., "passage": ...}: the text put before queries / passages.
+  prompts: dict = dataclasses.field(default_factory=lambda: dict(prompts_lib.E5))
 
 
 def load_model(name_or_path: str | os.PathLike, dtype=jnp.float32) -> LoadedModel:
@@ -67,8 +77,12 @@ def load_model(name_or_path: str | os.PathLike, dtype=jnp.float32) -> LoadedMode
     config, params = hf_io.load_hf_dir(path)
     params = jax.device_put(params)  # once, not on every forward call
     tokenizer = hf_io.load_tokenizer(path)
+    try:
+      prompts = prompts_lib.for_model(path, json.loads((path / "config.json").read_text()))
+    except prompts_lib.PromptError as e:
+      raise ModelLoadError(str(e)) from None
     return LoadedModel(name=name, config=config, params=params, tokenizer=tokenizer,
-                       module=encoder_lib.Encoder(config, dtype=dtype))
+                       module=encoder_lib.Encoder(config, dtype=dtype), prompts=prompts)
   if path.exists():
     raise ModelLoadError(f"{name}: is a file, expected a model directory; accepted: {ACCEPTED}")
   raise ModelLoadError(f"unknown model {name!r}: no such directory; accepted: {ACCEPTED}")
@@ -109,7 +123,7 @@ def tiny_random_model(seed: int = 0, dtype=jnp.float32, **config_overrides) -> L
   """Random `tiny_config()` weights and a real Unigram tokenizer (<= vocab_size pieces).
 
   `config_overrides` go to `tiny_config` (e.g. position_style="roberta",
-  pooling="cls", model_type="xlm-roberta").
+  pooling="cls", model_type="xlm-roberta"). Prompts: E5's (a stand-in for e5-small).
   """
   config = encoder_lib.tiny_config(**config_overrides)
   max_len = config.max_position_embeddings
@@ -119,4 +133,5 @@ def tiny_random_model(seed: int = 0, dtype=jnp.float32, **config_overrides) -> L
                                              model_max_length=max_len)
   params = encoder_lib.init_params(config, seed)
   return LoadedModel(name=f"tiny-random-{seed}", config=config, params=params,
-                     tokenizer=tokenizer, module=encoder_lib.Encoder(config, dtype=dtype))
+                     tokenizer=tokenizer, module=encoder_lib.Encoder(config, dtype=dtype),
+                     prompts=dict(prompts_lib.E5))

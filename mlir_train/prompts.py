@@ -26,6 +26,8 @@ import pathlib
 import re
 from typing import Any, Mapping
 
+from data_pipelines.errors import ProjectError
+
 E5 = {"query": "query: ", "passage": "passage: "}
 NONE = {"query": "", "passage": ""}
 ST_CONFIG = "config_sentence_transformers.json"
@@ -34,7 +36,7 @@ KINDS = ("query", "passage")
 _E5_WORD = re.compile(r"(?<![a-z0-9])e5(?=[-_.]|$)")
 
 
-class PromptError(ValueError):
+class PromptError(ProjectError, ValueError):
   """Prompts that are not strings, or an unreadable config_sentence_transformers.json."""
 
 

@@ -5,11 +5,14 @@
 Trains the default model with each sampling strategy (X-X-mono, X-Y, hybrid at
 alpha 0.5; `full` adds an alpha sweep and the "mixed" baseline) over several
 seeds, evaluates every trained model and the untrained starting model on the
-fold's LAReQA benchmark and on TyDi QA GoldP, and writes into --out:
+fold's LAReQA benchmark, TyDi QA GoldP (passages and sentences) and AfriQA, and
+writes into --out:
 
   results.json   every number of every run and seed, plus the summary the report shows
-  report.md      paper-style table, TyDi robustness section, paired tests
-  *.png          per-language TyDi bars, language bias, mAP vs alpha (full)
+  report.md      paper-style table, robustness sections (TyDi passages and sentences,
+                 AfriQA native vs translated), paired tests
+  *.png          per-language changes (TyDi, TyDi sentences, AfriQA), language bias,
+                 mAP vs alpha (full)
   runs/<id>/     each run's training workdir and evaluation JSON
 
 Re-running the same command resumes: finished trainings and evaluations are
@@ -33,6 +36,9 @@ from data_pipelines.errors import ProjectError
 from eval import study
 
 FOLD_BENCHMARK = {"A": "xquad_r", "B": "mlqa_r"}
+# Evaluated in every preset besides the fold's LAReQA benchmark (default splits: TyDi dev,
+# AfriQA test).
+ROBUSTNESS_BENCHMARKS = ("tydiqa_goldp", "tydiqa_goldp_sentences", "afriqa")
 FOLD_TRAIN_LANGUAGES = {
     "A": ["ar", "de", "en", "es", "hi", "vi", "zh"],          # MLQA-R
     "B": ["ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"],  # XQuAD-R
@@ -72,7 +78,8 @@ PRESETS = {
                              checkpoint_every_steps=5, log_every_steps=1),
         train_languages={"A": ["de", "en", "es"], "B": ["de", "en", "es"]},
         eval_languages={"xquad_r": ["de", "en"], "mlqa_r": ["de", "en"],
-                        "tydiqa_goldp": ["en", "sw", "te"]},
+                        "tydiqa_goldp": ["en", "sw", "te"],
+                        "tydiqa_goldp_sentences": ["en", "sw", "te"], "afriqa": ["hau", "swa"]},
         eval_max_length=64, eval_batch_size=64, eval_max_questions=150,
         note=("SMOKE RUN: 10 steps of batch 8 on three training languages, evaluated on a "
               "language subset, 150 question ids per language (corpora whole) and texts cut "
@@ -86,12 +93,15 @@ PRESETS = {
                              checkpoint_every_steps=25, log_every_steps=5),
         train_languages=None, eval_languages=None,
         eval_max_length=96, eval_batch_size=64,
-        eval_max_documents={"xquad_r": 40, "mlqa_r": 40, "tydiqa_goldp": 120},
+        eval_max_documents={"xquad_r": 40, "mlqa_r": 40, "tydiqa_goldp": 120,
+                            "tydiqa_goldp_sentences": 120, "afriqa": 120},
         note=("QUICK RUN: 50 steps of batch 16 per run (800 pairs, about a twentieth of fold "
               "A's pairs) at learning rate 5e-5, 3 seeds; evaluation on every language with "
               "a sixth of XQuAD-R (its first 40 of 240 parallel paragraphs: 249 questions and "
               "about 220 sentences per language), the first 120 TyDi gold passages per language "
-              "with their questions, and texts cut to 96 tokens. Absolute numbers are therefore not "
+              "with their questions (the sentences of those passages for TyDi sentences), 120 "
+              "AfriQA gold passages per language with their questions, and texts cut to 96 "
+              "tokens. Absolute numbers are therefore not "
               "comparable with the paper's (smaller pools make retrieval easier and language "
               "bias smaller); the comparison between strategies is the result.")),
     # The paper-sized study for one modern GPU: alpha sweep, the mixed baseline, 5 seeds.
@@ -193,8 +203,11 @@ def run_provenance(preset: Preset, fold: str, sampling: str, alpha, seed, model:
                    data_dir, shards_dir, eval_languages: dict) -> dict:
   """Everything a run's numbers depend on: model, training config (trained runs), evaluation."""
   from mlir_train import config_validation
+  from eval import benchmarks
   provenance = {"model": model_identity(model),
-                "eval": {"languages": eval_languages, "max_length": preset.eval_max_length,
+                "eval": {"languages": eval_languages,
+                         "splits": {b: benchmarks.get(b).default_split for b in eval_languages},
+                         "max_length": preset.eval_max_length,
                          "max_questions": preset.eval_max_questions,
                          "max_documents": preset.eval_max_documents}}
   if sampling != "none":
@@ -275,10 +288,8 @@ def _main(argv=None) -> dict:
   command = "python -m mlir_train.replicate " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
   lareqa = FOLD_BENCHMARK[args.fold]
   train_languages = (preset.train_languages or {}).get(args.fold) or FOLD_TRAIN_LANGUAGES[args.fold]
-  eval_languages = {
-      lareqa: (preset.eval_languages or {}).get(lareqa),
-      "tydiqa_goldp": (preset.eval_languages or {}).get("tydiqa_goldp"),
-  }
+  eval_languages = {b: (preset.eval_languages or {}).get(b)
+                    for b in (lareqa, *ROBUSTNESS_BENCHMARKS)}
 
   # --- plan: the starting model, then every strategy x seed -----------------------------
   plan = [("none", None, None)] + [(s, a, seed) for seed in preset.seeds for s, a in preset.strategies]
@@ -289,7 +300,7 @@ def _main(argv=None) -> dict:
   check_run_dirs(out, provenance)
   steps = preset.train_overrides["total_steps"]
   eval_units = max(10.0, steps * 0.5)  # rough weight of one model's evaluation in train-step units
-  progress = Progress(len(plan) * 2 * eval_units + (len(plan) - 1) * steps)
+  progress = Progress(len(plan) * len(eval_languages) * eval_units + (len(plan) - 1) * steps)
   started = time.time()
   previous = {}
   if (out / "results.json").exists():
@@ -323,10 +334,10 @@ def _main(argv=None) -> dict:
       model_ref = str(workdir)
     progress.advance(0 if sampling == "none" else steps, f"trained {rid}")
 
-    # --- evaluate the fold's LAReQA benchmark and TyDi GoldP -----------------------------
+    # --- evaluate the fold's LAReQA benchmark, TyDi (passages, sentences), AfriQA ------
     model = None
     record["metrics"], record["per_query"] = {}, {}
-    for benchmark in (lareqa, "tydiqa_goldp"):
+    for benchmark in eval_languages:
       target = run_dir / f"eval_{benchmark}.json"
       if not target.exists() and model is None:
         model = models.load_model(model_ref)

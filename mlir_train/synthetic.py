@@ -42,8 +42,8 @@ def _ids_and_mask(rng, batch: int, length: int, vocab_size: int):
   return ids, mask
 
 
-def global_batch(config, vocab_size: int, step: int) -> SyntheticBatch:
-  rng = np.random.default_rng([int(config.seed), int(step), 7])
+def global_batch(config, vocab_size: int, step: int, stream: int = 7) -> SyntheticBatch:
+  rng = np.random.default_rng([int(config.seed), int(step), stream])
   batch = int(config.batch_size)
   q_ids, q_mask = _ids_and_mask(rng, batch, int(config.max_query_len), vocab_size)
   p_ids, p_mask = _ids_and_mask(rng, batch, int(config.max_passage_len), vocab_size)
@@ -66,3 +66,18 @@ def batch_stream(config, vocab_size: int, *, process_index: int = 0, process_cou
         passage_ids=b.passage_ids[rows], passage_mask=b.passage_mask[rows],
         group_id=b.group_id[rows])
     step += 1
+
+
+def validation_batches(config, vocab_size: int, count: int, *, process_index: int = 0,
+                       process_count: int = 1) -> list[SyntheticBatch]:
+  """`count` fixed batches from their own random stream (never a training batch)."""
+  host_batch = int(config.batch_size) // process_count
+  rows = slice(process_index * host_batch, (process_index + 1) * host_batch)
+  out = []
+  for i in range(count):
+    b = global_batch(config, vocab_size, i, stream=8)
+    out.append(dataclasses.replace(
+        b, step=-1, query_ids=b.query_ids[rows], query_mask=b.query_mask[rows],
+        passage_ids=b.passage_ids[rows], passage_mask=b.passage_mask[rows],
+        group_id=b.group_id[rows]))
+  return out

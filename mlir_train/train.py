@@ -40,8 +40,10 @@ from mlir_train import config_validation
 from mlir_train import encoder as encoder_lib
 from mlir_train import gradcache
 from mlir_train import loss as loss_lib
+from mlir_train import metrics_writer
 from mlir_train import optimizer as optimizer_lib
 from mlir_train import partitioning
+from mlir_train import prompts as prompts_lib
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +134,16 @@ def make_update_step(module: encoder_lib.Encoder, tx: optax.GradientTransformati
   return update
 
 
+def make_validation_step(module: encoder_lib.Encoder, config):
+  """(params, batch) -> InfoNCE loss of the batch (as in training, without gradients)."""
+  def validation_loss(params, batch):
+    query = module.apply({"params": params}, batch["query_ids"], batch["query_mask"])
+    passage = module.apply({"params": params}, batch["passage_ids"], batch["passage_mask"])
+    return loss_lib.info_nce(query, passage, batch["group_id"], temperature=config.temperature,
+                             symmetric=config.symmetric_loss).loss
+  return validation_loss
+
+
 def init_state(params, tx, config) -> dict:
   """The train state at step 0 of a run starting from `params`.
 
@@ -157,13 +169,48 @@ def init_state(params, tx, config) -> dict:
 # ----------------------------------------------------------------------------
 # Input
 # ----------------------------------------------------------------------------
-def batch_stream(config, tokenizer, vocab_size: int, start_step: int) -> Iterator[Any]:
-  """This process's batches from `start_step` on (sampler or synthetic)."""
-  where = dict(process_index=jax.process_index(), process_count=jax.process_count(),
-               start_step=start_step)
+def input_data(config, tokenizer, vocab_size: int, start_step: int,
+               prompts=None) -> tuple[Iterator[Any], list]:
+  """(this process's training batches from `start_step` on, its fixed validation batches).
+
+  With `config.validation_fraction` > 0, whole parallel groups are held out of the
+  training pairs (`sampler.hold_out`) and scored on fixed batches of every kind;
+  synthetic data get fixed batches of their own random stream. [] without validation.
+  """
+  fraction = float(config.get("validation_fraction", 0.0))
+  per_kind = int(config.get("validation_batches", 1))
+  where = dict(process_index=jax.process_index(), process_count=jax.process_count())
   if config.data_source == "synthetic":
     from mlir_train import synthetic
-    return synthetic.batch_stream(config, vocab_size, **where)
+    validation = (synthetic.validation_batches(config, vocab_size, per_kind, **where)
+                  if fraction else [])
+    return synthetic.batch_stream(config, vocab_size, start_step=start_step, **where), validation
+  from data_pipelines import sampler
+  training_data, sampler_config = _training_data(config, tokenizer, prompts)
+  try:
+    training_data, held_out = sampler.hold_out(training_data, fraction)
+  except ValueError as e:
+    raise TrainingError(str(e)) from None
+  validation = (sampler.validation_batches(held_out, int(config.batch_size), per_kind, **where)
+                if held_out is not None else [])
+  if held_out is not None and jax.process_index() == 0:
+    log.info("validation: %d groups held out (%d pairs), %d fixed batches",
+             len(np.unique(held_out.table.group_id)), len(held_out.table.group_id),
+             len(validation))
+  return sampler.batch_stream(training_data, sampler_config, start_step=start_step,
+                              **where), validation
+
+
+def batch_stream(config, tokenizer, vocab_size: int, start_step: int,
+                 prompts=None) -> Iterator[Any]:
+  """This process's training batches from `start_step` on (see `input_data`)."""
+  return input_data(config, tokenizer, vocab_size, start_step, prompts)[0]
+
+
+def _training_data(config, tokenizer, prompts=None):
+  """(sampler.TrainingData, the config as the sampler reads it) for real data sources.
+
+  `prompts`: the model's {"query", "passage"} prompts for tokenising (None: E5's)."""
   if config.data_source == "pairs":
     from data_pipelines import sampler
     import ml_collections
@@ -173,8 +220,9 @@ def batch_stream(config, tokenizer, vocab_size: int, start_step: int) -> Iterato
         l.strip() for l in (config.train_languages or "").split(",") if l.strip())
     sampler_config = ml_collections.ConfigDict(values)
     training_data = sampler.build_training_data(sampler_config, tokenizer,
-                                                progress=jax.process_index() == 0)
-    return sampler.batch_stream(training_data, sampler_config, **where)
+                                                progress=jax.process_index() == 0,
+                                                prompts=prompts)
+    return training_data, sampler_config
   raise TrainingError(f"config.data_source must be 'pairs' or 'synthetic', "
                       f"got {config.data_source!r}")
 
@@ -336,8 +384,14 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
 
   # --- Model and optimizer --------------------------------------------------
   model = checkpoints.load_base_model(config.model)
-  module = encoder_lib.Encoder(model.config, dtype=COMPUTE_DTYPES[config.compute_dtype],
-                               remat=bool(config.remat))
+  # The loaded model's own module (any architecture), at the run's dtype and remat.
+  module = model.module.clone(dtype=COMPUTE_DTYPES[config.compute_dtype],
+                              remat=bool(config.remat))
+  # The base model's query / passage prompts, or config.query_prompt / passage_prompt.
+  try:
+    prompts = prompts_lib.from_config(model.prompts, config)
+  except prompts_lib.PromptError as e:
+    raise TrainingError(str(e)) from None
   tx = optimizer_lib.make_optimizer(config)
 
   # --- Sharding -------------------------------------------------------------
@@ -377,7 +431,31 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
                 "language_pair_counts covers steps after it only", start_step)
 
   # --- Input ----------------------------------------------------------------
-  batches = batch_stream(config, model.tokenizer, model.config.vocab_size, start_step)
+  batches, validation = input_data(config, model.tokenizer, model.config.vocab_size, start_step,
+                                   prompts)
+  validation_arrays = [(kind_name(b), partitioning.global_batch(
+      {f: getattr(b, f) for f in BATCH_FIELDS}, mesh)) for b in validation]
+
+  # --- Validation and early stopping ------------------------------------------
+  validation_step = jax.jit(make_validation_step(module, config),
+                            in_shardings=(state_sharding["params"], batch_sharding),
+                            out_shardings=partitioning.replicated(mesh))
+
+  def validate(params) -> dict[str, float]:
+    """Mean InfoNCE loss per batch kind over the fixed validation batches, and their mean."""
+    by_kind = collections.defaultdict(list)
+    for kind, arrays in validation_arrays:
+      by_kind[kind].append(float(validation_step(params, arrays)))
+    out = {f"validation_loss_{k}": float(np.mean(v)) for k, v in sorted(by_kind.items())}
+    return {"validation_loss": float(np.mean(list(out.values()))), **out}
+
+  early_stopping = bool(config.get("early_stopping", False))
+  best_mngr = checkpoints.best_manager(workdir) if early_stopping else None
+  best = meta.get("best_validation")  # {"step", "loss"} of the best checkpoint so far
+  if best_mngr is not None and is_chief:
+    for later in [s for s in best_mngr.all_steps() if s > start_step]:
+      best_mngr.delete(later)  # saved after the checkpoint we resume from: redone below
+  validation_every = int(config.get("validation_every_steps", 50))
 
   # --- Loop -----------------------------------------------------------------
   total_steps = int(config.total_steps)
@@ -385,6 +463,8 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
                   disable=not (is_chief and sys.stderr.isatty()))
   metrics_file = open(workdir / METRICS_FILE, "a") if is_chief else None
   batches_file = open(workdir / BATCHES_FILE, "a") if is_chief else None
+  # TensorBoard curves of the metrics.jsonl records (<workdir>/tensorboard/).
+  tensorboard = metrics_writer.open_tensorboard(workdir, start_step) if is_chief else None
   window_start, window_steps = time.perf_counter(), 0
   last_metrics = None
   step = start_step
@@ -405,7 +485,14 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
         batches_file.flush()
       progress.update(1)
 
-      if step % int(config.log_every_steps) == 0 or step == total_steps:
+      scores = None
+      if validation_arrays and (step % validation_every == 0 or step == total_steps):
+        scores = validate(state["params"])
+        if best_mngr is not None and (best is None or scores["validation_loss"] < best["loss"]):
+          best = {"step": step, "loss": scores["validation_loss"]}
+          checkpoints.save_best(best_mngr, step, state["params"], best)
+
+      if step % int(config.log_every_steps) == 0 or step == total_steps or scores:
         now = time.perf_counter()
         m = {k: float(v) for k, v in jax.device_get(metrics).items()}
         last_metrics = {"step": step, "loss": m["loss"], "accuracy": m["accuracy"],
@@ -414,12 +501,15 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
                         "language_pairs": language_pairs(batch),
                         "skipped_nonfinite": int(m["skipped_nonfinite"]),
                         **({"l2sp_penalty": m["l2sp_penalty"]} if "l2sp_penalty" in m else {}),
-                        "examples_per_sec": window_steps * config.batch_size / (now - window_start)}
+                        "examples_per_sec": window_steps * config.batch_size / (now - window_start),
+                        **(scores or {})}
         window_start, window_steps = now, 0
         progress.set_postfix(loss=f"{m['loss']:.4f}", kind=last_metrics["batch_kind"])
         if metrics_file:
           metrics_file.write(json.dumps(last_metrics) + "\n")
           metrics_file.flush()
+        if tensorboard:
+          tensorboard.write(last_metrics)
 
       if int(state["nonfinite_in_a_row"]) >= int(config.max_nonfinite_in_a_row):
         raise TrainingError(
@@ -432,15 +522,18 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
         meta = {"step": step, "kind_counts": dict(kind_counts),
                 "language_counts": dict(language_counts),
                 "language_pair_counts": dict(pair_counts),
-                "skipped_nonfinite": int(state["skipped_nonfinite"])}
+                "skipped_nonfinite": int(state["skipped_nonfinite"]),
+                **({"best_validation": best} if best else {})}
         checkpoints.save(mngr, step, state, meta)
       if config.step_delay_s:
         time.sleep(float(config.step_delay_s))
   finally:
-    mngr.wait_until_finished()
-    mngr.close()
+    for m in (mngr, best_mngr):
+      if m is not None:
+        m.wait_until_finished()
+        m.close()
     progress.close()
-    for f in (metrics_file, batches_file):
+    for f in (metrics_file, batches_file, tensorboard):
       if f:
         f.close()
 
@@ -448,6 +541,7 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
              "kind_counts": dict(kind_counts), "language_counts": dict(language_counts),
              "language_pair_counts": dict(sorted(pair_counts.items())),
              "skipped_nonfinite": int(state["skipped_nonfinite"]),
+             "best_validation": best if early_stopping else None,
              "final_metrics": last_metrics}
   if is_chief:
     log.info("batch kinds seen: %s", dict(sorted(kind_counts.items())))

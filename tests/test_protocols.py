@@ -172,3 +172,67 @@ def test_bad_inputs_are_protocol_errors():
   none = _set("tydiqa_goldp", "xx", 2, [("A", {})])
   with pytest.raises(protocols.ProtocolError, match="question A has no relevant"):
     protocols.EncodedSet(none, np.ones((1, 2)), np.eye(2))
+
+
+# ----------------------------------------------------------------------------
+# Question ids beside every per-query list
+
+
+def test_lareqa_per_query_qids_align_with_values_by_hand():
+  # xx holds A, B, C; yy holds B then A (another order) and no C, like MLQA-R's id sets.
+  sets = [_set("mlqa_r", "xx", 3, [("A", {0: 1}), ("B", {1: 1}), ("C", {2: 1})]),
+          _set("mlqa_r", "yy", 3, [("B", {0: 1}), ("A", {2: 1})])]
+  scores = {  #  x0   x1   x2   y0   y1   y2
+      "xx": [[.9, .1, .5, .8, .7, .3],    # A: mono x0 rank 1; ->yy y2 rank 3
+             [.2, .6, .7, .9, .1, .0],    # B: mono x1 rank 2; ->yy y0 rank 1
+             [.0, .0, .9, .95, .0, .0]],  # C: mono x2 rank 1; no yy answer
+      "yy": [[.1, .2, .3, .4, .5, .6],    # B: mono y0 rank 3; ->xx x1 rank 2
+             [.4, .3, .2, .1, .6, .5]],   # A: mono y2 rank 2; ->xx x0 rank 1
+  }
+  pq = protocols.lareqa(_encode(sets, scores))["per_query"]
+  ids, ap = pq["qids"], {s: pq[s] for s in ("mono", "cross", "multi")}
+  want = {("mono", "xx"): (["A", "B", "C"], [1, 1 / 2, 1]), ("mono", "yy"): (["B", "A"], [1 / 3, 1 / 2]),
+          ("cross", "xx-yy"): (["A", "B"], [1 / 3, 1]), ("cross", "yy-xx"): (["B", "A"], [1 / 2, 1])}
+  for (setting, unit), (qids, values) in want.items():
+    assert ids[setting][unit] == qids
+    assert ap[setting][unit] == pytest.approx(values)
+  assert set(ids["cross"]) == {"xx-yy", "yy-xx"}
+  assert ids["multi"] == {"xx": ["A", "B", "C"], "yy": ["B", "A"]}
+  # multi, pool x0 x1 x2 y0 y1 y2: yy's B (answers x1, y0) ranks y0 3rd and x1 5th.
+  assert ap["multi"]["yy"][0] == pytest.approx((1 / 3 + 2 / 5) / 2)
+  assert [len(v) for v in ap["multi"].values()] == [3, 2]
+
+
+def test_tydi_and_sentences_per_query_qids_align_with_values():
+  encoded = _random_tydi(seed=5)
+  for protocol in (protocols.tydi, protocols.tydi_sentences):
+    pq = protocol(encoded)["per_query"]
+    for language, enc in encoded.items():
+      ranking = _brute_ranks(enc.questions, enc.candidates)
+      # one relevant candidate: AP = 1 / its rank in the language's own ranking
+      ap = [1 / (1 + list(row).index(next(iter(q.relevant))))
+            for row, q in zip(ranking, enc.data.questions)]
+      assert pq["qids"]["mono"][language] == [q.qid for q in enc.data.questions]
+      assert pq["mono"][language] == pytest.approx(ap)
+      assert pq["qids"]["multi"][language] == pq["qids"]["mono"][language]
+      assert len(pq["multi"][language]) == len(enc.data.questions)
+
+
+def test_afriqa_per_query_qids_and_ndcg_align_with_values():
+  eye = np.eye(3, dtype=np.float32)
+  cands = [Candidate(f"p{i}", f"p{i}", f"d{i}") for i in range(3)]
+  # The same ids "0", "1" in both languages (AfriQA numbers each language from 0).
+  hau = RetrievalSet("afriqa", "hau", [Question("1", "n1", {1: 1}, "t1"), Question("0", "n0", {0: 1}, "t0")],
+                     cands, IssueLog())
+  swa = RetrievalSet("afriqa", "swa", [Question("0", "m0", {2: 1}, "u0")], cands, IssueLog())
+  # hau native: "1" ranks its passage 2nd, "0" 1st; translated the other way round.
+  encoded = {"hau": protocols.EncodedSet(hau, np.stack([0.8 * eye[0] + 0.6 * eye[1], eye[0]]), eye,
+                                         np.stack([eye[1], 0.8 * eye[1] + 0.6 * eye[0]])),
+             "swa": protocols.EncodedSet(swa, eye[2:], eye, eye[2:])}
+  pq = protocols.afriqa(encoded)["per_query"]
+  second = 1 / np.log2(3)  # nDCG@10 of one relevant item at rank 2
+  assert pq["qids"] == {"native": {"hau": ["1", "0"], "swa": ["0"]},
+                        "translated": {"hau": ["1", "0"], "swa": ["0"]}}
+  assert pq["by_metric"]["ndcg@10"]["native"] == {"hau": pytest.approx([second, 1.0]), "swa": [1.0]}
+  assert pq["by_metric"]["ndcg@10"]["translated"]["hau"] == pytest.approx([1.0, second])
+  assert pq["native"]["hau"] == pytest.approx([0.5, 1.0])  # AP

@@ -25,6 +25,10 @@ def _numbers_in(obj, out):
   return out
 
 
+EVAL_LANGUAGES = {"xquad_r": ["de", "en"], "tydiqa_goldp": ["en", "sw", "te"],
+                  "tydiqa_goldp_sentences": ["en", "sw", "te"], "afriqa": ["hau", "swa"]}
+
+
 @pytest.fixture(scope="module")
 def study_dir(tmp_path_factory, data_dir):
   out = tmp_path_factory.mktemp("study")
@@ -38,8 +42,10 @@ def test_results_hold_every_run_with_its_strategy(study_dir):
   runs = {(r["sampling"], r["alpha"], r["seed"]) for r in results["runs"]}
   assert runs == {("none", None, None), ("mono", 1.0, 0), ("cross", 0.0, 0), ("hybrid", 0.5, 0)}
   for run in results["runs"]:
-    assert set(run["metrics"]) == {"xquad_r", "tydiqa_goldp"}
-    assert run["metrics"]["xquad_r"]["languages"] == ["de", "en"]
+    assert set(run["metrics"]) == set(EVAL_LANGUAGES)
+    for benchmark, languages in EVAL_LANGUAGES.items():
+      assert run["metrics"][benchmark]["languages"] == languages
+    assert run["metrics"]["afriqa"]["options"]["split"] == "test"
     if run["sampling"] != "none":
       assert run["train"]["final_step"] == 4
       assert sum(run["train"]["kind_counts"].values()) == 4
@@ -52,8 +58,11 @@ def test_report_structure_and_every_number_comes_from_results(study_dir):
   results = json.loads((study_dir / "results.json").read_text())
   report = (study_dir / "report.md").read_text()
   for heading in ("paper-style table", "TyDi QA GoldP: robustness", "Change against the starting model",
-                  "Hybrid against each baseline", "Plots"):
+                  "## TyDi QA GoldP sentences: robustness", "## AfriQA: native against translated",
+                  "Gap native - translated", "Hybrid against each baseline", "Plots"):
     assert heading in report
+  assert {"tydi_per_language.png", "tydi_sentences_per_language.png",
+          "afriqa_per_language.png"} <= set(results["plots"])
   for plot in results["plots"]:
     assert (study_dir / plot).stat().st_size > 1000
   known = _numbers_in(results, set())
@@ -75,7 +84,8 @@ def test_rerun_resumes_without_redoing_work(study_dir, data_dir):
   replicate.main(["--preset", "smoke", "--fold", "A", "--model", "tiny-random", "--steps", "4",
                   "--data_dir", str(data_dir), "--out", str(study_dir)])
   after = {p: p.stat().st_mtime_ns for p in study_dir.glob("runs/*/*.json")}
-  assert before == after and len(before) == 4 * 3 + 3  # eval x2 + provenance per run, 3 trainings
+  # per run: 4 evaluations + provenance; the 3 trained runs also train_summary.json
+  assert before == after and len(before) == 4 * 5 + 3
 
 
 @pytest.mark.parametrize("change", [["--steps", "5"], ["--model", "tiny-random-1"]])
@@ -111,3 +121,48 @@ def test_each_run_records_its_config_and_model(study_dir):
       workdir_config = json.loads((study_dir / "runs" / run["run_id"] / "train" /
                                    "config.json").read_text())
       assert {k: workdir_config[k] for k in config} == config
+
+
+def test_robustness_sections_come_from_the_runs(study_dir):
+  """The sentence and AfriQA sections hold the runs' own per-language numbers, seen / unseen
+  split by the smoke preset's training languages, and the new targets are tested per question."""
+  results = json.loads((study_dir / "results.json").read_text())
+  report = (study_dir / "report.md").read_text()
+  s = results["summary"]
+  start = next(r for r in results["runs"] if r["sampling"] == "none")
+  hybrid = next(r for r in results["runs"] if r["sampling"] == "hybrid")
+  t = s["tydi_sentences"]
+  assert (t["languages"], t["seen"], t["unseen"]) == (["en", "sw", "te"], ["en"], ["sw", "te"])
+  for language in t["languages"]:
+    score = lambda r: r["metrics"]["tydiqa_goldp_sentences"]["settings"]["mono"]["per_language"][language]["map"]
+    assert t["per_strategy"]["hybrid@0.5"]["per_language"][language]["mean"] == pytest.approx(score(hybrid))
+    assert t["per_strategy"]["hybrid@0.5"]["delta_vs_start"][language]["mean"] == pytest.approx(
+        score(hybrid) - score(start))
+  a = s["afriqa"]
+  assert a["languages"] == a["unseen"] == ["hau", "swa"]
+  gap = hybrid["metrics"]["afriqa"]["robustness_gap"]["per_language"]["hau"]["ndcg@10"]
+  assert a["per_strategy"]["hybrid@0.5"]["gap"]["per_language"]["hau"]["mean"] == pytest.approx(gap)
+  row = next(l for l in report[report.index("Gap native - translated"):].splitlines()
+             if l.startswith("| Hybrid"))
+  assert row.split("|")[2].strip() == f"{gap:+.3f}"
+  planned = {r["target"] for r in s["significance"] if r["family"] == "planned"}
+  assert {"TyDi sentences mono mAP (macro)", "AfriQA native nDCG@10 (macro)"} <= planned
+  for r in s["significance"]:  # every target is grouped by real question ids now
+    assert r["across_queries"]["unit"] == "question id", r["target"]
+    assert r["across_queries"]["p_value"] is not None
+    assert f"| {r['target']} | {r['family']} |" in report
+  # per-query lists in the runs' evaluation files carry their question ids
+  stored = json.loads((study_dir / "runs" / "start" / "eval_afriqa.json").read_text())
+  assert {l: len(v) for l, v in stored["per_query"]["qids"]["native"].items()} == {
+      l: len(v) for l, v in stored["per_query"]["by_metric"]["ndcg@10"]["native"].items()}
+
+
+def test_changed_evaluation_of_a_new_benchmark_is_refused(study_dir):
+  stored = json.loads((study_dir / "runs" / "start" / "provenance.json").read_text())
+  assert stored["eval"]["languages"] == EVAL_LANGUAGES
+  assert stored["eval"]["splits"]["afriqa"] == "test"
+  changed = json.loads(json.dumps(stored))
+  changed["eval"]["languages"]["afriqa"] = ["hau"]
+  with pytest.raises(replicate.StudyError, match=r"start \(eval\.languages\.afriqa: \['hau', 'swa'\] -> \['hau'\]"):
+    replicate.check_run_dirs(study_dir, {"start": changed})
+  replicate.check_run_dirs(study_dir, {"start": stored})  # the same settings pass
