@@ -23,10 +23,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.passage_prompt = ml_collections.config_dict.placeholder(str)  # None: the model's (E5: "passage: ")
 
   # Data: which pairs, and how a batch is composed.
-  c.data_source = "pairs"          # "pairs" (data_pipelines.sampler) or "synthetic" (benchmarks)
+  c.data_source = "pairs"          # "pairs" (the fold's), "files" (train_files) or "synthetic" (benchmarks)
+  c.train_files = ""               # data_source "files": comma-separated paths/globs (JSONL, Parquet, datasets dirs)
+  c.strict_data = False            # data_source "files": raise at the first bad record (else report them all)
   c.data_dir = ml_collections.config_dict.placeholder(str)    # None: $MLIR_DATA_DIR or ../shared/data
   c.shards_dir = ml_collections.config_dict.placeholder(str)  # None: $MLIR_TRAIN_CACHE/shards
-  c.fold = "A"                     # A: train MLQA-R, eval XQuAD-R + TyDi; B: train XQuAD-R
+  c.fold = "A"                     # A: train MLQA-R, eval XQuAD-R + TyDi; B: train XQuAD-R (files: checked against its eval sets)
   c.train_languages = ""           # comma-separated subset of the fold's languages; "" = all
   c.positive = "sentence"          # "sentence" (answer sentence) or "paragraph"
   c.sampling = "hybrid"            # "mono" (X-X), "cross" (X-Y), "hybrid", "mixed"

@@ -24,6 +24,7 @@ import hashlib
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 import urllib.request
 from typing import Callable, Iterable
@@ -233,7 +234,8 @@ def main(argv=None) -> None:
     data_dir = resolve_data_dir(args.data_dir)
   except DataError as e:
     if args.data_dir:
-      raise SystemExit(str(e))
+      print(f"error: {e}", file=sys.stderr)
+      raise SystemExit(2) from None
     data_dir = None
     print(f"no local data directory; downloading into {args.download_dir or cache_dir()}")
   for folder in args.folders:
@@ -241,7 +243,8 @@ def main(argv=None) -> None:
       found = verify_or_download(data_dir, folder, args.files, download_dir=args.download_dir,
                                  progress=True)
     except DataError as e:
-      raise SystemExit(f"error: {e}")
+      print(f"error: {e}", file=sys.stderr)
+      raise SystemExit(2) from None
     print(f"{folder}: {len(found)} files verified")
 
 

@@ -43,6 +43,7 @@ import functools
 import hashlib
 import json
 import pathlib
+import sys
 from typing import Iterable, Iterator, Mapping
 
 from data_pipelines.errors import DataError
@@ -803,7 +804,8 @@ def main(argv=None) -> None:
             f"{rs.issues.num_dropped} records dropped, {len(rs.issues) - rs.issues.num_dropped} kept with a caveat")
       all_issues.extend(rs.issues)
   except DataError as e:
-    raise SystemExit(f"error: {e}")
+    print(f"error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
   print(all_issues.summary())
 
 

@@ -144,6 +144,10 @@ def build_training_data(config, tokenizer, *, progress: bool = True,
   directory) and shards_dir (None: $MLIR_TRAIN_CACHE/shards). `prompts`: the
   model's {"query", "passage"} prompts (`LoadedModel.prompts`); None: E5's.
 
+  With config.data_source == "files" the pairs come from config.train_files
+  instead (`data_pipelines.train_files.build_training_data`: same shards, table
+  and batches; the files are checked against the fold's evaluation sets).
+
   The fold's overlap check (`folds.check_fold`: training question ids, texts
   and positives against every evaluation set) runs on every call, before the
   shards are built or reused, so reused shards are checked against the
@@ -153,6 +157,9 @@ def build_training_data(config, tokenizer, *, progress: bool = True,
   2-core machine), small next to model loading and compilation. The training
   sets read for it are reused if the shards need building.
   """
+  if _cfg(config, "data_source", "pairs") == "files":  # your own files: data_pipelines.train_files
+    from data_pipelines import train_files
+    return train_files.build_training_data(config, tokenizer, progress=progress, prompts=prompts)
   fold = folds.get_fold(_cfg(config, "fold", "A"))
   languages = folds.train_languages(fold, _cfg(config, "train_languages"))
   data_dir = _cfg(config, "data_dir")

@@ -44,6 +44,10 @@ class Benchmark:
   # languages that no training fold trains on (data_pipelines.folds: MLQA-R / XQuAD-R)
   unseen_languages: tuple[str, ...] = ()
   description: str = ""
+  # Reads the files of `eval.run --files` (options["files"]: language -> paths) instead of
+  # the data dir; then any language code `train_files.is_language_code` accepts works, and
+  # `languages` only lists the common ones.
+  needs_files: int = 0               # how many paths per language (0: reads the data dir)
 
   @property
   def default_split(self) -> str:
@@ -99,6 +103,123 @@ def _miracl(data_dir, language, split, strict, options):
   return readers.read_miracl(topics, qrels, corpus, language, strict=strict)
 
 
+def parse_files(spec: str) -> dict[str, list[str]]:
+  """`eval.run --files`: "ar:a.json,th:b.json" -> {"ar": ["a.json"], ...}; a MIRACL-format
+  language names its three files joined by "+": "de:topics.tsv+qrels.trec+corpus.jsonl"."""
+  from data_pipelines import train_files
+  out: dict[str, list[str]] = {}
+  for item in (i.strip() for i in spec.split(",")):
+    if not item:
+      continue
+    language, sep, paths = item.partition(":")
+    language = language.strip()
+    if not sep or not paths.strip():
+      raise BenchmarkError(f"--files: {item!r} is not LANGUAGE:PATH (e.g. ar:data/ar.json)")
+    if not train_files.is_language_code(language):
+      raise BenchmarkError(f"--files: unknown language code {language!r} (an ISO 639-1 code "
+                           "or three lowercase letters)")
+    if language in out:
+      raise BenchmarkError(f"--files: language {language!r} given twice")
+    out[language] = [p.strip() for p in paths.split("+")]
+  if not out:
+    raise BenchmarkError("--files is empty")
+  return out
+
+
+def _files_of(options, language: str, name: str, count: int) -> list[pathlib.Path]:
+  files = options.get("files") or {}
+  if language not in files:
+    raise BenchmarkError(f"{name}: no file for language {language!r} in --files "
+                         f"(given: {', '.join(files) or 'none'})")
+  paths = [pathlib.Path(p) for p in files[language]]
+  if len(paths) != count:
+    form = "LANGUAGE:PATH" if count == 1 else "LANGUAGE:TOPICS.tsv+QRELS.trec+CORPUS.jsonl"
+    raise BenchmarkError(f"{name}: --files for {language} needs {count} path(s), {form}; "
+                         f"got {len(paths)}")
+  for path in paths:
+    if not path.is_file():
+      raise BenchmarkError(f"{name}: {path}: file not found")
+  return paths
+
+
+def _squad_files(data_dir, language, split, strict, options):
+  """Any SQuAD-format file: passage retrieval (its unique paragraphs are the candidates)."""
+  path, = _files_of(options, language, "squad", 1)
+  return readers.read_squad_file(path, language, "squad", strict=strict, sentences=False)
+
+
+def _squad_sentence_files(data_dir, language, split, strict, options):
+  """Any SQuAD-format file at sentence level: the file's `sentence_breaks` when its
+  paragraphs carry them (LAReQA), else each unique paragraph cut by `sentencex`."""
+  path, = _files_of(options, language, "squad_sentences", 1)
+  obj = readers._load_json(path)
+  first = next(readers._squad_paragraphs(obj, path, readers.IssueLog()), (None, {}))[1]
+  if "sentence_breaks" in first:
+    return readers.read_squad_file(path, language, "squad_sentences", strict=strict,
+                                   sentences=True)
+  return _segmented_squad(obj, path, language, strict)
+
+
+def _segmented_squad(obj, path, language, strict) -> readers.RetrievalSet:
+  """TyDi-sentence construction (`readers.read_tydi_goldp_sentences`) on any SQuAD file."""
+  import bisect
+  issues = readers.IssueLog(strict)
+  candidates: list[readers.Candidate] = []
+  passages: dict[str, tuple[list[int], int]] = {}
+  adder = readers._QuestionAdder(path, issues)
+  for pid, paragraph in readers._squad_paragraphs(obj, path, issues):
+    context = paragraph["context"]
+    if not context.strip() or readers._has_bad_bytes(context):
+      issues.add(path, f"paragraph {pid}",
+                 "empty paragraph" if not context.strip() else "bad UTF-8 in paragraph",
+                 f"{len(paragraph['qas'])} questions dropped with it")
+      continue
+    if context not in passages:
+      try:
+        spans = readers.sentence_spans(context, language)
+      except readers.SegmentationError as e:
+        issues.add(path, f"paragraph {pid}", "segmenter output unusable; passage kept as one "
+                   "sentence", str(e), dropped=False)
+        spans = [(0, len(context))]
+      passages[context] = ([s for s, _ in spans], len(candidates))
+      key = readers._short_hash(context)
+      candidates += [readers.Candidate(context[a:b].strip(), context, f"{key}:{i}")
+                     for i, (a, b) in enumerate(spans)]
+    starts_of, first = passages[context]
+    for qa in paragraph["qas"]:
+      checked = adder.check(qa, pid)
+      if checked is None:
+        continue
+      qid, text = checked
+      starts = readers._answer_starts(qa)
+      if starts is None:
+        issues.add(path, qid, "no usable answer_start")
+        continue
+      relevant = {first + bisect.bisect_right(starts_of, s) - 1: 1
+                  for s in starts if 0 <= s < len(context)}
+      if not relevant:
+        issues.add(path, qid, "no answer start inside the passage")
+        continue
+      adder.questions.append(readers.Question(qid=qid, text=text, relevant=relevant))
+  return readers.RetrievalSet("squad_sentences", language, adder.questions, candidates, issues)
+
+
+def _miracl_files(data_dir, language, split, strict, options):
+  """A MIRACL-format triple per language (topics TSV, qrels TREC, corpus JSONL)."""
+  topics, qrels, corpus = _files_of(options, language, "miracl_files", 3)
+  return dataclasses.replace(readers.read_miracl(topics, qrels, corpus, language, strict=strict),
+                             benchmark="miracl_files")
+
+
+# Languages listed for the file benchmarks (any code `train_files.is_language_code`
+# accepts is evaluated): the project's benchmark languages, then ISO 639-1.
+def _file_languages() -> tuple[str, ...]:
+  from data_pipelines import train_files
+  ours = dict.fromkeys([*readers.XQUAD_R_LANGUAGES, *readers.TYDI_LANGUAGES,
+                        *readers.MIRACL_LANGUAGES, *readers.AFRIQA_LANGUAGES])
+  return tuple(ours) + tuple(sorted(set(train_files.ISO_639_1) - set(ours)))
+
+
 # Training folds use MLQA-R (fold A) or XQuAD-R (fold B) languages; none of these.
 _TRAINED = frozenset(readers.XQUAD_R_LANGUAGES) | frozenset(readers.MLQA_R_LANGUAGES)
 
@@ -129,6 +250,19 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("miracl", readers.MIRACL_LANGUAGES, _miracl, protocols.miracl,
               main_setting="mono", main_metric="ndcg@10",
               description="MIRACL-format data (your corpus): nDCG@10, R@100"),
+    # Your own files: eval.run --files LANGUAGE:PATH[,...] (see parse_files).
+    Benchmark("squad", _file_languages(), _squad_files, protocols.tydi,
+              main_setting="mono", main_metric="mrr@10", needs_files=1,
+              description="any SQuAD-format file per language (--files ar:PATH.json,...): unique "
+                          "paragraphs as candidates, mono and pooled, like TyDi GoldP"),
+    Benchmark("squad_sentences", _file_languages(), _squad_sentence_files,
+              protocols.tydi_sentences, main_setting="mono", main_metric="map", needs_files=1,
+              description="any SQuAD-format file at sentence level (its sentence_breaks, else "
+                          "sentencex): mono mAP, R@1; pooled mAP, R@10"),
+    Benchmark("miracl_files", _file_languages(), _miracl_files, protocols.miracl,
+              main_setting="mono", main_metric="ndcg@10", needs_files=3,
+              description="MIRACL-format triples (--files de:topics.tsv+qrels.trec+corpus.jsonl): "
+                          "nDCG@10, R@100"),
 ]}
 
 

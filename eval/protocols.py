@@ -361,4 +361,5 @@ def _afriqa_counts(encoded: Mapping[str, EncodedSet]) -> dict:
 
 
 PROTOCOLS = {"xquad_r": lareqa, "mlqa_r": lareqa, "tydiqa_goldp": tydi,
-             "tydiqa_goldp_sentences": tydi_sentences, "afriqa": afriqa, "miracl": miracl}
+             "tydiqa_goldp_sentences": tydi_sentences, "afriqa": afriqa, "miracl": miracl,
+             "squad": tydi, "squad_sentences": tydi_sentences, "miracl_files": miracl}

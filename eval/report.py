@@ -15,7 +15,8 @@ import numpy as np
 # Must agree with eval.benchmarks (tests/test_benchmarks_registry.py checks it); kept
 # here as a plain dict so that reports need no model or search stack.
 MAIN_METRIC = {"xquad_r": "map", "mlqa_r": "map", "tydiqa_goldp": "mrr@10",
-               "tydiqa_goldp_sentences": "map", "afriqa": "ndcg@10", "miracl": "ndcg@10"}
+               "tydiqa_goldp_sentences": "map", "afriqa": "ndcg@10", "miracl": "ndcg@10",
+               "squad": "mrr@10", "squad_sentences": "map", "miracl_files": "ndcg@10"}
 
 
 def _fmt(value, digits: int = 3) -> str:

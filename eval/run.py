@@ -38,13 +38,15 @@ class EvalError(ProjectError, ValueError):
 
 
 def load_sets(benchmark: str, languages: Sequence[str], data_dir=None, strict: bool = False,
-              miracl_corpus: str | None = None, split: str | None = None
+              miracl_corpus: str | None = None, split: str | None = None,
+              files: Mapping[str, Sequence[str]] | None = None
               ) -> dict[str, readers.RetrievalSet]:
   """Read one RetrievalSet per language with the benchmark's reader (`eval.benchmarks`);
   `split=None` is the benchmark's default (dev; AfriQA: test)."""
   try:
     bench = benchmarks.get(benchmark)
-    return {language: bench.read(data_dir, language, split, strict, miracl_corpus=miracl_corpus)
+    return {language: bench.read(data_dir, language, split, strict, miracl_corpus=miracl_corpus,
+                                 files=files)
             for language in languages}
   except benchmarks.BenchmarkError as e:
     raise EvalError(str(e)) from None
@@ -152,7 +154,8 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
              miracl_corpus: str | None = None, chunk_size: int = 4096,
              query_block: int = 512, per_query: bool = False,
              max_questions: int | None = None, max_documents: int | None = None,
-             split: str | None = None) -> dict:
+             split: str | None = None,
+             files: str | Mapping[str, Sequence[str]] | None = None) -> dict:
   """Evaluate a model (a `LoadedModel`, or a name/path for `load_model`) on one benchmark.
 
   `split=None` is the benchmark's default split (dev; AfriQA: test); `languages=None`
@@ -171,11 +174,25 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
     split = bench.check_split(split)
   except benchmarks.BenchmarkError as e:
     raise EvalError(str(e)) from None
-  languages = list(languages or bench.default_languages(split))
-  unknown = [l for l in languages if l not in bench.languages]
+  try:
+    files = benchmarks.parse_files(files) if isinstance(files, str) else (
+        {l: [p] if isinstance(p, (str, os.PathLike)) else list(p) for l, p in files.items()}
+        if files else None)
+  except benchmarks.BenchmarkError as e:
+    raise EvalError(str(e)) from None
+  if bench.needs_files and not files:
+    raise EvalError(f"{benchmark} evaluates your files: pass --files LANGUAGE:PATH,... "
+                    f"(python API: files={{language: [paths]}})")
+  if files and not bench.needs_files:
+    file_benchmarks = ", ".join(n for n, b in benchmarks.BENCHMARKS.items() if b.needs_files)
+    raise EvalError(f"--files is for the file benchmarks ({file_benchmarks}); {benchmark} "
+                    "reads the data dir")
+  languages = list(languages or (list(files) if files else bench.default_languages(split)))
+  unknown = [l for l in languages if l not in (files if files else bench.languages)]
   if unknown:
     raise EvalError(f"{benchmark}: unknown language(s) {', '.join(unknown)}; expected some of "
-                    f"{', '.join(bench.languages)}")
+                    f"{', '.join(files if files else bench.languages)}"
+                    + (" (those given in --files)" if files else ""))
   started = time.perf_counter()
   if isinstance(model_or_name, (str, os.PathLike)):
     from mlir_train import models
@@ -184,7 +201,7 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
     model = model_or_name
   loaded = time.perf_counter()
 
-  sets = load_sets(benchmark, languages, data_dir, strict, miracl_corpus, split)
+  sets = load_sets(benchmark, languages, data_dir, strict, miracl_corpus, split, files)
   sets = subsample_questions(subsample_documents(sets, max_documents), max_questions)
   encoded, encode_seconds = encode_sets(model, sets, batch_size, max_length, progress)
   encoded_at = time.perf_counter()
@@ -202,6 +219,7 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
       "options": {"batch_size": batch_size, "max_length": max_length, "chunk_size": chunk_size,
                   "query_block": query_block, "strict": strict, "max_questions": max_questions,
                   "max_documents": max_documents, "split": split,
+                  **({"files": {l: [str(p) for p in files[l]] for l in languages}} if files else {}),
                   "questions": {l: len(d.questions) for l, d in sets.items()},
                   "candidates": {l: len(d.candidates) for l, d in sets.items()}},
       "timing_seconds": {"load_model": round(loaded - started, 2),
@@ -264,6 +282,10 @@ def _main(argv=None) -> None:
                       help="fail on the first unusable data record instead of logging it")
   parser.add_argument("--miracl_corpus", default=None,
                       help="MIRACL only: corpus JSONL path template with {language}")
+  parser.add_argument("--files", default=None, metavar="LANG:PATH,...",
+                      help="squad / squad_sentences: one SQuAD-format file per language, e.g. "
+                           "ar:ar.json,th:th.json; miracl_files: three files per language joined "
+                           "by '+', e.g. de:topics.tsv+qrels.trec+corpus.jsonl")
   parser.add_argument("--max_questions", type=int, default=None,
                       help="quick checks only: keep the first N question ids (sorted) in every "
                            "language; corpora stay whole")
@@ -287,7 +309,8 @@ def _main(argv=None) -> None:
   result = evaluate(args.model, args.benchmark, languages, args.data_dir, args.batch_size,
                     args.max_length, not args.no_progress, args.out, args.strict,
                     args.miracl_corpus, args.chunk_size, max_questions=args.max_questions,
-                    max_documents=args.max_documents, split=args.split)
+                    max_documents=args.max_documents, split=args.split,
+                    files=args.files)
   print(report.headline(result))
   print_dropped(result)
   print(f"wrote {args.out} in {result['timing_seconds']['total']:.0f}s")
@@ -311,23 +334,21 @@ def interpolated_out(out: str | os.PathLike, lam: float) -> pathlib.Path:
 def _main_interpolated(args, languages) -> None:
   """--interpolate: one evaluation and one result JSON per lambda (see mlir_train.interpolate)."""
   from mlir_train import interpolate
-  try:
-    lams = interpolate.parse_lambdas(args.interpolate)
-    interpolate.base_model_name(args.model)  # a training workdir, or a one-line error
-    grid = interpolate.interpolate_grid(args.model, lams)
-    for lam, model in grid:
-      out = interpolated_out(args.out, lam)
-      result = evaluate(model, args.benchmark, languages, args.data_dir, args.batch_size,
-                        args.max_length, not args.no_progress, None, args.strict,
-                        args.miracl_corpus, args.chunk_size, max_questions=args.max_questions,
-                        max_documents=args.max_documents, split=args.split)
-      result["interpolation"] = interpolate.describe(args.model, lam)
-      write(result, out)
-      print(report.headline(result))
-      print_dropped(result)
-      print(f"wrote {out} (lambda={lam:g}) in {result['timing_seconds']['total']:.0f}s")
-  except interpolate.InterpolationError as e:
-    raise SystemExit(f"error: {e}") from None
+  lams = interpolate.parse_lambdas(args.interpolate)
+  interpolate.base_model_name(args.model)  # a training workdir, or a one-line error
+  grid = interpolate.interpolate_grid(args.model, lams)
+  for lam, model in grid:
+    out = interpolated_out(args.out, lam)
+    result = evaluate(model, args.benchmark, languages, args.data_dir, args.batch_size,
+                      args.max_length, not args.no_progress, None, args.strict,
+                      args.miracl_corpus, args.chunk_size, max_questions=args.max_questions,
+                      max_documents=args.max_documents, split=args.split,
+                      files=args.files)
+    result["interpolation"] = interpolate.describe(args.model, lam)
+    write(result, out)
+    print(report.headline(result))
+    print_dropped(result)
+    print(f"wrote {out} (lambda={lam:g}) in {result['timing_seconds']['total']:.0f}s")
 
 
 if __name__ == "__main__":

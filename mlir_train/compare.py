@@ -63,10 +63,11 @@ def main(argv=None) -> int:
                       help="E5 prefix to add before each sentence (default: query)")
   args = parser.parse_args(argv)
 
+  from data_pipelines.errors import ProjectError
   from mlir_train import encode, models
   try:
     model = models.load_model(args.model)
-  except models.ModelLoadError as e:
+  except ProjectError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   kind = None if args.kind == "none" else args.kind

@@ -27,7 +27,7 @@ NON_TRAINING_KEYS = frozenset({
     "log_every_steps", "step_delay_s", "fsdp", "remat", "gradcache_chunk_size"})
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
-DATA_SOURCES = ("pairs", "synthetic")
+DATA_SOURCES = ("pairs", "files", "synthetic")  # files: config.train_files (data_pipelines.train_files)
 
 # key -> allowed values
 CHOICES: dict[str, tuple] = {

@@ -211,7 +211,7 @@ def _training_data(config, tokenizer, prompts=None):
   """(sampler.TrainingData, the config as the sampler reads it) for real data sources.
 
   `prompts`: the model's {"query", "passage"} prompts for tokenising (None: E5's)."""
-  if config.data_source == "pairs":
+  if config.data_source in ("pairs", "files"):  # files: data_pipelines.train_files
     from data_pipelines import sampler
     import ml_collections
     # The sampler takes train_languages as a sequence; the command line gives "en,de".
@@ -223,7 +223,7 @@ def _training_data(config, tokenizer, prompts=None):
                                                 progress=jax.process_index() == 0,
                                                 prompts=prompts)
     return training_data, sampler_config
-  raise TrainingError(f"config.data_source must be 'pairs' or 'synthetic', "
+  raise TrainingError(f"config.data_source must be 'pairs', 'files' or 'synthetic', "
                       f"got {config.data_source!r}")
 
 

@@ -159,5 +159,8 @@ def test_cli_verifies(data_dir, tmp_path, capsys):
   datadir.main(["--data_dir", str(data_dir), "--folders", "xquad_r", "--files", "en.json", "zh.json",
                 "--download_dir", str(tmp_path)])
   assert "xquad_r: 2 files verified" in capsys.readouterr().out
-  with pytest.raises(SystemExit, match="does not exist"):
+  with pytest.raises(SystemExit) as exit_info:
     datadir.main(["--data_dir", str(tmp_path / "nope")])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("error: ") and "does not exist" in err[0]

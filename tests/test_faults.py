@@ -335,3 +335,52 @@ def test_dropped_records_are_listed_by_id(tmp_path, capsys):
   eval_run.print_dropped({"benchmark": "squad", "data_issues": {"en": issues}})
   assert "squad/en: 1 records dropped (1 empty question (dropped), 1 odd spacing (kept))" \
       in capsys.readouterr().out
+
+
+# --- SIGKILL at random moments, checkpoint saves included -------------------------------------
+@pytest.mark.slow
+def test_sigkill_at_ten_random_moments_resumes_to_identical_losses_and_parameters(tmp_path):
+  """Ten kill -9s at random moments of one run (one of them while a checkpoint is being
+  written), each followed by a resume; the end equals an uninterrupted run's."""
+  import random
+  import signal
+  import time
+  def command(workdir, *extra):
+    return [sys.executable, "-m", "mlir_train.train", "--config", str(REPO / "configs/tiny.py"),
+            "--workdir", str(workdir), "--config.total_steps=40", "--config.warmup_steps=2",
+            "--config.checkpoint_every_steps=1", "--config.keep_checkpoints=2", *extra]
+
+  reference = subprocess.run(command(tmp_path / "reference"), cwd=REPO, capture_output=True,
+                             text=True, timeout=900)
+  assert reference.returncode == 0, reference.stderr[-2000:]
+  workdir = tmp_path / "killed"
+  rng = random.Random(11)
+  kills = []
+  for attempt in range(10):
+    batches = workdir / train.BATCHES_FILE
+    done_before = len(batches.read_text().splitlines()) if batches.exists() else 0
+    proc = subprocess.Popen(command(workdir, "--config.step_delay_s=0.15"), cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while not (batches.exists() and len(batches.read_text().splitlines()) > done_before):
+      assert proc.poll() is None, "run ended before training resumed"
+      assert time.time() < deadline
+      time.sleep(0.02)
+    if attempt == 0:  # kill while Orbax writes a checkpoint (its temporary step folder)
+      while not any("tmp" in p.name for p in (workdir / "checkpoints").iterdir()):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.001)
+    else:
+      time.sleep(rng.uniform(0.0, 1.5))
+    if proc.poll() is not None:
+      break  # finished before this kill
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kills.append(len(batches.read_text().splitlines()))
+  assert len(kills) >= 8, kills
+  final = subprocess.run(command(workdir), cwd=REPO, capture_output=True, text=True, timeout=900)
+  assert final.returncode == 0, final.stderr[-2000:]
+  assert losses(workdir) == losses(tmp_path / "reference")
+  assert_same_params(params_of(workdir), params_of(tmp_path / "reference"))
+  steps = [json.loads(l)["step"] for l in (workdir / train.BATCHES_FILE).read_text().splitlines()]
+  assert steps == list(range(1, 41))

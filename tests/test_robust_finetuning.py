@@ -250,6 +250,8 @@ def test_eval_run_interpolate_writes_one_result_per_lambda(workdir, data_dir, tm
     assert result["settings"] == endpoints[lam]["settings"]
   assert results[0]["settings"] != results[1]["settings"]  # the two endpoints differ
 
-  with pytest.raises(SystemExit, match="error: --interpolate needs a training workdir"):
+  with pytest.raises(SystemExit) as exit_info:
     eval_run.main(["--model", "tiny-random-0", *options, "--interpolate", "0.5",
                    "--out", str(out)])
+  assert exit_info.value.code == 2
+  assert "error: --interpolate needs a training workdir" in capsys.readouterr().err

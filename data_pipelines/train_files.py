@@ -1,0 +1,646 @@
+"""Training pairs from your own files: `config.data_source = "files"`.
+
+`config.train_files` is a comma-separated list of paths or globs. Each file is
+
+- JSON Lines (any name but `*.parquet`; a `.json` file holding one JSON array
+  of records works too), one record per line;
+- Parquet (`*.parquet`, needs `pyarrow`), one record per row;
+- a Hugging Face `datasets` directory written by `save_to_disk` (a `Dataset`, or
+  a `DatasetDict` whose `train` split is read; needs `pyarrow`, not `datasets`).
+
+Record layouts (fields of one line / row):
+
+  native:        {"group": "q17", "query": "...", "query_language": "de",
+                  "positive": "...", "passage_language": "en",
+                  "negatives": ["...", ...]}                 (negatives optional)
+  FlagEmbedding: {"query": "...", "pos": ["..."], "neg": ["...", ...]}
+  tevatron:      {"query_id": "17", "query": "...",
+                  "positive_passages": [{"docid": "..", "title": "..", "text": ".."}],
+                  "negative_passages": [...]}
+
+plus the language fields, `query_language` and `passage_language`, or
+`language` for both. The group is `group`, else `query_id`, else the record's
+own place (`file:line`: a group of one). A passage object's text is
+"title text" (as MIRACL passages are encoded). FlagEmbedding / tevatron
+records may list several positives: the first is used (one positive per group
+and language) and the rest are counted as a caveat.
+
+Groups are the folds' question ids: the records of a group are translations
+of one question and its answer. A group holds at most one query and one
+positive per language; its pairs are every (query language a, passage
+language b) for which it has a query in a and a positive in b, exactly as a
+fold builds pairs from a question id held by languages a and b. So a group
+with records de->de and en->en also yields de->en and en->de. X-X-mono
+batches of language l draw groups with a query and a positive in l; X-Y
+batches draw groups holding that in two or more languages (as for the folds);
+a pair of a group with no such language (e.g. only de->en) is used by `mixed`
+batches only. The loss masks pairs of one group as negatives of each other.
+
+Language codes: a two-letter ISO 639-1 code (`ISO_639_1`, lowercase) or any
+three lowercase letters (ISO 639-3 shape, e.g. "hau", "yue"); anything else
+("DE", "en-US", "english", "xx") is an unknown language code.
+
+Bad records are never dropped silently. Each one is logged with its file,
+line (JSON Lines: "line N", from 1) or row (Parquet / datasets: "row N", from
+0) and problem: malformed JSON, missing field, malformed field, empty text,
+unknown language code, bad UTF-8 (undecodable bytes, or lone surrogates), a
+group id reused with conflicting texts (a second, different query or positive
+for the same group and language). Records kept with a caveat (an exact
+duplicate, unused extra positives, an empty negative) are logged too, as
+kept. With `strict=True` (`config.strict_data`) the first dropped record
+raises `DataError`; otherwise `build_training_data` prints the summary once
+and writes every issue to `data_issues.json` in the shard directory.
+
+Hard negatives (`negatives` / `neg` / `negative_passages`) are kept on the
+records and written, untokenised, to `negatives.jsonl` in the shard directory
+(one line per group and passage language: {"group_id", "group",
+"passage_language", "negatives"}). TODO(mined negatives): the trainer does not
+use them yet; `loss.info_nce(hard_negatives=...)` is ready for them.
+
+The overlap check runs on these files against every evaluation set of
+`config.fold` (fold A: XQuAD-R + TyDi GoldP dev; fold B: MLQA-R + TyDi GoldP
+dev), like the folds' own training data: group ids, query texts and
+positives (`folds.check_no_overlap`).
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import glob
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import re
+import sys
+from typing import Iterable, Iterator, Mapping, Sequence
+
+from data_pipelines import pairs as pairs_lib
+from data_pipelines import readers
+from data_pipelines.errors import DataError
+
+READER_VERSION = 1  # bump when the reading rules change: it is part of the shard key
+
+# ISO 639-1 (all 183 two-letter codes, plus "iw", "in", "ji", "jw" still used by some corpora).
+ISO_639_1 = frozenset("""
+aa ab ae af ak am an ar as av ay az ba be bg bh bi bm bn bo br bs ca ce ch co cr cs cu cv cy
+da de dv dz ee el en eo es et eu fa ff fi fj fo fr fy ga gd gl gn gu gv ha he hi ho hr ht hu
+hy hz ia id ie ig ii ik io is it iu ja jv ka kg ki kj kk kl km kn ko kr ks ku kv kw ky la lb
+lg li ln lo lt lu lv mg mh mi mk ml mn mr ms mt my na nb nd ne ng nl nn no nr nv ny oc oj om
+or os pa pi pl ps pt qu rm rn ro ru rw sa sc sd se sg si sk sl sm sn so sq sr ss st su sv sw
+ta te tg th ti tk tl tn to tr ts tt tw ty ug uk ur uz ve vi vo wa wo xh yi yo za zh zu
+iw in ji jw""".split())
+_THREE_LETTERS = re.compile(r"[a-z]{3}")
+
+# Field names per role, first found wins.
+QUERY_FIELDS = ("query",)
+POSITIVE_FIELDS = ("positive", "pos", "positive_passages")
+NEGATIVE_FIELDS = ("negatives", "neg", "negative_passages")
+GROUP_FIELDS = ("group", "query_id")
+ISSUES_FILE = "data_issues.json"
+NEGATIVES_FILE = "negatives.jsonl"
+
+
+def is_language_code(code) -> bool:
+  """An ISO 639-1 code or three lowercase letters (see the module docstring)."""
+  return isinstance(code, str) and (code in ISO_639_1 or bool(_THREE_LETTERS.fullmatch(code)))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainRecord:
+  """One usable line / row."""
+  file: str
+  record_id: str        # "line 3" / "row 2"
+  group: str
+  query: str
+  query_language: str
+  positive: str
+  passage_language: str
+  negatives: tuple[str, ...] = ()
+
+
+# ----------------------------------------------------------------------------
+# Which files
+
+
+def _is_hf_dir(path: pathlib.Path) -> bool:
+  return path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file())
+
+
+def expand(spec: str | Sequence[str]) -> list[pathlib.Path]:
+  """Comma-separated paths or globs (or a list of them) -> existing inputs, in the
+  order given (each glob sorted), without repeats. A pattern or path that matches
+  nothing raises `DataError`."""
+  items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
+  items = [s for s in items if s]
+  if not items:
+    raise DataError("no training files given (config.train_files is empty)")
+  out, seen = [], set()
+  for item in items:
+    expanded = os.path.expanduser(item)
+    if glob.has_magic(expanded):
+      matches = sorted(glob.glob(expanded, recursive=True))
+      if not matches:
+        raise DataError(f"train_files: {item!r} matches no file")
+    else:
+      matches = [expanded]
+    for match in matches:
+      path = pathlib.Path(match)
+      if not path.exists():
+        raise DataError(f"train_files: {path}: file not found")
+      if path.is_dir() and not _is_hf_dir(path):
+        raise DataError(f"train_files: {path} is a directory but not a Hugging Face datasets "
+                        "save_to_disk directory (no state.json or dataset_dict.json); give "
+                        "files or a glob such as DIR/*.jsonl")
+      key = path.resolve()
+      if key not in seen:
+        seen.add(key)
+        out.append(path)
+  return out
+
+
+def hashed_files(paths: Iterable[pathlib.Path]) -> list[pathlib.Path]:
+  """The files whose sha256 go into the shard manifest (every file of a datasets dir)."""
+  out = []
+  for path in paths:
+    out += sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+  return out
+
+
+# ----------------------------------------------------------------------------
+# Rows of one file: (record id, dict)
+
+
+def _jsonl_rows(path: pathlib.Path, issues: readers.IssueLog) -> Iterator[tuple[str, object]]:
+  with open(path, "rb") as f:
+    head = f.read(4096).lstrip()
+  if head.startswith(b"["):  # one JSON array of records
+    try:
+      array = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+      issues.add(path, "file", "bad UTF-8", f"byte {e.start}: {e.reason}")
+      return
+    except json.JSONDecodeError as e:
+      issues.add(path, "file", "malformed JSON", str(e))
+      return
+    if not isinstance(array, list):
+      issues.add(path, "file", "malformed JSON", "a top-level array of records was expected")
+      return
+    yield from ((f"record {i}", r) for i, r in enumerate(array))
+    return
+  for number, line in readers._read_lines(path, issues):  # bad UTF-8 lines are logged there
+    if not line.strip():
+      continue
+    try:
+      yield f"line {number}", json.loads(line)
+    except json.JSONDecodeError as e:
+      issues.add(path, f"line {number}", "malformed JSON", str(e))
+
+
+def _pyarrow():
+  try:
+    import pyarrow  # noqa: F401
+    import pyarrow.ipc  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+  except ImportError:
+    raise DataError("reading Parquet files or datasets directories needs pyarrow: "
+                    "pip install pyarrow (or pip install -e '.[files]')") from None
+  return pyarrow
+
+
+def _table_rows(table) -> Iterator[tuple[str, object]]:
+  for i, row in enumerate(table.to_pylist()):
+    yield f"row {i}", row
+
+
+def _parquet_rows(path: pathlib.Path) -> Iterator[tuple[str, object]]:
+  pa = _pyarrow()
+  try:
+    table = pa.parquet.read_table(path)
+  except (pa.ArrowException, OSError) as e:
+    raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+  yield from _table_rows(table)
+
+
+def _hf_rows(path: pathlib.Path) -> Iterator[tuple[str, object]]:
+  """Rows of a `save_to_disk` directory, read from its Arrow stream files (state.json)."""
+  pa = _pyarrow()
+  if (path / "dataset_dict.json").is_file():
+    splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
+    if "train" in splits:
+      split = "train"
+    elif len(splits) == 1:
+      split = splits[0]
+    else:
+      raise DataError(f"{path}: a DatasetDict with splits {splits} and no 'train' split; "
+                      f"give one split's directory, e.g. {path / splits[0]}" if splits else
+                      f"{path}: a DatasetDict without splits")
+    path = path / split
+  try:
+    state = json.loads((path / "state.json").read_text())
+    names = [f["filename"] for f in state["_data_files"]]
+  except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+    raise DataError(f"{path}: unreadable datasets state.json ({e})") from None
+  tables = []
+  for name in names:
+    try:
+      with pa.memory_map(str(path / name)) as source:
+        tables.append(pa.ipc.open_stream(source).read_all())
+    except (pa.ArrowException, OSError) as e:
+      raise DataError(f"{path / name}: not a readable datasets Arrow file ({e})") from None
+  if tables:
+    yield from _table_rows(pa.concat_tables(tables))
+
+
+def _rows(path: pathlib.Path, issues: readers.IssueLog) -> Iterator[tuple[str, object]]:
+  if path.is_dir():
+    return _hf_rows(path)
+  if path.suffix.lower() == ".parquet":
+    return _parquet_rows(path)
+  return _jsonl_rows(path, issues)
+
+
+# ----------------------------------------------------------------------------
+# One record -> TrainRecord
+
+
+class _Bad(Exception):
+  def __init__(self, problem: str, detail: str = ""):
+    super().__init__(problem)
+    self.problem, self.detail = problem, detail
+
+
+def _first(row: dict, names: Sequence[str]):
+  for name in names:
+    if name in row and row[name] is not None:
+      return name, row[name]
+  return None, None
+
+
+def _passage_text(value, field: str) -> str:
+  """A passage: a string, or a {"title", "text"} object (tevatron) -> "title text"."""
+  if isinstance(value, dict):
+    text, title = value.get("text"), value.get("title") or ""
+    if not isinstance(text, str) or not isinstance(title, str):
+      raise _Bad("malformed field", f"{field}: a passage object needs a string 'text'")
+    return f"{title} {text}" if title.strip() else text
+  if not isinstance(value, str):
+    raise _Bad("malformed field", f"{field}: {type(value).__name__} instead of a string")
+  return value
+
+
+def _check_text(text: str, field: str) -> str:
+  if not text.strip():
+    raise _Bad("empty text", field)
+  try:
+    text.encode("utf-8")
+  except UnicodeEncodeError as e:
+    raise _Bad("bad UTF-8", f"{field}: {e.reason}") from None
+  return text
+
+
+def _language(row: dict, name: str) -> str:
+  value = row.get(name, row.get("language"))
+  if value is None:
+    raise _Bad("missing field", name)
+  if not is_language_code(value):
+    raise _Bad("unknown language code", f"{name}={value!r}")
+  return value
+
+
+def _record(row, file: str, rid: str, caveats: list) -> TrainRecord:
+  """The usable record of one row, or `_Bad`; `caveats` collects (problem, detail) kept."""
+  if not isinstance(row, dict):
+    raise _Bad("malformed record", f"a JSON object was expected, got {type(row).__name__}")
+  _, query = _first(row, QUERY_FIELDS)
+  if query is None:
+    raise _Bad("missing field", "query")
+  if not isinstance(query, str):
+    raise _Bad("malformed field", f"query: {type(query).__name__} instead of a string")
+  field, positive = _first(row, POSITIVE_FIELDS)
+  if positive is None:
+    raise _Bad("missing field", "positive (or pos / positive_passages)")
+  if isinstance(positive, (list, tuple)):
+    if not positive:
+      raise _Bad("empty text", f"{field}: no positive")
+    if len(positive) > 1:
+      caveats.append(("extra positives unused (one positive per group and language)",
+                      f"{field}: {len(positive) - 1} more"))
+    positive = positive[0]
+  positive = _passage_text(positive, field)
+  query_language = _language(row, "query_language")
+  passage_language = _language(row, "passage_language")
+  _check_text(query, "query")
+  _check_text(positive, field)
+  gfield, group = _first(row, GROUP_FIELDS)
+  if group is None:
+    group = f"{file}:{rid}"
+  elif isinstance(group, bool) or not isinstance(group, (str, int)) or str(group).strip() == "":
+    raise _Bad("malformed field", f"{gfield}: {group!r} is not a non-empty string or integer")
+  nfield, values = _first(row, NEGATIVE_FIELDS)
+  negatives = []
+  if values is not None:
+    if not isinstance(values, (list, tuple)):
+      raise _Bad("malformed field", f"{nfield}: a list was expected")
+    for value in values:
+      try:
+        negatives.append(_check_text(_passage_text(value, nfield), nfield))
+      except _Bad as e:
+        caveats.append((f"negative ignored ({e.problem})", e.detail))
+  return TrainRecord(file, rid, str(group), query, query_language, positive, passage_language,
+                     tuple(dict.fromkeys(negatives)))
+
+
+# ----------------------------------------------------------------------------
+# All files
+
+
+@dataclasses.dataclass
+class TrainFiles:
+  """Every usable record of the training files, merged into groups."""
+  files: list[pathlib.Path]
+  records: list[TrainRecord]
+  queries: dict[str, dict[str, str]]      # group -> language -> query text
+  positives: dict[str, dict[str, str]]    # group -> language -> positive text
+  negatives: dict[tuple[str, str], list[str]]  # (group, passage language) -> texts
+  issues: readers.IssueLog
+  rows_read: dict[str, int]               # file -> records read (usable or not, parsed or not)
+
+  @property
+  def languages(self) -> tuple[str, ...]:
+    """Every language of a usable record (query or passage side), sorted."""
+    return tuple(sorted({l for g in (self.queries, self.positives) for d in g.values() for l in d}))
+
+  def select_languages(self, subset=None) -> tuple[str, ...]:
+    """The files' languages, or the given subset ("de,en" or a sequence) of them."""
+    if isinstance(subset, str):
+      subset = [l.strip() for l in subset.split(",") if l.strip()]
+    if not subset:
+      return self.languages
+    unknown = sorted(set(subset) - set(self.languages))
+    if unknown:
+      raise DataError(f"train_languages {unknown} do not occur in the training files "
+                      f"(their languages: {', '.join(self.languages)})")
+    return tuple(l for l in self.languages if l in subset)
+
+  def group_ids(self, languages: Sequence[str]) -> dict[str, int]:
+    """group -> dense id (sorted group names) over the groups with a pair in `languages`."""
+    keep = set(languages)
+    names = sorted(g for g in self.queries
+                   if keep & set(self.queries[g]) and keep & set(self.positives.get(g, {})))
+    return {g: i for i, g in enumerate(names)}
+
+  def pairs(self, languages: Sequence[str]) -> dict[tuple[str, str], list[pairs_lib.Pair]]:
+    """(a, b) -> pairs by group id, for every ordered language pair (empty lists included)."""
+    ids = self.group_ids(languages)
+    out = {(a, b): [] for a in languages for b in languages}
+    for group, gid in ids.items():
+      for a, query in self.queries[group].items():
+        for b, positive in self.positives[group].items():
+          if (a, b) in out:
+            out[(a, b)].append(pairs_lib.Pair(a, b, gid, group, query, positive))
+    for shard in out.values():
+      shard.sort(key=lambda p: p.group_id)
+    return out
+
+  def retrieval_sets(self, languages: Sequence[str]) -> list[readers.RetrievalSet]:
+    """One RetrievalSet per query language (questions: the groups' queries, relevant: their
+    positives in every language) for `folds.check_no_overlap`."""
+    ids = self.group_ids(languages)
+    sets = []
+    for a in languages:
+      questions, candidates = [], []
+      for group in ids:
+        if a not in self.queries[group]:
+          continue
+        relevant = {}
+        for b, positive in self.positives[group].items():
+          if b in languages:
+            relevant[len(candidates)] = 1
+            candidates.append(readers.Candidate(positive, positive, f"{group}:{b}"))
+        questions.append(readers.Question(group, self.queries[group][a], relevant))
+      sets.append(readers.RetrievalSet("train_files", a, questions, candidates, readers.IssueLog()))
+    return sets
+
+  def summary(self, languages: Sequence[str] | None = None) -> dict:
+    """Counts per file and problem, pairs per shard (JSON-ready)."""
+    languages = self.languages if languages is None else languages
+    usable = collections.Counter(r.file for r in self.records)
+    dropped = collections.Counter(i.file for i in self.issues if i.dropped)
+    pairs = self.pairs(languages)
+    return {
+        "files": {f: {"records": n, "usable": usable[f], "dropped": dropped[f]}
+                  for f, n in self.rows_read.items()},
+        "languages": list(languages),
+        "groups": len(self.group_ids(languages)),
+        "pairs": sum(len(p) for p in pairs.values()),
+        "pairs_per_shard": {f"{a}-{b}": len(p) for (a, b), p in sorted(pairs.items()) if p},
+        "issues": issues_json(self.issues)}
+
+
+def issues_json(issues: readers.IssueLog) -> dict:
+  """{"dropped", "kept", "by_file_and_problem": {file: {problem: n}}, "records": [...]}."""
+  table: dict[str, dict[str, int]] = {}
+  for i in issues:
+    key = f"{i.problem} ({'dropped' if i.dropped else 'kept'})"
+    table.setdefault(i.file, {})[key] = table.get(i.file, {}).get(key, 0) + 1
+  return {"dropped": issues.num_dropped, "kept": len(issues) - issues.num_dropped,
+          "by_file_and_problem": table,
+          "records": [{"file": i.file, "record": i.record_id, "problem": i.problem,
+                       "detail": i.detail, "dropped": i.dropped} for i in issues]}
+
+
+def read_train_files(spec, strict: bool = False) -> TrainFiles:
+  """Read every file of `spec` (see `expand`) into groups; every bad record is logged
+  (`strict`: the first dropped one raises `DataError`)."""
+  paths = expand(spec)
+  issues = readers.IssueLog(strict)
+  records: list[TrainRecord] = []
+  queries: dict[str, dict[str, str]] = {}
+  positives: dict[str, dict[str, str]] = {}
+  where: dict[tuple[str, str, str], str] = {}   # (group, role, language) -> "file line N"
+  negatives: dict[tuple[str, str], list[str]] = {}
+  seen: set[tuple] = set()
+  rows_read: dict[str, int] = {}
+  for path in paths:
+    file = str(path)
+    read: set[str] = set()
+    for rid, row in _rows(path, issues):
+      read.add(rid)
+      caveats: list[tuple[str, str]] = []
+      try:
+        record = _record(row, file, rid, caveats)
+      except _Bad as e:
+        issues.add(file, rid, e.problem, e.detail)
+        continue
+      key = (record.group, record.query_language, record.query, record.passage_language,
+             record.positive)
+      conflicts = []
+      for role, texts, language, text in (("query", queries, record.query_language, record.query),
+                                          ("positive", positives, record.passage_language,
+                                           record.positive)):
+        have = texts.get(record.group, {}).get(language)
+        if have is not None and have != text:
+          conflicts.append(f"another {role} in {language} than {where[(record.group, role, language)]}")
+      if conflicts:
+        issues.add(file, rid, "group id reused with conflicting texts",
+                   f"group {record.group!r}: " + "; ".join(conflicts))
+        continue
+      for problem, detail in caveats:
+        issues.add(file, rid, problem, detail, dropped=False)
+      if key in seen:
+        issues.add(file, rid, "duplicate record (merged)", f"group {record.group!r}", dropped=False)
+      seen.add(key)
+      queries.setdefault(record.group, {})[record.query_language] = record.query
+      positives.setdefault(record.group, {})[record.passage_language] = record.positive
+      where.setdefault((record.group, "query", record.query_language), f"{file} {rid}")
+      where.setdefault((record.group, "positive", record.passage_language), f"{file} {rid}")
+      if record.negatives:
+        kept = negatives.setdefault((record.group, record.passage_language), [])
+        kept += [n for n in record.negatives if n not in kept and n != record.positive]
+      records.append(record)
+    # Records read = rows parsed + lines that could not be parsed (bad UTF-8, malformed JSON).
+    rows_read[file] = len(read | {i.record_id for i in issues if i.file == file and i.dropped})
+  return TrainFiles(paths, records, queries, positives, negatives, issues, rows_read)
+
+
+def report_issues(issues: readers.IssueLog) -> str:
+  """The one-time console summary: counts by file and problem, then the first records."""
+  lines = [f"training files: {issues.num_dropped} records dropped, "
+           f"{len(issues) - issues.num_dropped} kept with a caveat", issues.summary()]
+  for issue in list(issues)[:10]:
+    lines.append("  " + issue.message())
+  if len(issues) > 10:
+    lines.append(f"  ... {len(issues) - 10} more in {ISSUES_FILE}")
+  return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------
+# Shards
+
+
+def shard_spec(config, data: TrainFiles, languages: Sequence[str], prompts=None):
+  """The ShardSpec of the files path: `fold` names the file set, `positive` is "file"."""
+  from data_pipelines import shards as shards_lib
+  names = json.dumps([str(p.resolve()) for p in data.files])
+  hashed = hashed_files(data.files)
+  if len({f"{p.parent.name}/{p.name}" for p in hashed}) < len(hashed):
+    # The manifest keys inputs by parent/name; where two collide, key on the contents too.
+    from data_pipelines.shards import sha256_file
+    names += json.dumps([sha256_file(p) for p in hashed])
+  key = hashlib.sha256(names.encode()).hexdigest()[:10]
+  extra = {} if prompts is None else {"query_prompt": prompts["query"],
+                                      "passage_prompt": prompts["passage"]}
+  return shards_lib.ShardSpec(fold=f"files{READER_VERSION}-{key}", languages=tuple(languages),
+                              positive="file", max_query_len=int(config.max_query_len),
+                              max_passage_len=int(config.max_passage_len), **extra)
+
+
+def write_shards(directory: pathlib.Path, data: TrainFiles, spec, tokenizer, expected: Mapping,
+                 progress: bool = True) -> dict:
+  """Tokenise each group's query / positive per language once, write every (a, b) shard
+  (empty ones too, as the folds do), negatives.jsonl, data_issues.json, manifest.json."""
+  import tqdm
+  from data_pipelines import shards as shards_lib
+  from mlir_train import tokenization
+
+  languages = spec.languages
+  pairs = data.pairs(languages)
+  ids = data.group_ids(languages)
+  kwargs = {}
+  if hasattr(spec, "query_prompt"):
+    kwargs["prompts"] = {"query": spec.query_prompt, "passage": spec.passage_prompt}
+  rows: dict[tuple[str, str], dict[str, int]] = {}
+  arrays: dict[tuple[str, str], dict] = {}
+  for l in tqdm.tqdm(languages, desc="tokenising", disable=not progress):
+    for role, texts, length in (("query", data.queries, spec.max_query_len),
+                                ("passage", data.positives, spec.max_passage_len)):
+      groups = [g for g in ids if l in texts[g]]
+      tok = tokenization.tokenize(tokenizer, [texts[g][l] for g in groups], role, length,
+                                  pad_to=length, **kwargs)
+      rows[(l, role)] = {g: i for i, g in enumerate(groups)}
+      arrays[(l, role)] = tok
+  shards = []
+  for (a, b), shard_pairs in sorted(pairs.items()):
+    q, p = arrays[(a, "query")], arrays[(b, "passage")]
+    qi, pi = rows[(a, "query")], rows[(b, "passage")]
+    records = [shards_lib._example(q["input_ids"][qi[x.qid]], q["attention_mask"][qi[x.qid]],
+                                   p["input_ids"][pi[x.qid]], p["attention_mask"][pi[x.qid]],
+                                   x.group_id, x.qid) for x in shard_pairs]
+    name = f"{a}-{b}.tfrecord"
+    shards_lib._write_records(directory / name, records)
+    shards.append({"query_language": a, "passage_language": b, "file": name,
+                   "count": len(shard_pairs)})
+  with open(directory / NEGATIVES_FILE, "w", encoding="utf-8") as f:
+    for (group, language), texts in sorted(data.negatives.items()):
+      if group in ids and language in languages and texts:
+        f.write(json.dumps({"group_id": ids[group], "group": group, "passage_language": language,
+                            "negatives": texts}, ensure_ascii=False) + "\n")
+  summary = data.summary(languages)
+  (directory / ISSUES_FILE).write_text(json.dumps(summary, indent=1, ensure_ascii=False))
+  manifest = dict(expected)
+  manifest.update({"source": "files", "train_files": [str(p) for p in data.files],
+                   "languages": list(languages), "num_groups": len(ids), "shards": shards,
+                   "num_pairs": sum(s["count"] for s in shards),
+                   "num_records": len(data.records),
+                   "num_negatives": sum(len(v) for (g, l), v in data.negatives.items()
+                                        if g in ids and l in languages),
+                   "data_issues": {"dropped": data.issues.num_dropped,
+                                   "kept": len(data.issues) - data.issues.num_dropped}})
+  (directory / shards_lib.MANIFEST).write_text(json.dumps(manifest, indent=1))
+  return manifest
+
+
+def load_negatives(directory) -> dict[tuple[int, str], list[str]]:
+  """(group id, passage language) -> hard-negative texts of a files shard directory."""
+  path = pathlib.Path(directory) / NEGATIVES_FILE
+  out = {}
+  if path.is_file():
+    for line in path.read_text(encoding="utf-8").splitlines():
+      r = json.loads(line)
+      out[(r["group_id"], r["passage_language"])] = r["negatives"]
+  return out
+
+
+def _cfg(config, key, default=None):
+  return config.get(key, default) if hasattr(config, "get") else getattr(config, key, default)
+
+
+def build_training_data(config, tokenizer, *, progress: bool = True, prompts=None):
+  """`sampler.build_training_data` for `config.data_source == "files"`.
+
+  Reads config.train_files, strict_data, train_languages (a subset of the files'
+  languages; empty: all), fold (whose evaluation sets the files are checked
+  against), data_dir, shards_dir, max_query_len, max_passage_len. The files are read
+  and checked on every call (like the folds' overlap check); the shards are rebuilt
+  only when a file's sha256, the languages, the tokenizer or the lengths change.
+  """
+  import time
+  from data_pipelines import folds, sampler
+  from data_pipelines import shards as shards_lib
+
+  spec_text = _cfg(config, "train_files") or ""
+  if not (spec_text.strip() if isinstance(spec_text, str) else spec_text):
+    raise DataError("config.data_source='files' needs config.train_files (comma-separated "
+                    "paths or globs of JSON Lines, Parquet or datasets directories)")
+  data = read_train_files(spec_text, strict=bool(_cfg(config, "strict_data", False)))
+  if data.issues and progress:
+    print(report_issues(data.issues), file=sys.stderr)
+  languages = data.select_languages(_cfg(config, "train_languages"))
+  if not data.group_ids(languages):
+    raise DataError(f"the training files hold no usable pair in {', '.join(languages) or 'any language'}"
+                    f" ({data.issues.num_dropped} records dropped; see the summary above)")
+  fold = folds.get_fold(_cfg(config, "fold", "A"))
+  start = time.perf_counter()
+  folds.check_no_overlap(data.retrieval_sets(languages), folds.load_eval_sets(fold, _cfg(config, "data_dir")))
+  logging.info("training files: overlap check against fold %s's evaluation sets passed in %.1f s",
+               fold.name, time.perf_counter() - start)
+  spec = shard_spec(config, data, languages, prompts)
+  root = _cfg(config, "shards_dir") or sampler.default_shards_dir()
+  directory = shards_lib.build_or_load(
+      root, spec, tokenizer, hashed_files(data.files), read_sets=None, progress=progress,
+      write=lambda tmp, expected: write_shards(tmp, data, spec, tokenizer, expected, progress))
+  if data.issues and progress:
+    print(f"training files: every issue is listed in {directory / ISSUES_FILE}", file=sys.stderr)
+  return sampler.load_training_data(directory)
