@@ -24,7 +24,7 @@ from data_pipelines.errors import ProjectError
 # save, and how the same computation is laid out on devices.
 NON_TRAINING_KEYS = frozenset({
     "data_dir", "shards_dir", "checkpoint_every_steps", "keep_checkpoints",
-    "log_every_steps", "step_delay_s", "fsdp", "remat", "gradcache_chunk_size"})
+    "log_every_steps", "step_delay_s", "fsdp", "remat", "gradcache_chunk_size", "strict_data"})
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 DATA_SOURCES = ("pairs", "files", "synthetic")  # files: config.train_files (data_pipelines.train_files)

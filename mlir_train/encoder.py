@@ -113,14 +113,31 @@ class SelfAttention(nn.Module):
     dense = lambda name: nn.Dense(c.hidden_size, dtype=self.dtype, name=name)
     split = lambda t: t.reshape(t.shape[:2] + (heads, head_dim))
     q, k, v = (split(dense(n)(x)) for n in ("query", "key", "value"))
-    # [batch, heads, q_len, k_len], in float32 for a stable softmax.
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
-    scores = scores / jnp.sqrt(jnp.float32(head_dim))
-    big_negative = jnp.finfo(jnp.float32).min
-    scores = jnp.where(attention_mask[:, None, None, :] > 0, scores, big_negative)
-    probs = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-    out = jnp.einsum("bhqk,bkhd->bqhd", probs, v)
-    return out.reshape(out.shape[:2] + (c.hidden_size,))
+    return attention(q, k, v, attention_mask).reshape(x.shape[:2] + (c.hidden_size,))
+
+
+def attention(q, k, v, attention_mask):
+  """Softmax attention over real keys; q, k, v [batch, length, heads, head_dim].
+
+  Laid out as [batch, heads, length, head_dim] so both products are plain batched
+  matmuls, the 1/sqrt(d) scale applied to q (L*d, not L*L, multiplies), the mask
+  added as a [batch, 1, 1, k_len] bias, and the softmax normalisation applied
+  to the [.., q_len, head_dim] output instead of the [.., q_len, k_len]
+  probabilities. On CPU this is 2-3.5x faster than the textbook form at 128-256
+  tokens (benchmarks/PROFILE.md); scores, exp and the row sums are float32
+  whatever the compute dtype. Returns [batch, q_len, heads, head_dim].
+  """
+  dtype = q.dtype
+  scale = 1.0 / float(q.shape[-1]) ** 0.5
+  q, k, v = (t.transpose(0, 2, 1, 3) for t in (q * jnp.asarray(scale, dtype), k, v))
+  scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32)
+  # Padded keys get exp(min - max) = 0 (a row with no real key at all: uniform, no NaN).
+  bias = jnp.where(attention_mask > 0, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
+  scores = scores + bias[:, None, None, :]
+  weights = jnp.exp(scores - jax.lax.stop_gradient(scores.max(-1, keepdims=True)))
+  out = jnp.einsum("bhqk,bhkd->bhqd", weights.astype(dtype), v).astype(jnp.float32)
+  out = out / weights.sum(-1, keepdims=True)  # [batch, heads, q_len, head_dim]
+  return out.astype(dtype).transpose(0, 2, 1, 3)
 
 
 class Layer(nn.Module):

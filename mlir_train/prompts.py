@@ -5,9 +5,11 @@ A retriever is trained with some text in front of every query and passage (E5:
 same text. `for_model(path_or_name, hf_config)` decides which, in this order:
 
   1. the model directory's `config_sentence_transformers.json` "prompts", when
-     the file has that key (an export of this project, or any sentence-transformers
-     model); "query" is the query prompt, "passage" (else "document") the
-     passage prompt, a missing one is "";
+     the file has that key with a non-empty prompt (an export of this project, or
+     any sentence-transformers model); "query" is the query prompt, "passage"
+     (else "document") the passage prompt, a missing one is "". All-empty prompts
+     count as none given: sentence-transformers 6 saves {"query": "", "document": ""}
+     by default, also for an E5 model re-saved with it;
   2. the E5 family ("e5-small", "multilingual-e5-base", "intfloat/e5-large-v2",
      a cache directory "e5-small-<sha>-v1", ...: "e5" as a whole word of the
      directory name or of config.json's "_name_or_path"): `E5`;
@@ -72,7 +74,7 @@ def for_model(path_or_name: str | os.PathLike, hf_config: Mapping[str, Any] | No
   path = pathlib.Path(str(path_or_name)).expanduser()
   if path.is_dir():
     found = from_sentence_transformers(path)
-    if found is not None:
+    if found is not None and any(found.values()):
       return found
   names = [str(path_or_name)]
   if hf_config and hf_config.get("_name_or_path"):
