@@ -177,7 +177,7 @@ def main(argv=None) -> int:
   from sentence_transformers import SentenceTransformer
 
   from mlir_train import e5_small, models
-  torch.set_num_threads(os.cpu_count())
+  torch.set_num_threads(len(os.sched_getaffinity(0)))  # same cores as XLA sees
   model = models.load_model("e5-small")
   st = SentenceTransformer(str(e5_small.ensure_hf_dir()), device="cpu")
   bert = st[0].auto_model.eval()

@@ -37,6 +37,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.language_temperature = 2.0     # for "temperature": p_l ~ n_l^(1/T)
   c.max_query_len = 32
   c.max_passage_len = 96
+  c.hard_negatives_per_pair = 0    # files/synthetic: each pair's first n negatives as extra columns (0 = off)
 
   # Validation: whole parallel groups held out of training (0 = none), their fixed
   # batches of every kind scored every validation_every_steps; early_stopping keeps

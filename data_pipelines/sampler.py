@@ -82,6 +82,8 @@ PLAN_BLOCK = 1024          # steps drawn per generator call of the kind plan
 _INF = np.iinfo(np.int64).max
 # Stream ids keep the generators of different decisions independent.
 _PLAN, _MONO, _CROSS_GROUPS, _CROSS_LANGS, _MIXED = 1, 2, 3, 4, 5
+# The hard-negative fields of a Batch (and of a PairTable's negative bank).
+NEGATIVE_FIELDS = ("negative_ids", "negative_mask", "negative_valid", "negative_group_id")
 
 
 class BatchKind(enum.Enum):
@@ -104,6 +106,12 @@ class Batch:
   passage_language: np.ndarray   # str [host_batch]
   # "{query_language}-{passage_language}" -> pairs of the whole global batch (all hosts).
   language_pairs: dict[str, int] = dataclasses.field(default_factory=dict)
+  # Hard negatives (config.hard_negatives_per_pair = n > 0; else None): each pair's first n
+  # negatives, padded with missing ones (valid 0, masked out of the loss).
+  negative_ids: np.ndarray | None = None       # int32 [host_batch, n, max_passage_len]
+  negative_mask: np.ndarray | None = None      # int32 [host_batch, n, max_passage_len]
+  negative_valid: np.ndarray | None = None     # int32 [host_batch, n]
+  negative_group_id: np.ndarray | None = None  # int32 [host_batch, n]; -1: no training group
 
 
 @dataclasses.dataclass
@@ -160,6 +168,10 @@ def build_training_data(config, tokenizer, *, progress: bool = True,
   if _cfg(config, "data_source", "pairs") == "files":  # your own files: data_pipelines.train_files
     from data_pipelines import train_files
     return train_files.build_training_data(config, tokenizer, progress=progress, prompts=prompts)
+  if int(_cfg(config, "hard_negatives_per_pair", 0) or 0):
+    from data_pipelines.errors import DataError
+    raise DataError("hard_negatives_per_pair needs data_source 'files' (records with "
+                    "negatives); the folds' pairs have none")
   fold = folds.get_fold(_cfg(config, "fold", "A"))
   languages = folds.train_languages(fold, _cfg(config, "train_languages"))
   data_dir = _cfg(config, "data_dir")
@@ -499,7 +511,11 @@ def _host_batch(plan: BatchPlan, step: int, source: int, global_rows: np.ndarray
   host = plan.batch_size // process_count
   kind, languages = plan.kind_of(source)
   rows = global_rows[process_index * host:(process_index + 1) * host]
-  return Batch(step=step, kind=kind, languages=languages,
+  negatives = {}
+  if table.negative_index is not None:
+    entry = table.negative_index[rows]
+    negatives = {f: getattr(table, f)[entry] for f in NEGATIVE_FIELDS}
+  return Batch(step=step, kind=kind, languages=languages, **negatives,
                query_ids=table.query_ids[rows], query_mask=table.query_mask[rows],
                passage_ids=table.passage_ids[rows], passage_mask=table.passage_mask[rows],
                group_id=table.group_id[rows],
@@ -547,7 +563,10 @@ def select_groups(table: shards_lib.PairTable, keep: np.ndarray) -> shards_lib.P
       passage_mask=table.passage_mask[rows], group_id=table.group_id[rows],
       query_language=table.query_language[rows], passage_language=table.passage_language[rows],
       row_of=row_of.astype(np.int32),
-      shard_rows={k: new_index[v[keep[table.group_id[v]]]] for k, v in table.shard_rows.items()})
+      shard_rows={k: new_index[v[keep[table.group_id[v]]]] for k, v in table.shard_rows.items()},
+      **({} if table.negative_index is None else dict(
+          negative_index=table.negative_index[rows],
+          **{f: getattr(table, f) for f in NEGATIVE_FIELDS})))
 
 
 def hold_out(data: TrainingData, fraction: float) -> tuple[TrainingData, TrainingData | None]:

@@ -258,6 +258,14 @@ class PairTable:
   passage_language: np.ndarray   # int32 [P] index into languages
   row_of: np.ndarray             # int32 [L, L, G]: row of pair (a, b, group), -1 if absent
   shard_rows: dict[tuple[str, str], np.ndarray]  # (a, b) -> int64 rows, by group id
+  # Hard negatives (config.hard_negatives_per_pair = n > 0, data_source "files"; else
+  # None): a bank of K + 1 entries of n tokenised negatives, one entry per (group,
+  # passage language) and a last one with none; pair r uses entry negative_index[r].
+  negative_index: np.ndarray | None = None      # int32 [P] -> bank entry
+  negative_ids: np.ndarray | None = None        # int32 [K + 1, n, Lp]
+  negative_mask: np.ndarray | None = None       # int32 [K + 1, n, Lp]
+  negative_valid: np.ndarray | None = None      # int32 [K + 1, n]: 0 = missing (padding)
+  negative_group_id: np.ndarray | None = None   # int32 [K + 1, n]: group whose positive it is, -1
 
   @property
   def num_groups(self) -> int:

@@ -54,8 +54,15 @@ and writes every issue to `data_issues.json` in the shard directory.
 Hard negatives (`negatives` / `neg` / `negative_passages`) are kept on the
 records and written, untokenised, to `negatives.jsonl` in the shard directory
 (one line per group and passage language: {"group_id", "group",
-"passage_language", "negatives"}). TODO(mined negatives): the trainer does not
-use them yet; `loss.info_nce(hard_negatives=...)` is ready for them.
+"passage_language", "negatives"}). With `config.hard_negatives_per_pair` = n > 0
+the trainer uses them (`attach_negatives`): pair (a, b) of group g takes the
+first n negatives of (g, b), tokenised like passages (cached per n as
+`hard_negatives-n{n}.npz` in the shard directory); a pair with fewer gets
+missing ones (masked out of the loss). A negative that is some group's positive
+(in any language; the lowest group id if several) carries that group's id, so
+that the loss masks it for that group's queries in the same batch (a false
+negative); other negatives carry -1. `mlir_train.mine_negatives` writes files
+whose negatives are mined with a model.
 
 The overlap check runs on these files against every evaluation set of
 `config.fold` (fold A: XQuAD-R + TyDi GoldP dev; fold B: MLQA-R + TyDi GoldP
@@ -75,6 +82,8 @@ import pathlib
 import re
 import sys
 from typing import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
 
 from data_pipelines import pairs as pairs_lib
 from data_pipelines import readers
@@ -100,6 +109,7 @@ NEGATIVE_FIELDS = ("negatives", "neg", "negative_passages")
 GROUP_FIELDS = ("group", "query_id")
 ISSUES_FILE = "data_issues.json"
 NEGATIVES_FILE = "negatives.jsonl"
+NEGATIVE_BANK_FILE = "hard_negatives-n{n}.npz"  # tokenised first n negatives (a cache)
 
 
 def is_language_code(code) -> bool:
@@ -643,4 +653,72 @@ def build_training_data(config, tokenizer, *, progress: bool = True, prompts=Non
       write=lambda tmp, expected: write_shards(tmp, data, spec, tokenizer, expected, progress))
   if data.issues and progress:
     print(f"training files: every issue is listed in {directory / ISSUES_FILE}", file=sys.stderr)
-  return sampler.load_training_data(directory)
+  training_data = sampler.load_training_data(directory)
+  n = int(_cfg(config, "hard_negatives_per_pair", 0) or 0)
+  if n:
+    training_data = attach_negatives(training_data, data, n, tokenizer, spec)
+  return training_data
+
+
+def negative_bank(directory, data: TrainFiles, n: int, tokenizer, spec) -> dict[str, np.ndarray]:
+  """The first n negatives of every (group, passage language) of negatives.jsonl, tokenised
+  as passages (spec's prompt and max_passage_len): {"group_id" [K], "language" [K],
+  "negative_ids" / "negative_mask" [K + 1, n, Lp], "negative_valid" / "negative_group_id"
+  [K + 1, n]}; the last entry holds no negative. Cached in the shard directory."""
+  from mlir_train import tokenization
+  directory = pathlib.Path(directory)
+  path = directory / NEGATIVE_BANK_FILE.format(n=n)
+  if path.is_file():
+    with np.load(path) as f:
+      return {k: f[k] for k in f.files}
+  negatives = load_negatives(directory)
+  keys = sorted(negatives)
+  ids = data.group_ids(spec.languages)
+  owner: dict[str, int] = {}  # positive text -> lowest group id holding it
+  for group, gid in ids.items():
+    for text in data.positives.get(group, {}).values():
+      owner[text] = min(owner.get(text, gid), gid)
+  texts = [""]  # slot 0: the filler of missing negatives (finite through the encoder)
+  slot = np.zeros((len(keys) + 1, n), np.int64)
+  valid = np.zeros((len(keys) + 1, n), np.int32)
+  group = np.full((len(keys) + 1, n), -1, np.int32)
+  for k, key in enumerate(keys):
+    for j, text in enumerate(negatives[key][:n]):
+      slot[k, j], valid[k, j] = len(texts), 1
+      group[k, j] = owner.get(text, -1)
+      texts.append(text)
+  length = int(spec.max_passage_len)
+  tok = tokenization.tokenize(tokenizer, texts, "passage", length, pad_to=length,
+                              prompts={"query": spec.query_prompt, "passage": spec.passage_prompt})
+  bank = {"group_id": np.array([g for g, _ in keys], np.int32),
+          "language": np.array([l for _, l in keys], dtype=str).astype("U16"),
+          "negative_ids": tok["input_ids"][slot].astype(np.int32),
+          "negative_mask": tok["attention_mask"][slot].astype(np.int32),
+          "negative_valid": valid, "negative_group_id": group}
+  tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}.npz")
+  try:
+    np.savez(tmp, **bank)
+    os.replace(tmp, path)
+  except OSError as e:  # a read-only shard directory: tokenise again next time
+    logging.warning("could not cache hard negatives in %s (%s)", path, e)
+  return bank
+
+
+def attach_negatives(training_data, data: TrainFiles, n: int, tokenizer, spec):
+  """`training_data` with its pair table's negative bank (`shards.PairTable` negative_*):
+  pair (a, b) of group g gets the bank entry of (g, b), or the empty one."""
+  import dataclasses as dc
+  bank = negative_bank(training_data.directory, data, n, tokenizer, spec)
+  table = training_data.table
+  entry = {(int(g), str(l)): k for k, (g, l) in enumerate(zip(bank["group_id"], bank["language"]))}
+  empty = len(bank["group_id"])
+  names = table.languages
+  index = np.array([entry.get((int(g), names[b]), empty)
+                    for g, b in zip(table.group_id, table.passage_language)], np.int32)
+  table = dc.replace(table, negative_index=index,
+                     **{f: bank[f] for f in ("negative_ids", "negative_mask", "negative_valid",
+                                             "negative_group_id")})
+  with_negatives = int((index < empty).sum())
+  logging.info("hard negatives: %d per pair; %d of %d pairs have some, %d negatives missing",
+               n, with_negatives, len(index), int((bank["negative_valid"][index] == 0).sum()))
+  return dc.replace(training_data, table=table)

@@ -1,23 +1,31 @@
 """Exact inner-product search over a corpus that need not fit in memory at once.
 
-`top_k` scores query blocks against the corpus one fixed-size chunk at a time and
-keeps a running top-k, so memory is bounded by `query_block x (k + chunk_size)`
-whatever the corpus size. The corpus is split over all devices (a 1-D mesh);
-each device streams its own shard and the per-device top-k lists are merged.
+The corpus is streamed from host memory: `top_k` and `relevant_ranks` walk it in
+fixed-size host chunks (`stream_rows` rows; a numpy array, or an `np.memmap` on
+disk whose pages are released after each chunk), put each chunk on the devices
+(split over all of them, a 1-D mesh), score every query block against it one
+`chunk_size`-row block per device at a time, and merge into a running top-k
+kept on the device. Memory is therefore bounded by one host chunk plus
+`query_block x (k + chunk_size)` scores per device, whatever the corpus size
+(a 5M x 384 float32 corpus, 7.7 GB, is searched in a few hundred MB:
+benchmarks/search_throughput.py --stream_corpus 5000000). Every chunk has the
+same shape (the last is padded and its padding masked), so each function
+compiles once.
 
 `relevant_ranks` gives the 1-based rank of chosen corpus items in the *full*
 ranking (what full MAP and the language bias need) without sorting: the rank of
 item j is 1 + #{i: s_i > s_j} + #{i < j: s_i == s_j}.
 
 Both use the same tie rule: equal scores are ordered by lower corpus index
-(`jax.lax.top_k` is documented to put the lower index first, and the merge
-keeps earlier, i.e. lower-index, candidates in front). Scores are float32 with
+(`jax.lax.top_k` is documented to put the lower index first, and every merge
+puts the earlier, i.e. lower-index, candidates in front). Scores are float32 with
 `Precision.HIGHEST` (no TF32 on GPUs); -0.0 is folded into 0.0 so it ties.
 """
 from __future__ import annotations
 
 import functools
 import math
+import mmap
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +36,7 @@ from data_pipelines.errors import ProjectError
 
 AXIS = "corpus"
 _NO_INDEX = -1  # index reported for empty slots of a running top-k
+DEFAULT_STREAM_ROWS = 65536  # host rows per streamed corpus chunk (96 MiB at 384 float32)
 
 
 class SearchError(ProjectError, ValueError):
@@ -38,9 +47,22 @@ def _as_matrix(x, name: str) -> np.ndarray:
   x = np.asarray(x, dtype=np.float32)
   if x.ndim != 2:
     raise SearchError(f"{name} must be a 2-D array [n, dim], got shape {x.shape}")
+  _check_finite(x, name, 0)
+  return x
+
+
+def _check_finite(x: np.ndarray, name: str, offset: int) -> None:
   if not np.isfinite(x).all():
     bad = int(np.argwhere(~np.isfinite(x))[0, 0])
-    raise SearchError(f"{name} row {bad} holds a NaN or infinity")
+    raise SearchError(f"{name} row {offset + bad} holds a NaN or infinity")
+
+
+def _as_corpus(x):
+  """The corpus as a 2-D array *without* reading it (memmaps stay on disk)."""
+  if not isinstance(x, np.ndarray):
+    x = np.asarray(x, dtype=np.float32)
+  if x.ndim != 2:
+    raise SearchError(f"corpus must be a 2-D array [n, dim], got shape {x.shape}")
   return x
 
 
@@ -62,6 +84,49 @@ def _layout(n: int, n_devices: int, chunk_size: int) -> tuple[int, int]:
   return chunk, n_chunks * chunk
 
 
+def _stream_layout(n: int, n_devices: int, chunk_size: int, stream_rows: int
+                   ) -> tuple[int, int, int]:
+  """(chunk, rows per device per host chunk, rows per host chunk) for an n-row corpus."""
+  n_host = math.ceil(n / max(1, stream_rows))
+  chunk, per_device = _layout(math.ceil(n / n_host), n_devices, chunk_size)
+  return chunk, per_device, n_devices * per_device
+
+
+def _mmap_of(x: np.ndarray):
+  """The `mmap.mmap` under a numpy memmap (or a view of one), else None."""
+  while x is not None:
+    if isinstance(x, mmap.mmap):
+      return x
+    x = getattr(x, "base", None)
+  return None
+
+
+def _host_chunks(corpus: np.ndarray, rows: int):
+  """Yields (global start, float32 [rows, D] chunk), the last one zero-padded.
+
+  A full chunk of a C-contiguous float32 array in memory is a view (no copy);
+  anything else (the last chunk, a memmap, another dtype) is copied into a
+  fresh array. After copying from a memmap its pages are dropped from this
+  process (`MADV_DONTNEED`; they stay in the page cache), so resident memory
+  stays bounded by about one chunk however large the file is.
+  """
+  n, dim = corpus.shape
+  mapped = _mmap_of(corpus) if isinstance(corpus, np.memmap) else None
+  for start in range(0, n, rows):
+    stop = min(start + rows, n)
+    part = corpus[start:stop]
+    if (mapped is None and stop - start == rows and part.dtype == np.float32
+        and part.flags.c_contiguous):
+      chunk = part
+    else:
+      chunk = np.zeros((rows, dim), np.float32)
+      chunk[:stop - start] = part
+      if mapped is not None and hasattr(mapped, "madvise"):
+        mapped.madvise(mmap.MADV_DONTNEED)
+    _check_finite(chunk[:stop - start], "corpus", start)
+    yield start, chunk
+
+
 def _chunk_scores(q, block, start, n_valid):
   """Scores of one corpus chunk, padded rows masked to -inf.  [Qb, chunk]"""
   s = jnp.einsum("qd,cd->qc", q, block, precision=jax.lax.Precision.HIGHEST)
@@ -70,74 +135,88 @@ def _chunk_scores(q, block, start, n_valid):
   return jnp.where(s == 0, 0.0, s), index  # fold -0.0 into 0.0
 
 
-def _chunks(corpus_shard, chunk):
+def _chunks(corpus_shard, chunk, offset):
   """[n_local, D] -> ([n_chunks, chunk, D], global start of each chunk [n_chunks])."""
   n_local, dim = corpus_shard.shape
   shard = jax.lax.axis_index(AXIS)
-  starts = shard * n_local + chunk * jnp.arange(n_local // chunk, dtype=jnp.int32)
+  starts = offset + shard * n_local + chunk * jnp.arange(n_local // chunk, dtype=jnp.int32)
   return corpus_shard.reshape(n_local // chunk, chunk, dim), starts
+
+
+def _merge(best_scores, best_index, scores, index, k):
+  """Top k of the running best followed by new candidates (all of higher index)."""
+  top, pos = jax.lax.top_k(jnp.concatenate([best_scores, scores], axis=1), k)
+  cand = jnp.concatenate([best_index, jnp.broadcast_to(index, scores.shape)], axis=1)
+  return top, jnp.take_along_axis(cand, pos, axis=1)
 
 
 @functools.lru_cache(maxsize=32)
 def _top_k_fn(mesh: Mesh, k: int, chunk: int):
-  """Compiled block search: (queries [Qb, D], corpus [N_pad, D], n_valid) -> top k."""
+  """Compiled merge of one host chunk into a query block's running top k.
 
-  def local(q, corpus_shard, n_valid):
-    blocks, starts = _chunks(corpus_shard, chunk)
-    init = (jnp.full((q.shape[0], k), -jnp.inf, jnp.float32),
-            jnp.full((q.shape[0], k), _NO_INDEX, jnp.int32))
+  (best_scores [Qb, k], best_index [Qb, k], queries [Qb, D], host chunk [R, D]
+  sharded over the mesh, its global start, n_valid) -> new (best_scores, best_index).
+  """
+
+  def local(q, corpus_shard, offset, n_valid):
+    blocks, starts = _chunks(corpus_shard, chunk, offset)
+    kk = min(k, corpus_shard.shape[0])  # a shard cannot contribute more than its rows
+    init = (jnp.full((q.shape[0], kk), -jnp.inf, jnp.float32),
+            jnp.full((q.shape[0], kk), _NO_INDEX, jnp.int32))
     init = jax.lax.pcast(init, (AXIS,), to="varying")  # per-shard carry
 
     def step(best, xs):
-      best_scores, best_index = best  # [Qb, k] each, sorted by (-score, index)
-      block, start = xs
-      s, index = _chunk_scores(q, block, start, n_valid)  # [Qb, chunk]
       # Running candidates come first and have lower indices, so lax.top_k's
       # lower-position-first tie rule keeps ties in corpus-index order.
-      scores = jnp.concatenate([best_scores, s], axis=1)  # [Qb, k + chunk]
-      cand = jnp.concatenate(
-          [best_index, jnp.broadcast_to(index, s.shape)], axis=1)
-      top, pos = jax.lax.top_k(scores, k)
-      return (top, jnp.take_along_axis(cand, pos, axis=1)), None
+      block, start = xs
+      s, index = _chunk_scores(q, block, start, n_valid)  # [Qb, chunk]
+      return _merge(*best, s, index, kk), None
 
     (scores, index), _ = jax.lax.scan(step, init, (blocks, starts))
-    return scores, index  # [Qb, k] local to this shard
+    return scores, index  # [Qb, kk] local to this shard
 
-  sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS), P()),
+  sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS), P(), P()),
                           out_specs=(P(None, AXIS), P(None, AXIS)))
 
-  @jax.jit
-  def search(q, corpus, n_valid):
-    scores, index = sharded(q, corpus, n_valid)  # [Qb, n_devices * k], shard order
-    top, pos = jax.lax.top_k(scores, k)
-    return top, jnp.take_along_axis(index, pos, axis=1)
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def search(best_scores, best_index, q, corpus, offset, n_valid):
+    scores, index = sharded(q, corpus, offset, n_valid)  # [Qb, n_devices * kk], shard order
+    return _merge(best_scores, best_index, scores, index, k)
 
   return search
 
 
 @functools.lru_cache(maxsize=32)
-def _ranks_fn(mesh: Mesh, chunk: int):
-  """Compiled: (queries [Qb, D], corpus, targets [Qb, T], n_valid) -> ranks [Qb, T]."""
+def _ranks_fns(mesh: Mesh, chunk: int):
+  """Two compiled passes over one host chunk, for `relevant_ranks`.
 
-  def local(q, corpus_shard, targets, n_valid):
-    blocks, starts = _chunks(corpus_shard, chunk)
+  find: (target_scores [Qb, T], queries [Qb, D], chunk [R, D], offset, targets, n_valid)
+    -> target_scores with the scores of the targets inside this chunk filled in.
+  count: (above [Qb, T], queries, chunk, offset, targets, target_scores, n_valid)
+    -> above + #candidates in this chunk ranked above each target.
+  """
 
-    # Pass 1: each target's score, taken from the very same chunk computation
-    # that pass 2 compares against (a separately computed dot product could
-    # differ in the last bit and count the item as beating itself).
+  def local_find(q, corpus_shard, offset, targets, n_valid):
+    blocks, starts = _chunks(corpus_shard, chunk, offset)
+
+    # Each target's score is taken from the very same chunk computation that
+    # `count` compares against (a separately computed dot product could differ
+    # in the last bit and count the item as beating itself).
     def find(target_scores, xs):
       block, start = xs
       s, _ = _chunk_scores(q, block, start, n_valid)  # [Qb, chunk]
-      offset = targets - start  # [Qb, T]
-      inside = (offset >= 0) & (offset < chunk)
-      found = jnp.take_along_axis(s, jnp.clip(offset, 0, chunk - 1), axis=1)
+      where = targets - start  # [Qb, T]
+      inside = (where >= 0) & (where < chunk)
+      found = jnp.take_along_axis(s, jnp.clip(where, 0, chunk - 1), axis=1)
       return jnp.where(inside, found, target_scores), None
 
     init = jax.lax.pcast(jnp.full(targets.shape, -jnp.inf, jnp.float32), (AXIS,), to="varying")
-    target_scores, _ = jax.lax.scan(find, init, (blocks, starts))
-    target_scores = jax.lax.pmax(target_scores, AXIS)  # [Qb, T]
+    found, _ = jax.lax.scan(find, init, (blocks, starts))
+    return jax.lax.pmax(found, AXIS)  # [Qb, T]
 
-    # Pass 2: count candidates ranked above each target.
+  def local_count(q, corpus_shard, offset, targets, target_scores, n_valid):
+    blocks, starts = _chunks(corpus_shard, chunk, offset)
+
     def count(above, xs):
       block, start = xs
       s, index = _chunk_scores(q, block, start, n_valid)  # [Qb, chunk]
@@ -148,19 +227,30 @@ def _ranks_fn(mesh: Mesh, chunk: int):
 
     init = jax.lax.pcast(jnp.zeros(targets.shape, jnp.int32), (AXIS,), to="varying")
     above, _ = jax.lax.scan(count, init, (blocks, starts))
-    return jax.lax.psum(above, AXIS) + 1
+    return jax.lax.psum(above, AXIS)
 
-  sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS), P(), P()),
-                          out_specs=P())
-  return jax.jit(sharded)
+  find_sharded = jax.shard_map(local_find, mesh=mesh, in_specs=(P(), P(AXIS), P(), P(), P()),
+                               out_specs=P())
+  count_sharded = jax.shard_map(local_count, mesh=mesh,
+                                in_specs=(P(), P(AXIS), P(), P(), P(), P()), out_specs=P())
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def find(target_scores, q, corpus, offset, targets, n_valid):
+    inside = (targets >= offset) & (targets < offset + corpus.shape[0])
+    return jnp.where(inside, find_sharded(q, corpus, offset, targets, n_valid), target_scores)
+
+  @functools.partial(jax.jit, donate_argnums=0)
+  def count(above, q, corpus, offset, targets, target_scores, n_valid):
+    return above + count_sharded(q, corpus, offset, targets, target_scores, n_valid)
+
+  return find, count
 
 
-def _put_corpus(corpus: np.ndarray, mesh: Mesh, chunk_size: int):
-  n_devices = mesh.size
-  chunk, per_device = _layout(corpus.shape[0], n_devices, chunk_size)
-  padded = np.zeros((n_devices * per_device, corpus.shape[1]), np.float32)
-  padded[:corpus.shape[0]] = corpus
-  return jax.device_put(padded, NamedSharding(mesh, P(AXIS))), chunk
+def _device_chunks(corpus: np.ndarray, mesh: Mesh, rows: int):
+  """Host chunks put on the mesh one at a time: yields (np.int32 start, device array)."""
+  sharding = NamedSharding(mesh, P(AXIS))
+  for start, chunk in _host_chunks(corpus, rows):
+    yield np.int32(start), jax.device_put(chunk, sharding)
 
 
 def _query_blocks(queries: np.ndarray, query_block: int):
@@ -175,25 +265,30 @@ def _query_blocks(queries: np.ndarray, query_block: int):
 
 def _check(queries, corpus):
   queries = _as_matrix(queries, "queries")
-  corpus = _as_matrix(corpus, "corpus")
+  corpus = _as_corpus(corpus)
   if queries.shape[1] != corpus.shape[1]:
     raise SearchError(f"queries have dim {queries.shape[1]}, corpus has dim {corpus.shape[1]}")
   if corpus.shape[0] == 0:
     raise SearchError("corpus is empty")
+  if corpus.shape[0] >= 2 ** 31 - 1:
+    raise SearchError(f"corpus has {corpus.shape[0]} rows; indices are int32 (< 2**31 - 1)")
   return queries, corpus
 
 
 def top_k(queries, corpus, k: int, chunk_size: int = 4096, query_block: int = 512,
-          devices=None) -> tuple[np.ndarray, np.ndarray]:
-  """Exact top-k by inner product.
+          devices=None, stream_rows: int = DEFAULT_STREAM_ROWS
+          ) -> tuple[np.ndarray, np.ndarray]:
+  """Exact top-k by inner product, the corpus streamed from host memory.
 
   Args:
     queries: [Q, D] float array.
-    corpus: [N, D] float array.
+    corpus: [N, D] float array: a numpy array, or an `np.memmap` (read one
+      host chunk at a time; never loaded whole).
     k: results per query, 1 <= k <= N.
     chunk_size: corpus rows scored at once per device (memory bound).
     query_block: queries scored at once (one compiled shape).
     devices: devices to shard the corpus over (default: all).
+    stream_rows: corpus rows put on the devices at a time (host memory bound).
 
   Returns:
     (scores float32 [Q, k], indices int64 [Q, k]), best first, ties by lower index.
@@ -202,24 +297,31 @@ def top_k(queries, corpus, k: int, chunk_size: int = 4096, query_block: int = 51
   if not 1 <= k <= corpus.shape[0]:
     raise SearchError(f"k={k} must be between 1 and the corpus size {corpus.shape[0]}")
   mesh = _mesh(devices)
-  corpus_dev, chunk = _put_corpus(corpus, mesh, chunk_size)
+  chunk, _, rows = _stream_layout(corpus.shape[0], mesh.size, chunk_size, stream_rows)
   search = _top_k_fn(mesh, k, chunk)
   n_valid = np.int32(corpus.shape[0])
+  blocks = list(_query_blocks(queries, query_block))
+  q_dev = [jax.device_put(b) for _, _, b in blocks]
+  best = [(jnp.full((b.shape[0], k), -jnp.inf, jnp.float32),
+           jnp.full((b.shape[0], k), _NO_INDEX, jnp.int32)) for _, _, b in blocks]
+  for offset, chunk_dev in _device_chunks(corpus, mesh, rows):
+    best = [search(*state, q, chunk_dev, offset, n_valid) for state, q in zip(best, q_dev)]
+    jax.block_until_ready(best)  # at most one host chunk in flight: bounded memory
+    del chunk_dev
   scores = np.empty((queries.shape[0], k), np.float32)
   indices = np.empty((queries.shape[0], k), np.int64)
-  for start, stop, block in _query_blocks(queries, query_block):
-    s, i = search(block, corpus_dev, n_valid)
+  for (start, stop, _), (s, i) in zip(blocks, best):
     scores[start:stop] = np.asarray(s)[:stop - start]
     indices[start:stop] = np.asarray(i)[:stop - start]
   return scores, indices
 
 
 def relevant_ranks(queries, corpus, targets, chunk_size: int = 4096, query_block: int = 512,
-                   devices=None) -> np.ndarray:
+                   devices=None, stream_rows: int = DEFAULT_STREAM_ROWS) -> np.ndarray:
   """1-based ranks of chosen corpus items in each query's full ranking.
 
   Args:
-    queries: [Q, D]; corpus: [N, D].
+    queries: [Q, D]; corpus: [N, D] (array or `np.memmap`, streamed twice).
     targets: int [Q, T] corpus indices per query; -1 marks padding.
 
   Returns:
@@ -235,11 +337,28 @@ def relevant_ranks(queries, corpus, targets, chunk_size: int = 4096, query_block
   if targets.shape[1] == 0:
     return ranks
   mesh = _mesh(devices)
-  corpus_dev, chunk = _put_corpus(corpus, mesh, chunk_size)
-  rank_fn = _ranks_fn(mesh, chunk)
+  chunk, _, rows = _stream_layout(corpus.shape[0], mesh.size, chunk_size, stream_rows)
+  find, count = _ranks_fns(mesh, chunk)
   n_valid = np.int32(corpus.shape[0])
+  blocks = []
   for start, stop, block in _query_blocks(queries, query_block):
     t = np.full((block.shape[0], targets.shape[1]), -1, np.int32)
     t[:stop - start] = targets[start:stop]
-    ranks[start:stop] = np.asarray(rank_fn(block, corpus_dev, t, n_valid))[:stop - start]
+    blocks.append((start, stop, jax.device_put(block), jax.device_put(t)))
+  # Pass 1: the targets' scores; pass 2: how many candidates beat each target.
+  found = [jnp.full((q.shape[0], targets.shape[1]), -jnp.inf, jnp.float32)
+           for _, _, q, _ in blocks]
+  for offset, chunk_dev in _device_chunks(corpus, mesh, rows):
+    found = [find(f, q, chunk_dev, offset, t, n_valid)
+             for f, (_, _, q, t) in zip(found, blocks)]
+    jax.block_until_ready(found)
+    del chunk_dev
+  above = [jnp.zeros((q.shape[0], targets.shape[1]), jnp.int32) for _, _, q, _ in blocks]
+  for offset, chunk_dev in _device_chunks(corpus, mesh, rows):
+    above = [count(a, q, chunk_dev, offset, t, f, n_valid)
+             for a, f, (_, _, q, t) in zip(above, found, blocks)]
+    jax.block_until_ready(above)
+    del chunk_dev
+  for (start, stop, _, _), a in zip(blocks, above):
+    ranks[start:stop] = np.asarray(a)[:stop - start] + 1
   return np.where(targets >= 0, ranks, 0)

@@ -62,6 +62,7 @@ RANGES: dict[str, tuple[Any, Any, str]] = {
     "validation_every_steps": (1, None, "an interval in steps"),
     "validation_batches": (1, None, "batches per kind"),
     "freeze_layers": (0, None, "layers"),
+    "hard_negatives_per_pair": (0, None, "negatives per pair (0 = off)"),
 }
 POSITIVE = {"temperature": "a softmax temperature", "language_temperature": "a sampling temperature"}
 

@@ -80,15 +80,26 @@ def value_and_grad(embed: EmbedFn, loss_from_embeddings: Callable, chunk_size: i
 
   `loss_from_embeddings(query_emb, passage_emb) -> (loss, aux)`. Returns
   f(params, query_ids, query_mask, passage_ids, passage_mask) -> ((loss, aux), grads).
+
+  More texts (hard negatives, flattened to [batch * n, length]) come as extra
+  (ids, mask) arguments after passage_mask; their embeddings are passed to
+  `loss_from_embeddings` after the passages, and they are embedded and
+  back-propagated in chunks of `chunk_size` rows too.
   """
-  def fn(params, query_ids, query_mask, passage_ids, passage_mask):
-    query = embed_in_chunks(embed, params, query_ids, query_mask, chunk_size)      # [batch, dim]
-    passage = embed_in_chunks(embed, params, passage_ids, passage_mask, chunk_size)
-    (loss, aux), (d_query, d_passage) = jax.value_and_grad(
-        loss_from_embeddings, argnums=(0, 1), has_aux=True)(query, passage)
-    grads_q = param_grads_in_chunks(embed, params, query_ids, query_mask, d_query, chunk_size)
-    grads_p = param_grads_in_chunks(embed, params, passage_ids, passage_mask, d_passage,
-                                    chunk_size)
-    return (loss, aux), jax.tree.map(jnp.add, grads_q, grads_p)
+  def fn(params, query_ids, query_mask, passage_ids, passage_mask, *extra):
+    if len(extra) % 2:
+      raise GradCacheError("extra inputs come as (ids, mask) pairs")
+    inputs = [(query_ids, query_mask), (passage_ids, passage_mask)] + [
+        (extra[i], extra[i + 1]) for i in range(0, len(extra), 2)]
+    embeddings = [embed_in_chunks(embed, params, ids, mask, chunk_size)  # [rows, dim]
+                  for ids, mask in inputs]
+    (loss, aux), d_embeddings = jax.value_and_grad(
+        loss_from_embeddings, argnums=tuple(range(len(inputs))), has_aux=True)(*embeddings)
+    grads = [param_grads_in_chunks(embed, params, ids, mask, d, chunk_size)
+             for (ids, mask), d in zip(inputs, d_embeddings)]
+    total = grads[0]
+    for g in grads[1:]:
+      total = jax.tree.map(jnp.add, total, g)
+    return (loss, aux), total
 
   return fn

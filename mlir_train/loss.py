@@ -46,14 +46,22 @@ def _cross_entropy_diagonal(logits: jax.Array) -> jax.Array:
 def info_nce(query: jax.Array, passage: jax.Array, group_id: jax.Array, *,
              temperature: float = DEFAULT_TEMPERATURE, symmetric: bool = False,
              hard_negatives: jax.Array | None = None,
-             hard_negative_group_id: jax.Array | None = None) -> LossOutput:
+             hard_negative_group_id: jax.Array | None = None,
+             hard_negative_valid: jax.Array | None = None) -> LossOutput:
   """InfoNCE with in-batch negatives; label of query i is passage i.
 
   query, passage: [batch, dim] (unit vectors); group_id: int [batch].
   hard_negatives: optional [n_hard, dim] extra passages appended as columns
   (negatives for every query; any whose `hard_negative_group_id` equals the
-  query's group is masked). symmetric: also average in the passage->query
-  loss over the in-batch block.
+  query's group is masked; -1 = no group). hard_negative_valid: optional
+  bool [n_hard]; False marks a missing negative (padding), -inf for every
+  query. symmetric: also average in the passage->query loss over the
+  in-batch block.
+
+  Per-pair hard negatives ([batch, n, dim], pair i's at row i) are passed
+  flattened, row-major (`pair_negatives`): columns are
+  [passage 0..batch-1, negatives of pair 0, of pair 1, ...], and query i's
+  label stays column i, whatever devices the rows live on.
   """
   query = query.astype(jnp.float32)
   passage = passage.astype(jnp.float32)
@@ -67,6 +75,10 @@ def info_nce(query: jax.Array, passage: jax.Array, group_id: jax.Array, *,
 
   logits = query @ columns.T / temperature  # [batch, batch + n_hard]
   mask = parallel_mask(group_id, column_group)
+  if hard_negatives is not None and hard_negative_valid is not None:
+    valid = jnp.concatenate([jnp.ones((passage.shape[0],), bool),
+                             hard_negative_valid.astype(bool)])
+    mask = mask | ~valid[None, :]
   logits = jnp.where(mask, -jnp.inf, logits)
   loss = _cross_entropy_diagonal(logits)
   if symmetric:
@@ -75,3 +87,17 @@ def info_nce(query: jax.Array, passage: jax.Array, group_id: jax.Array, *,
     loss = 0.5 * (loss + _cross_entropy_diagonal(passage_to_query))
   accuracy = jnp.mean(jnp.argmax(logits, axis=1) == jnp.arange(query.shape[0]))
   return LossOutput(loss=loss, accuracy=accuracy.astype(jnp.float32), logits=logits)
+
+
+def pair_negatives(negatives: jax.Array, group_id: jax.Array | None = None,
+                   valid: jax.Array | None = None):
+  """Per-pair hard negatives -> `info_nce`'s columns: [batch, n, dim] -> [batch * n, dim]
+  (row-major: pair i's negatives at i * n .. i * n + n - 1), group ids and validity
+  [batch, n] -> [batch * n]. Returns keyword arguments for `info_nce`."""
+  batch, n = negatives.shape[:2]
+  out = {"hard_negatives": negatives.reshape((batch * n,) + negatives.shape[2:])}
+  if group_id is not None:
+    out["hard_negative_group_id"] = group_id.reshape(batch * n)
+  if valid is not None:
+    out["hard_negative_valid"] = valid.reshape(batch * n)
+  return out

@@ -30,6 +30,23 @@ class SyntheticBatch:
   passage_ids: np.ndarray    # int32 [host_batch, max_passage_len]
   passage_mask: np.ndarray
   group_id: np.ndarray       # int32 [host_batch]
+  # With config.hard_negatives_per_pair = n > 0 (else None): [host_batch, n, max_passage_len]
+  # ids / mask, [host_batch, n] validity (about 1 in 8 missing) and source group (-1 or,
+  # for about 1 in 8, another row's group, so the loss's group mask is exercised).
+  negative_ids: np.ndarray | None = None
+  negative_mask: np.ndarray | None = None
+  negative_valid: np.ndarray | None = None
+  negative_group_id: np.ndarray | None = None
+
+
+_ROW_FIELDS = ("query_ids", "query_mask", "passage_ids", "passage_mask", "group_id",
+               "negative_ids", "negative_mask", "negative_valid", "negative_group_id")
+
+
+def _rows(b: "SyntheticBatch", rows: slice, **changes) -> "SyntheticBatch":
+  """This process's rows of a global batch (fields that are None stay None)."""
+  sliced = {f: getattr(b, f)[rows] for f in _ROW_FIELDS if getattr(b, f) is not None}
+  return dataclasses.replace(b, **sliced, **changes)
 
 
 def _ids_and_mask(rng, batch: int, length: int, vocab_size: int):
@@ -50,8 +67,18 @@ def global_batch(config, vocab_size: int, step: int, stream: int = 7) -> Synthet
   group_id = np.arange(batch, dtype=np.int32)
   twins = rng.choice(batch, size=batch // 4, replace=False)
   group_id[twins] = group_id[rng.permutation(twins)]  # some rows share a group
-  return SyntheticBatch(step, SyntheticKind(), "synthetic", q_ids, q_mask, p_ids, p_mask,
-                        group_id)
+  out = SyntheticBatch(step, SyntheticKind(), "synthetic", q_ids, q_mask, p_ids, p_mask,
+                       group_id)
+  n = int(config.get("hard_negatives_per_pair", 0) or 0) if hasattr(config, "get") else 0
+  if n:  # a separate generator: the batch without negatives is unchanged
+    neg_rng = np.random.default_rng([int(config.seed), int(step), stream, 1])
+    length = int(config.max_passage_len)
+    ids, mask = _ids_and_mask(neg_rng, batch * n, length, vocab_size)
+    out.negative_ids, out.negative_mask = ids.reshape(batch, n, length), mask.reshape(batch, n, length)
+    out.negative_valid = (neg_rng.random((batch, n)) >= 0.125).astype(np.int32)
+    other = group_id[neg_rng.integers(0, batch, size=(batch, n))]
+    out.negative_group_id = np.where(neg_rng.random((batch, n)) < 0.125, other, -1).astype(np.int32)
+  return out
 
 
 def batch_stream(config, vocab_size: int, *, process_index: int = 0, process_count: int = 1,
@@ -60,11 +87,7 @@ def batch_stream(config, vocab_size: int, *, process_index: int = 0, process_cou
   rows = slice(process_index * host_batch, (process_index + 1) * host_batch)
   step = start_step
   while True:
-    b = global_batch(config, vocab_size, step)
-    yield dataclasses.replace(
-        b, query_ids=b.query_ids[rows], query_mask=b.query_mask[rows],
-        passage_ids=b.passage_ids[rows], passage_mask=b.passage_mask[rows],
-        group_id=b.group_id[rows])
+    yield _rows(global_batch(config, vocab_size, step), rows)
     step += 1
 
 
@@ -75,9 +98,5 @@ def validation_batches(config, vocab_size: int, count: int, *, process_index: in
   rows = slice(process_index * host_batch, (process_index + 1) * host_batch)
   out = []
   for i in range(count):
-    b = global_batch(config, vocab_size, i, stream=8)
-    out.append(dataclasses.replace(
-        b, step=-1, query_ids=b.query_ids[rows], query_mask=b.query_mask[rows],
-        passage_ids=b.passage_ids[rows], passage_mask=b.passage_mask[rows],
-        group_id=b.group_id[rows]))
+    out.append(_rows(global_batch(config, vocab_size, i, stream=8), rows, step=-1))
   return out

@@ -52,6 +52,9 @@ BATCHES_FILE = "batches.jsonl"
 PROVENANCE_FILE = "provenance.json"          # the first start's training config + hash
 CONFIG_HISTORY_FILE = "config_history.jsonl"  # allowed changes, one line each
 BATCH_FIELDS = ("query_ids", "query_mask", "passage_ids", "passage_mask", "group_id")
+# With config.hard_negatives_per_pair = n > 0: [host_batch, n, Lp] ids / mask, [host_batch, n]
+# validity (0 = missing, masked out of the loss) and source group (-1 = none).
+NEGATIVE_FIELDS = ("negative_ids", "negative_mask", "negative_valid", "negative_group_id")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -78,7 +81,6 @@ def make_update_step(module: encoder_lib.Encoder, tx: optax.GradientTransformati
   exactly as without L2-SP.
   """
   schedule = optimizer_lib.learning_rate_schedule(config)
-  chunk_size = int(config.gradcache_chunk_size)
   l2sp = optimizer_lib.check_l2sp(config.get("l2sp", 0.0))
   freeze_layers = config.get("freeze_layers", 0)
 
@@ -90,21 +92,7 @@ def make_update_step(module: encoder_lib.Encoder, tx: optax.GradientTransformati
       params = optimizer_lib.merge(trainable_params, frozen)
       return module.apply({"params": params}, ids, mask)
 
-    def loss_from_embeddings(query, passage):
-      out = loss_lib.info_nce(query, passage, batch["group_id"],
-                              temperature=config.temperature,
-                              symmetric=config.symmetric_loss)
-      return out.loss, out.accuracy
-
-    if chunk_size:
-      value_and_grad = gradcache.value_and_grad(embed, loss_from_embeddings, chunk_size)
-    else:
-      def full_loss(p, q_ids, q_mask, p_ids, p_mask):
-        return loss_from_embeddings(embed(p, q_ids, q_mask), embed(p, p_ids, p_mask))
-      value_and_grad = jax.value_and_grad(full_loss, has_aux=True)
-    (loss, accuracy), grads = value_and_grad(
-        trainable, batch["query_ids"], batch["query_mask"],
-        batch["passage_ids"], batch["passage_mask"])
+    (loss, accuracy), grads = batch_value_and_grad(embed, batch, config)(trainable)
     if l2sp:
       penalty, penalty_grads = optimizer_lib.l2sp_penalty_and_grad(
           trainable, state["start_params"], l2sp)
@@ -132,6 +120,60 @@ def make_update_step(module: encoder_lib.Encoder, tx: optax.GradientTransformati
     return new_state, metrics
 
   return update
+
+
+def batch_value_and_grad(embed, batch, config):
+  """trainable params -> ((InfoNCE loss, accuracy), grads) of the global `batch`.
+
+  `embed(params, ids, mask) -> [n, hidden]`. With config.hard_negatives_per_pair
+  = n > 0 the batch also holds negative_ids / negative_mask [batch, n, Lp],
+  negative_valid and negative_group_id [batch, n]: they are embedded as
+  [batch * n] rows (row-major, `loss.pair_negatives`) and every query is scored
+  against all global passages and all global hard negatives, its label its own
+  passage; missing negatives (valid 0) get -inf, and a negative whose group is
+  a query's own group is masked for that query. GradCache chunks them too.
+  With n = 0 the computation is the in-batch loss alone, as before.
+  """
+  chunk_size = int(config.gradcache_chunk_size)
+  n_hard = hard_negatives_per_pair(config)
+  inputs = [batch["query_ids"], batch["query_mask"], batch["passage_ids"], batch["passage_mask"]]
+  negative_kwargs = {}
+  if n_hard:
+    shape = batch["negative_ids"].shape  # [batch, n, Lp]
+    inputs += [batch["negative_ids"].reshape(shape[0] * shape[1], shape[2]),
+               batch["negative_mask"].reshape(shape[0] * shape[1], shape[2])]
+    negative_kwargs = dict(group_id=batch["negative_group_id"], valid=batch["negative_valid"])
+
+  def loss_from_embeddings(query, passage, *negatives):
+    extra = {}
+    if negatives:
+      flat = negatives[0]  # [batch * n, hidden]
+      extra = loss_lib.pair_negatives(flat.reshape(query.shape[0], -1, flat.shape[-1]),
+                                      **negative_kwargs)
+    out = loss_lib.info_nce(query, passage, batch["group_id"],
+                            temperature=config.temperature,
+                            symmetric=config.symmetric_loss, **extra)
+    return out.loss, out.accuracy
+
+  if chunk_size:
+    value_and_grad = gradcache.value_and_grad(embed, loss_from_embeddings, chunk_size)
+  else:
+    def full_loss(p, q_ids, q_mask, p_ids, p_mask, *negative):
+      return loss_from_embeddings(embed(p, q_ids, q_mask), embed(p, p_ids, p_mask),
+                                  *([embed(p, *negative)] if negative else []))
+    value_and_grad = jax.value_and_grad(full_loss, has_aux=True)
+  return lambda trainable: value_and_grad(trainable, *inputs)
+
+
+def hard_negatives_per_pair(config) -> int:
+  """config.hard_negatives_per_pair (0 = off; older configs lack the key)."""
+  return int(config.get("hard_negatives_per_pair", 0) or 0)
+
+
+def batch_fields(config) -> tuple[str, ...]:
+  """The Batch fields the update step reads: BATCH_FIELDS (+ NEGATIVE_FIELDS with
+  hard negatives)."""
+  return BATCH_FIELDS + (NEGATIVE_FIELDS if hard_negatives_per_pair(config) else ())
 
 
 def make_validation_step(module: encoder_lib.Encoder, config):
@@ -350,6 +392,11 @@ def _validate(config, workdir: pathlib.Path) -> None:
   if config.batch_size % jax.process_count():
     raise TrainingError(f"config.batch_size={config.batch_size} is not divisible by the "
                         f"{jax.process_count()} processes")
+  if hard_negatives_per_pair(config) and config.data_source == "pairs":
+    raise TrainingError(
+        f"config.hard_negatives_per_pair={hard_negatives_per_pair(config)} needs "
+        "data_source 'files' (records with negatives, e.g. from mlir_train.mine_negatives) "
+        "or 'synthetic'; the folds' pairs have no hard negatives")
   if config.data_source == "pairs" and config.train_languages:
     from data_pipelines import folds
     try:
@@ -398,13 +445,15 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
   state_shape = jax.eval_shape(lambda p: init_state(p, tx, config), model.params)
   state_sharding = partitioning.tree_shardings(state_shape, mesh)
   batch_sharding = {name: partitioning.batch_sharding(mesh) for name in BATCH_FIELDS}
+  # The update step's batch: + the hard-negative fields with hard_negatives_per_pair > 0.
+  update_sharding = {name: partitioning.batch_sharding(mesh) for name in batch_fields(config)}
   state = jax.jit(lambda p: init_state(p, tx, config), out_shardings=state_sharding)(
       model.params)
   model.params = None  # the state holds them now
 
   # --- Update step ----------------------------------------------------------
   update_step = jax.jit(make_update_step(module, tx, config),
-                        in_shardings=(state_sharding, batch_sharding),
+                        in_shardings=(state_sharding, update_sharding),
                         out_shardings=(state_sharding, partitioning.replicated(mesh)),
                         donate_argnums=0)
 
@@ -473,7 +522,8 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
       batch = next(batches)
       if batch.step != step:
         raise TrainingError(f"batch stream out of step: expected {step}, got {batch.step}")
-      arrays = partitioning.global_batch({f: getattr(batch, f) for f in BATCH_FIELDS}, mesh)
+      arrays = partitioning.global_batch({f: getattr(batch, f) for f in batch_fields(config)},
+                                         mesh)
       state, metrics = update_step(state, arrays)
       step += 1
       window_steps += 1
