@@ -68,5 +68,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 100
   c.keep_checkpoints = 2
   c.log_every_steps = 10
-  c.step_delay_s = 0.0             # sleep after each step (only for crash/resume tests)
   return c

@@ -111,6 +111,13 @@ def sources_file(data_dir: pathlib.Path | None, folder: str) -> pathlib.Path:
   raise DataError(f"{folder}: no SOURCES.txt (looked at {', '.join(map(str, candidates))})")
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+  """Hex sha256 of a file's bytes (the one implementation in the project), cached by
+  (path, modification time, size) so that repeated checks of big files are free."""
+  st = os.stat(path)
+  return _sha256(str(path), st.st_mtime_ns, st.st_size)
+
+
 @functools.lru_cache(maxsize=256)
 def _sha256(path: str, mtime_ns: int, size: int) -> str:
   del mtime_ns, size  # cache key only

@@ -34,20 +34,13 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 import tqdm
 
+from data_pipelines import datadir
 from data_pipelines import pairs as pairs_lib
 from data_pipelines import readers
 from data_pipelines import tfrecord
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 def tokenizer_identity(tokenizer) -> dict:
@@ -95,7 +88,7 @@ def expected_manifest(spec: ShardSpec, tokenizer, input_files: Sequence[pathlib.
           "config": spec.to_dict(),
           "config_hash": spec.hash(),
           "tokenizer": tokenizer_identity(tokenizer),
-          "inputs": {f"{p.parent.name}/{p.name}": sha256_file(p) for p in input_files}}
+          "inputs": {f"{p.parent.name}/{p.name}": datadir.sha256_file(p) for p in input_files}}
 
 
 def _is_current(directory: pathlib.Path, expected: Mapping) -> bool:

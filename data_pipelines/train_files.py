@@ -85,6 +85,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from data_pipelines import datadir
 from data_pipelines import pairs as pairs_lib
 from data_pipelines import readers
 from data_pipelines.errors import DataError
@@ -537,8 +538,7 @@ def shard_spec(config, data: TrainFiles, languages: Sequence[str], prompts=None)
   hashed = hashed_files(data.files)
   if len({f"{p.parent.name}/{p.name}" for p in hashed}) < len(hashed):
     # The manifest keys inputs by parent/name; where two collide, key on the contents too.
-    from data_pipelines.shards import sha256_file
-    names += json.dumps([sha256_file(p) for p in hashed])
+    names += json.dumps([datadir.sha256_file(p) for p in hashed])
   key = hashlib.sha256(names.encode()).hexdigest()[:10]
   extra = {} if prompts is None else {"query_prompt": prompts["query"],
                                       "passage_prompt": prompts["passage"]}

@@ -22,8 +22,32 @@ from typing import Any, Iterable
 import numpy as np
 from scipy import stats
 
-STRATEGY_NAMES = {"none": "start (zero-shot)", "mono": "X-X-mono", "cross": "X-Y",
-                  "hybrid": "Hybrid", "mixed": "Mixed"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """One kind of run in a study: its label, its place in tables and plots, and the run
+  field (if any) whose value tells its variants apart (key "<kind>@<value>")."""
+  label: str                  # "{}" is replaced by the variant's value
+  rank: int                   # report / plot order
+  param: str | None = None    # run field of the variant ("alpha", "lambda", "l2sp")
+  robust: bool = False        # a robust fine-tuning method built on the hybrid
+
+
+# The one table of run kinds: sampling strategies, and robust fine-tuning of the hybrid
+# (WiSE-FT: weights interpolated between the start and a hybrid run, no training; L2-SP:
+# a hybrid run trained with a pull toward the starting weights). A run's kind is its
+# "method" field, else its "sampling".
+METHODS = {
+    "none": Method("start (zero-shot)", 0),
+    "mono": Method("X-X-mono", 1),
+    "cross": Method("X-Y", 2),
+    "hybrid": Method("Hybrid (alpha={})", 3, "alpha"),
+    "mixed": Method("Mixed", 4),
+    "wise": Method("Hybrid + WiSE-FT (lambda={})", 5, "lambda", robust=True),
+    "l2sp": Method("Hybrid + L2-SP (strength {})", 6, "l2sp", robust=True),
+}
+STRATEGY_NAMES = {k: m.label for k, m in METHODS.items() if m.param is None}
 # bn, fi, id, ko, sw, te are unseen by every fold (DESIGN.md section 2).
 ALWAYS_UNSEEN = ("bn", "fi", "id", "ko", "sw", "te")
 # Benchmarks whose question ids are shared across languages (parallel groups).
@@ -50,17 +74,51 @@ LAREQA_COLUMNS = [
 TYDI_METRIC = "map"  # per-language TyDi scores use mAP, like the paper's tables
 
 
+def run_kind(run: dict) -> str:
+  """A run's row in METHODS: its "method" (wise, l2sp) if any, else its sampling."""
+  return run.get("method") or run["sampling"]
+
+
 def strategy_key(run: dict) -> str:
-  """'hybrid@0.5', 'mono', 'none', ... (alpha only where it matters)."""
-  if run["sampling"] == "hybrid":
-    return f"hybrid@{run['alpha']:g}"
-  return run["sampling"]
+  """'hybrid@0.5', 'mono', 'none', 'wise@0.25', 'l2sp@1', ... (the variant only where the
+  method has one)."""
+  kind = run_kind(run)
+  method = METHODS.get(kind)
+  if method is None or method.param is None:
+    return kind
+  return f"{kind}@{float(run[method.param]):g}"
+
+
+def key_kind(key: str) -> str:
+  return key.split("@", 1)[0]
+
+
+def key_value(key: str) -> float | None:
+  """The variant's value of a key ('wise@0.25' -> 0.25), None without one."""
+  return float(key.split("@", 1)[1]) if "@" in key else None
+
+
+def is_robust(key: str) -> bool:
+  method = METHODS.get(key_kind(key))
+  return bool(method and method.robust)
 
 
 def strategy_label(key: str) -> str:
-  if key.startswith("hybrid@"):
-    return f"Hybrid (alpha={key.split('@')[1]})"
-  return STRATEGY_NAMES.get(key, key)
+  method = METHODS.get(key_kind(key))
+  if method is None:
+    return key
+  if method.param is None:
+    return method.label
+  return method.label.format(key.split("@", 1)[1])
+
+
+def strategy_order(keys: Iterable[str]) -> list[str]:
+  """Keys in report order: METHODS' rank (unknown kinds after the hybrids), then value."""
+  def rank(key):
+    method = METHODS.get(key_kind(key))
+    value = key_value(key)
+    return (method.rank if method else METHODS["hybrid"].rank, value if value is not None else 0.0, key)
+  return sorted(keys, key=rank)
 
 
 def mean_interval(values: Iterable[float]) -> dict[str, Any]:
@@ -146,8 +204,7 @@ def summarize(runs: list[dict], *, lareqa_benchmark: str, train_languages: list[
   by_strategy: dict[str, list[dict]] = {}
   for run in runs:
     by_strategy.setdefault(strategy_key(run), []).append(run)
-  rank = {"none": 0, "mono": 1, "cross": 2, "mixed": 4}
-  order = sorted(by_strategy, key=lambda k: (rank.get(k, 3), k))
+  order = strategy_order(by_strategy)
   summary: dict[str, Any] = {"strategies": order,
                              "labels": {k: strategy_label(k) for k in order}}
 
@@ -174,7 +231,113 @@ def summarize(runs: list[dict], *, lareqa_benchmark: str, train_languages: list[
   summary["significance"] = _significance(
       by_strategy, order, _targets(lareqa_benchmark, tydi_benchmark, sentences_benchmark,
                                    afriqa_benchmark, runs))
+  if any(is_robust(k) for k in order):
+    summary["robust"] = _robust_section(by_strategy, order, summary, lareqa_benchmark,
+                                        tydi_benchmark, sentences_benchmark, afriqa_benchmark)
   return summary
+
+
+# ----------------------------------------------------------------------------
+# Robust fine-tuning: WiSE-FT and L2-SP against the hybrid they start from
+
+
+def _seen_unseen(run, benchmark, languages):
+  """Macro mono mAP of a TyDi benchmark over `languages` (None if not evaluated)."""
+  m = run["metrics"].get(benchmark)
+  if m is None or not languages:
+    return None
+  per_language = m["settings"]["mono"]["per_language"]
+  return float(np.mean([per_language[l][TYDI_METRIC] for l in languages]))
+
+
+def _with_delta(values: list[float], start: float | None) -> dict[str, Any]:
+  """Mean and interval of per-seed values and of their change against the start's value."""
+  values = [v for v in values if v is not None]
+  return {"score": mean_interval(values),
+          "delta_vs_start": mean_interval(v - start for v in values) if start is not None else None}
+
+
+def _robust_section(by_strategy, order, summary, lareqa_benchmark, tydi_benchmark,
+                    sentences_benchmark, afriqa_benchmark) -> dict[str, Any]:
+  """Per method (start, X-X-mono, X-Y, the hybrid the robust methods start from, each
+  robust method): TyDi (passages, sentences) seen / unseen mono mAP and their change
+  against the start, AfriQA native nDCG@10 and its change, the LAReQA cross / multi mAP
+  and language bias, each over seeds; and each robust method against that hybrid
+  (exploratory family: unseen-language TyDi mono mAP, LAReQA multi mAP)."""
+  robust = [k for k in order if is_robust(k)]
+  alphas = {r["alpha"] for k in robust for r in by_strategy[k]}
+  hybrid = f"hybrid@{float(next(iter(alphas))):g}" if len(alphas) == 1 else None
+  if hybrid not in by_strategy:
+    hybrid = None
+  methods = [k for k in order if k in ("none", "mono", "cross", hybrid) or is_robust(k)]
+  start_runs = by_strategy.get("none", [])
+  section: dict[str, Any] = {"base": hybrid, "methods": methods, "per_method": {}}
+  levels = {"tydi": tydi_benchmark, "tydi_sentences": sentences_benchmark}
+  for name, benchmark in levels.items():
+    if summary.get(name):
+      section.setdefault("languages", {})[name] = {"seen": summary[name]["seen"],
+                                                   "unseen": summary[name]["unseen"]}
+  table = summary["lareqa"]["table"]
+
+  def start_value(fn):
+    values = [fn(r) for r in start_runs]
+    return values[0] if values and values[0] is not None else None
+
+  def afriqa_native(run):
+    m = run["metrics"].get(afriqa_benchmark)
+    return None if m is None else m["settings"]["native"]["macro"][AFRIQA_METRIC]
+
+  for key in methods:
+    runs = by_strategy[key]
+    entry: dict[str, Any] = {}
+    for name, benchmark in levels.items():
+      if name not in section.get("languages", {}):
+        continue
+      for part in ("seen", "unseen"):
+        langs = section["languages"][name][part]
+        fn = lambda r, b=benchmark, ls=langs: _seen_unseen(r, b, ls)
+        entry[f"{name}_{part}"] = _with_delta([fn(r) for r in runs], start_value(fn))
+    if summary.get("afriqa"):
+      entry["afriqa_native"] = _with_delta([afriqa_native(r) for r in runs],
+                                           start_value(afriqa_native))
+    for column in ("cross mAP", "multi mAP", "bias"):
+      entry[column] = table[key][column]
+    section["per_method"][key] = entry
+
+  # The share of the hybrid's multi mAP gain over the start that a method keeps (means).
+  if hybrid and "none" in section["per_method"]:
+    start_multi = table["none"]["multi mAP"]["mean"]
+    gain = (table[hybrid]["multi mAP"]["mean"] - start_multi
+            if start_multi is not None and table[hybrid]["multi mAP"]["mean"] is not None else None)
+    for key in methods:
+      mean = table[key]["multi mAP"]["mean"]
+      section["per_method"][key]["multi_gain_kept"] = (
+          (mean - start_multi) / gain if gain and mean is not None else None)
+
+  # Each robust method against its hybrid: exploratory, Holm within this family.
+  tests = []
+  unseen = section.get("languages", {}).get("tydi", {}).get("unseen")
+  targets = [Target(lareqa_benchmark, "multi", "map", f"{lareqa_benchmark} multi mAP", False)]
+  if unseen:
+    targets.insert(0, Target(tydi_benchmark, "mono", "map",
+                             "TyDi mono mAP, unseen languages (change against the start)",
+                             False, tuple(unseen)))
+  if hybrid:
+    for target in targets:
+      for key in robust:
+        a = {s: v for s, v in _per_seed(by_strategy[key], target.value).items() if v is not None}
+        b = {s: v for s, v in _per_seed(by_strategy[hybrid], target.value).items() if v is not None}
+        tests.append({"method": key, "against": hybrid, "target": target.label,
+                      "benchmark": target.benchmark, "setting": target.setting,
+                      "languages": list(target.languages) if target.languages else None,
+                      "family": "robust (exploratory)",
+                      "across_seeds": paired_seed_test(a, b),
+                      "across_queries": _query_test(by_strategy[key], by_strategy[hybrid], target)})
+    for kind in ("across_seeds", "across_queries"):
+      for row, p in zip(tests, holm([r[kind]["p_value"] for r in tests])):
+        row[kind]["p_holm"] = p
+  section["tests"] = tests
+  return section
 
 
 def _evaluated(runs, benchmark) -> bool:
@@ -285,11 +448,16 @@ class Target:
   metric: str
   label: str
   planned: bool  # a primary target, named before the data
+  languages: tuple[str, ...] | None = None  # the macro over these languages only (None: all)
 
   def value(self, run) -> float | None:
     m = run["metrics"].get(self.benchmark)
     if m is None:
       return None
+    if self.languages is not None:
+      per_language = m["settings"].get(self.setting, {}).get("per_language", {})
+      values = [per_language.get(l, {}).get(self.metric) for l in self.languages]
+      return None if not values or None in values else float(np.mean(values))
     if self.setting == "gap":
       return (m.get("robustness_gap") or {}).get("macro", {}).get(self.metric)
     return m["settings"].get(self.setting, {}).get("macro", {}).get(self.metric)
@@ -321,8 +489,8 @@ def _significance(by_strategy, order, targets):
   out = []
   for target in targets:
     for baseline in order:
-      if baseline.startswith("hybrid@"):
-        continue
+      if baseline.startswith("hybrid@") or is_robust(baseline):
+        continue  # robust fine-tuning methods are compared in their own family
       value = target.value
       a = {s: v for s, v in _per_seed(by_strategy[hybrid], value).items() if v is not None}
       if baseline == "none":  # the starting model has one deterministic result
@@ -358,7 +526,7 @@ def _per_query_table(pq, setting, metric):
   return ((pq.get("by_metric") or {}).get(metric) or {}).get(setting)
 
 
-def _query_units(run, benchmark, setting, metric="map"):
+def _query_units(run, benchmark, setting, metric="map", languages=None):
   """One run's per-query values as (values, strata, groups, unit), or (None, .., reason).
 
   Strata are the languages (or pairs) the macro average runs over. Groups are
@@ -371,6 +539,8 @@ def _query_units(run, benchmark, setting, metric="map"):
   """
   pq = (run.get("per_query") or {}).get(benchmark) or {}
   table = _per_query_table(pq, setting, metric)
+  if table and languages is not None:  # a macro over some languages (e.g. the unseen ones)
+    table = {u: v for u, v in table.items() if u in languages}
   if not table:
     return None, None, None, "no per-query values"
   units = sorted(table)
@@ -392,7 +562,7 @@ def _query_units(run, benchmark, setting, metric="map"):
 
 def _query_test(runs_a, runs_b, target: Target):
   """Grouped, language-stratified sign-flip test on per-query values averaged over seeds."""
-  parts = [_query_units(r, target.benchmark, target.setting, target.metric)
+  parts = [_query_units(r, target.benchmark, target.setting, target.metric, target.languages)
            for r in list(runs_a) + list(runs_b)]
   bad = next((p[3] for p in parts if p[0] is None), None)
   first = parts[0] if parts else (None,) * 4
@@ -502,6 +672,8 @@ def render_markdown(results: dict) -> str:
                    f"{row['family']} | {a['n']} | {fmt(a['mean_diff'], 4)} | {fmt_p(a['p_value'])} | "
                    f"{fmt_p(a.get('p_holm'))} | {q.get('groups', 0)} | {fmt(q['mean_diff'], 4)} | "
                    f"{fmt_p(q['p_value'])} | {fmt_p(q.get('p_holm'))} |")
+  if s.get("robust"):
+    lines += _robust_markdown(s, s["robust"], bench)
   if results.get("plots"):
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in results["plots"]]
   return "\n".join(lines) + "\n"
@@ -541,6 +713,73 @@ def _tydi_markdown(s: dict, t: dict, title: str, pooled_title: str, intro: str =
     e = t["per_strategy"].get(key)
     if e:
       lines.append(f"| {s['labels'][key]} | {fmt(e['multi_map'])} | {fmt(e['multi_top10_same_language'])} |")
+  return lines
+
+
+def _robust_markdown(s: dict, r: dict, bench: str) -> list[str]:
+  """Robust fine-tuning: per method the seen / unseen scores and their change against the
+  start, AfriQA, the LAReQA scores it keeps; its tests against the hybrid."""
+  methods, per = r["methods"], r["per_method"]
+  langs = r.get("languages", {})
+  lines = ["", "## Robust fine-tuning", "",
+           "Methods that keep the hybrid's training but pull the model back toward the start: "
+           "WiSE-FT (weights (1 - lambda) * start + lambda * hybrid of the same seed, no "
+           "training; lambda 0 = start, 1 = hybrid) and L2-SP (the hybrid trained with a pull "
+           "(strength / 2) * ||theta - theta_start||^2). Mean ± 95% interval over seeds; "
+           "change = against the starting model (positive = better)."]
+  levels = [(name, title) for name, title in (("tydi", "TyDi passages"), ("tydi_sentences", "TyDi sentences"))
+            if name in langs]
+  if levels:
+    lines += ["", "TyDi mono mAP by language group (" + "; ".join(
+        f"{title}: seen {', '.join(langs[n]['seen']) or 'none'}, unseen {', '.join(langs[n]['unseen']) or 'none'}"
+        for n, title in levels) + "):", ""]
+    header, rule = "| method | seeds |", "|---|---|"
+    for _, title in levels:
+      header += f" {title} seen | change | {title} unseen | change |"
+      rule += "---|" * 4
+    lines += [header, rule]
+    for key in methods:
+      e = per[key]
+      n = max((e[f"{name}_{part}"]["score"]["n"] for name, _ in levels for part in ("seen", "unseen")), default=0)
+      row = f"| {s['labels'][key]} | {n} |"
+      for name, _ in levels:
+        for part in ("seen", "unseen"):
+          cell = e[f"{name}_{part}"]
+          row += f" {fmt(cell['score'])} | {fmt_signed(cell['delta_vs_start'])} |"
+      lines.append(row)
+  afriqa = any("afriqa_native" in per[k] for k in methods)
+  lines += ["", f"AfriQA (every language unseen) and the {bench} scores each method keeps "
+            "(multi gain kept: the method's multi mAP gain over the start as a share of the "
+            "hybrid's, on the means):", "",
+            "| method |" + (" AfriQA native nDCG@10 | change |" if afriqa else "")
+            + " cross mAP | multi mAP | multi gain kept | bias |",
+            "|---|" + ("---|---|" if afriqa else "") + "---|---|---|---|"]
+  for key in methods:
+    e = per[key]
+    row = f"| {s['labels'][key]} |"
+    if afriqa:
+      cell = e.get("afriqa_native") or {}
+      row += f" {fmt(cell.get('score'))} | {fmt_signed(cell.get('delta_vs_start'))} |"
+    kept = e.get("multi_gain_kept")
+    row += (f" {fmt(e['cross mAP'])} | {fmt(e['multi mAP'])} | {fmt(kept)} | "
+            f"{fmt(e['bias'], 1)} |")
+    lines.append(row)
+  if r.get("tests"):
+    lines += ["", f"Each robust method against {strategy_label(r['base'])} (exploratory family; "
+              "paired t-test over seeds, grouped sign-flip test over questions, the question "
+              "as the unit, per-query values averaged over seeds; Holm-adjusted within this "
+              "family and kind of test). The unseen-language target is the macro over the "
+              "unseen TyDi languages; its difference equals the difference of the changes "
+              "against the start.", "",
+              "| method | against | target | seeds | diff (seeds) | p (seeds) | Holm p (seeds) "
+              "| questions | diff (queries) | p (queries) | Holm p (queries) |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in r["tests"]:
+      a, q = row["across_seeds"], row["across_queries"]
+      lines.append(f"| {strategy_label(row['method'])} | {strategy_label(row['against'])} | "
+                   f"{row['target']} | {a['n']} | {fmt(a['mean_diff'], 4)} | {fmt_p(a['p_value'])} | "
+                   f"{fmt_p(a.get('p_holm'))} | {q.get('groups', 0)} | {fmt(q['mean_diff'], 4)} | "
+                   f"{fmt_p(q['p_value'])} | {fmt_p(q.get('p_holm'))} |")
   return lines
 
 
@@ -614,6 +853,50 @@ def _per_language_plot(plt, s: dict, t: dict, title: str, path) -> bool:
   return True
 
 
+def _robust_tradeoff_plot(plt, s: dict, path) -> bool:
+  """x: LAReQA multi mAP, y: change of unseen-language TyDi mono mAP against the start; one
+  point per method with 95% intervals on both axes, the WiSE-FT points joined as a curve
+  from lambda 0 (the start) to 1 (the hybrid)."""
+  r = s["robust"]
+  if "tydi" not in r.get("languages", {}) or not r["languages"]["tydi"]["unseen"]:
+    return False
+
+  def point(key):
+    e = r["per_method"][key]
+    x, y = e["multi mAP"], e["tydi_unseen"]["delta_vs_start"]
+    if not y or x["mean"] is None or y["mean"] is None:
+      return None
+    return x["mean"], y["mean"], x["ci95"] or 0.0, y["ci95"] or 0.0
+
+  fig, ax = plt.subplots(figsize=(6, 4))
+  curve = [k for k in ("none",) if k in r["per_method"]]
+  curve += [k for k in r["methods"] if key_kind(k) == "wise"]
+  curve += [r["base"]] if r["base"] in r["per_method"] else []
+  curve_points = [p for p in map(point, curve) if p]
+  if len(curve_points) >= 2:
+    ax.plot([p[0] for p in curve_points], [p[1] for p in curve_points], "-", color="grey",
+            linewidth=1, zorder=1, label="WiSE-FT curve (lambda 0 = start ... 1 = hybrid)")
+  plotted = 0
+  for key in r["methods"]:
+    p = point(key)
+    if p is None:
+      continue
+    ax.errorbar(p[0], p[1], xerr=p[2], yerr=p[3], fmt="o", capsize=3, zorder=2,
+                label=s["labels"][key])
+    plotted += 1
+  if not plotted:
+    plt.close(fig)
+    return False
+  ax.axhline(0.0, color="grey", linewidth=0.6, linestyle=":")
+  ax.set_xlabel(f"{s['lareqa']['benchmark']} multi mAP")
+  ax.set_ylabel("unseen-language TyDi mono mAP\nchange against the start")
+  ax.set_title("Robust fine-tuning: unseen languages against multilingual gain", fontsize=9)
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+  fig.savefig(path, dpi=120, bbox_inches="tight")
+  plt.close(fig)
+  return True
+
+
 def write_plots(results: dict, out_dir) -> list[str]:
   """Per-language change against the start (TyDi passages and sentences, AfriQA native),
   language bias per strategy, mAP vs alpha."""
@@ -649,6 +932,9 @@ def write_plots(results: dict, out_dir) -> list[str]:
     fig.savefig(out_dir / "language_bias.png", dpi=120)
     plt.close(fig)
     written.append("language_bias.png")
+
+  if s.get("robust") and _robust_tradeoff_plot(plt, s, out_dir / "robust_tradeoff.png"):
+    written.append("robust_tradeoff.png")
 
   # mAP vs alpha: alpha=1 is X-X-mono, alpha=0 is X-Y, between are hybrids.
   points = []

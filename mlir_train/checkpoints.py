@@ -7,7 +7,8 @@ position) and the run's counters. Three items per step:
 
   params  the encoder parameters (all that inference needs)
   train   optimizer state and the non-finite-loss counters
-  meta    JSON: step, batch kinds / languages seen, skipped updates
+  meta    JSON: step, skipped updates, the best validation so far (batch kinds and
+          languages seen follow from batches.jsonl)
 
 Saves are asynchronous (Orbax writes in a background thread and finalises the
 step directory atomically, so a run killed mid-save resumes from the previous

@@ -21,7 +21,8 @@ from data_pipelines import folds, pairs, sampler
 from data_pipelines.errors import ProjectError
 
 # Keys that do not change the trained model: where files go, how often to log or
-# save, and how the same computation is laid out on devices.
+# save, and how the same computation is laid out on devices ("step_delay_s": a key
+# of older workdirs, now $MLIR_TRAIN_STEP_DELAY_S).
 NON_TRAINING_KEYS = frozenset({
     "data_dir", "shards_dir", "checkpoint_every_steps", "keep_checkpoints",
     "log_every_steps", "step_delay_s", "fsdp", "remat", "gradcache_chunk_size", "strict_data"})
@@ -56,7 +57,6 @@ RANGES: dict[str, tuple[Any, Any, str]] = {
     "checkpoint_every_steps": (1, None, "an interval in steps"),
     "keep_checkpoints": (1, None, "checkpoints"),
     "log_every_steps": (1, None, "an interval in steps"),
-    "step_delay_s": (0.0, None, "seconds"),
     "l2sp": (0.0, None, "a penalty strength"),
     "validation_fraction": (0.0, 0.5, "a share of the parallel groups"),
     "validation_every_steps": (1, None, "an interval in steps"),

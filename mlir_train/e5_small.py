@@ -16,7 +16,6 @@ so the conversion runs once per machine. The weights are the 4-bit values
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import pathlib
 import shutil
@@ -26,6 +25,7 @@ import unicodedata
 
 import numpy as np
 
+from data_pipelines import datadir
 from mlir_train import encoder as encoder_lib
 from mlir_train import hf_io
 from mlir_train import tokenization
@@ -255,13 +255,6 @@ def convert(bin_file: str | os.PathLike, out_dir: str | os.PathLike) -> pathlib.
   return hf_io.save_hf_dir(out_dir, config, params, tokenizer(f, config.max_position_embeddings))
 
 
-def _sha256(path: pathlib.Path) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as fh:
-    for chunk in iter(lambda: fh.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
-
 
 def ensure_hf_dir(bin_file: str | os.PathLike | None = None,
                   expected_sha256: str | None = E5_SMALL_SHA256) -> pathlib.Path:
@@ -277,7 +270,7 @@ def ensure_hf_dir(bin_file: str | os.PathLike | None = None,
   if not bin_file.is_file():
     raise ModelLoadError(f"{bin_file}: e5-small model file not found")
   try:
-    digest = _sha256(bin_file)
+    digest = datadir.sha256_file(bin_file)
   except OSError as e:
     raise ModelLoadError(f"{bin_file}: cannot read ({e.strerror})") from None
   if expected_sha256 and digest != expected_sha256:

@@ -44,6 +44,7 @@ FOLD_TRAIN_LANGUAGES = {
     "B": ["ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"],  # XQuAD-R
 }
 PROVENANCE_FILE = "provenance.json"  # per run: model, training config, evaluation settings
+INTERPOLATION_FILE = "interpolation.json"  # WiSE-FT runs: lambda, endpoints, weight fingerprint
 
 
 class StudyError(ProjectError):
@@ -64,9 +65,27 @@ class Preset:
   eval_max_questions: int | None = None  # keep only N question ids per language (smoke)
   eval_max_documents: dict[str, int] | None = None  # per benchmark: keep N paragraphs/passages
   note: str = ""
+  # The robustness arm, built on the hybrid at `robust_alpha` of every seed: WiSE-FT
+  # interpolations (no training) and hybrid runs trained with an L2-SP pull.
+  wise_lambdas: tuple[float, ...] = ()
+  l2sp: tuple[float, ...] = ()
+  robust_alpha: float = 0.5
+  # Strategies reported when their finished runs with these settings exist in --out
+  # (e.g. a quick study's), never trained by this preset.
+  adopt: tuple[tuple[str, float], ...] = ()
 
 
 BASE_STRATEGIES = (("mono", 1.0), ("cross", 0.0), ("hybrid", 0.5))
+# The robustness arm (`--robust`, and the robust / full presets): WiSE-FT at three lambdas.
+ROBUST_WISE_LAMBDAS = (0.25, 0.5, 0.75)
+# L2-SP strength for ~50-step runs at lr 5e-5 (quick, robust, --robust). Adam moves a weight
+# by at most about the summed learning rate, 1.25e-3 over 50 steps (noisy gradients: a few
+# 1e-4), so the pull l2sp * (theta - theta_start) reaches a few 1e-4 per weight at strength 1,
+# the size of the InfoNCE gradient per weight (a clipped norm of ~1 over ~2e7 encoder
+# weights: ~2e-4), and the penalty (l2sp / 2) * ||theta - theta_start||^2 about 1, the
+# loss's own scale: a binding but not freezing pull. 0.1 would hardly act within 50 steps,
+# 10 would hold the model at the start.
+ROBUST_L2SP = 1.0
 
 PRESETS = {
     # A real but tiny run: a few steps, three training languages, a language subset
@@ -106,7 +125,10 @@ PRESETS = {
               "tokens. Absolute numbers are therefore not "
               "comparable with the paper's (smaller pools make retrieval easier and language "
               "bias smaller); the comparison between strategies is the result.")),
-    # The paper-sized study for one modern GPU: alpha sweep, the mixed baseline, 5 seeds.
+    # The paper-sized study for one modern GPU: alpha sweep, the mixed baseline, 5 seeds,
+    # and the robustness arm. L2-SP at 0.1: 2,000 steps at lr 2e-5 move weights about ten
+    # times further than quick's 50 at 5e-5, so a tenth of the strength gives the same pull
+    # at the end of training.
     "full": Preset(
         name="full",
         strategies=BASE_STRATEGIES + (("hybrid", 0.25), ("hybrid", 0.75), ("mixed", 0.0)),
@@ -116,12 +138,80 @@ PRESETS = {
                              checkpoint_every_steps=500, log_every_steps=50),
         train_languages=None, eval_languages=None,
         eval_max_length=512, eval_batch_size=128,
-        note="FULL RUN: 2,000 steps of batch 100 per run (the paper's batch size), 5 seeds."),
+        wise_lambdas=ROBUST_WISE_LAMBDAS, l2sp=(0.1,),
+        note=("FULL RUN: 2,000 steps of batch 100 per run (the paper's batch size), 5 seeds; "
+              "robust fine-tuning of the hybrid (alpha 0.5): WiSE-FT at lambda 0.25, 0.5, "
+              "0.75 and L2-SP at strength 0.1.")),
 }
+# The robustness arm on a CPU: the quick study's settings (training and evaluation), so an
+# --out holding a finished quick study reuses its start and hybrid runs (their provenance
+# matches) and reports its X-X-mono and X-Y runs beside the arm (adopted, never trained here).
+PRESETS["robust"] = dataclasses.replace(
+    PRESETS["quick"], name="robust", strategies=(("hybrid", 0.5),),
+    adopt=(("mono", 1.0), ("cross", 0.0)), wise_lambdas=ROBUST_WISE_LAMBDAS, l2sp=(ROBUST_L2SP,),
+    note=PRESETS["quick"].note.replace("QUICK RUN:", "ROBUST RUN (the quick study's settings):")
+    + (" Robust fine-tuning of the hybrid (alpha 0.5) of every seed: WiSE-FT at lambda 0.25, "
+       "0.5, 0.75 (no training) and L2-SP at strength 1.0 (trained). Time on a 2-core CPU, "
+       "estimated from the quick study's measured runs (about 5.3 min per training; XQuAD-R "
+       "and TyDi evaluation 1.5 ms per token, about 6.4 min per model) scaled by the tokens "
+       "of the four benchmarks at these caps (565k: XQuAD-R 154k, TyDi 106k, TyDi sentences "
+       "174k, AfriQA 131k): about 14.5 min per evaluated model, so about 3.2 h on top of a "
+       "finished quick study (12 evaluations, 3 trainings) and about 4.5 h alone (also the "
+       "start and 3 hybrid runs)."))
 
 
-def run_id(sampling: str, alpha: float, seed: int) -> str:
-  return f"{sampling}-a{alpha:g}-s{seed}" if sampling == "hybrid" else f"{sampling}-s{seed}"
+def run_id(sampling: str, alpha: float, seed: int, l2sp: float = 0.0) -> str:
+  """'mono-s0', 'hybrid-a0.5-s0', with L2-SP 'hybrid-a0.5-l2sp1-s0'."""
+  if sampling != "hybrid":
+    return f"{sampling}-s{seed}" + (f"-l2sp{l2sp:g}" if l2sp else "")
+  return f"{sampling}-a{alpha:g}" + (f"-l2sp{l2sp:g}" if l2sp else "") + f"-s{seed}"
+
+
+def wise_run_id(alpha: float, seed: int, lam: float) -> str:
+  """'hybrid-a0.5-s0-wise0.5': the hybrid run of that seed interpolated at lambda."""
+  return f"{run_id('hybrid', alpha, seed)}-wise{lam:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+  """One model of a study: the start (sampling "none"), a trained run (l2sp > 0: with an
+  L2-SP pull) or a WiSE-FT interpolation (`lam`) of the trained run `base`."""
+  rid: str
+  sampling: str
+  alpha: float | None
+  seed: int | None
+  l2sp: float = 0.0
+  lam: float | None = None
+  base: str | None = None       # the trained run a WiSE-FT run interpolates
+  adopted: bool = False         # reported only if finished in --out with these settings
+
+  @property
+  def method(self) -> str | None:
+    return "wise" if self.lam is not None else ("l2sp" if self.l2sp else None)
+
+  @property
+  def trained(self) -> bool:
+    return self.sampling != "none" and self.lam is None
+
+
+def plan_runs(preset: Preset) -> list[PlannedRun]:
+  """The start, every strategy x seed, then the robustness arm (L2-SP runs, WiSE-FT runs);
+  adopted strategies last."""
+  plan = [PlannedRun("start", "none", None, None)]
+  plan += [PlannedRun(run_id(s, a, seed), s, a, seed) for seed in preset.seeds for s, a in preset.strategies]
+  if preset.wise_lambdas or preset.l2sp:
+    alpha = preset.robust_alpha
+    if ("hybrid", alpha) not in preset.strategies:
+      raise StudyError(f"preset {preset.name}: the robustness arm needs the hybrid at alpha "
+                       f"{alpha:g} among its strategies")
+    for seed in preset.seeds:
+      plan += [PlannedRun(run_id("hybrid", alpha, seed, x), "hybrid", alpha, seed, l2sp=float(x))
+               for x in preset.l2sp]
+      plan += [PlannedRun(wise_run_id(alpha, seed, lam), "hybrid", alpha, seed, lam=float(lam),
+                          base=run_id("hybrid", alpha, seed)) for lam in preset.wise_lambdas]
+  plan += [PlannedRun(run_id(s, a, seed), s, a, seed, adopted=True)
+           for seed in preset.seeds for s, a in preset.adopt]
+  return plan
 
 
 def _write_json(path: pathlib.Path, obj) -> None:
@@ -155,9 +245,10 @@ class Progress:
 
 def train_config(preset: Preset, fold: str, sampling: str, alpha: float, seed: int,
                  model: str, data_dir: str | None, shards_dir: pathlib.Path,
-                 train_files: str | None = None):
+                 train_files: str | None = None, l2sp: float = 0.0):
   """configs/default.py with the preset and this run's strategy applied (`train_files`:
-  train on those files, data_source "files", instead of the fold's pairs)."""
+  train on those files, data_source "files", instead of the fold's pairs; `l2sp` > 0: with
+  that L2-SP pull toward the starting weights)."""
   from configs import default
   config = default.get_config()
   with config.unlocked():
@@ -170,6 +261,8 @@ def train_config(preset: Preset, fold: str, sampling: str, alpha: float, seed: i
     config.shards_dir = str(shards_dir)
     for key, value in preset.train_overrides.items():
       config[key] = value
+    if l2sp:
+      config.l2sp = float(l2sp)
     if train_files:
       config.data_source, config.train_files = "files", train_files  # all their languages
     elif preset.train_languages:
@@ -207,7 +300,7 @@ def model_identity(model: str) -> dict:
 
 def run_provenance(preset: Preset, fold: str, sampling: str, alpha, seed, model: str,
                    data_dir, shards_dir, eval_languages: dict,
-                   train_files: str | None = None) -> dict:
+                   train_files: str | None = None, l2sp: float = 0.0) -> dict:
   """Everything a run's numbers depend on: model, training config (trained runs), evaluation."""
   from mlir_train import config_validation
   from eval import benchmarks
@@ -219,7 +312,7 @@ def run_provenance(preset: Preset, fold: str, sampling: str, alpha, seed, model:
                          "max_documents": preset.eval_max_documents}}
   if sampling != "none":
     config = train_config(preset, fold, sampling, alpha, seed, model, data_dir, shards_dir,
-                          train_files)
+                          train_files, l2sp=l2sp)
     provenance["train_config"] = config_validation.training_config(
         config_validation.as_dict(config))
     if train_files:  # the files' contents: a changed file is a different run
@@ -227,11 +320,34 @@ def run_provenance(preset: Preset, fold: str, sampling: str, alpha, seed, model:
   return provenance
 
 
+def interpolation_record(model, item: PlannedRun, out: pathlib.Path) -> dict:
+  """What a WiSE-FT run evaluated: lambda, the two endpoints, and the float64 sum of every
+  parameter array of the evaluated model (a fingerprint to check the weights against)."""
+  import jax
+  import numpy as np
+  return {"lambda": item.lam, "start": item.base and json.loads(
+              (out / "runs" / item.base / "train" / "config.json").read_text())["model"],
+          "finetuned": str(out / "runs" / item.base / "train"),
+          "formula": "(1 - lambda) * start + lambda * finetuned",
+          "leaf_sums": {jax.tree_util.keystr(path): float(np.asarray(leaf, np.float64).sum())
+                        for path, leaf in jax.tree_util.tree_leaves_with_path(model.params)}}
+
+
+def wise_provenance(base_rid: str, base: dict, lam: float) -> dict:
+  """A WiSE-FT run's provenance: the start model, the evaluation, lambda, and the
+  provenance (model, training config, files) of the trained run it interpolates."""
+  return {"model": base["model"], "eval": base["eval"],
+          "interpolation": {"lambda": float(lam),
+                            "formula": "(1 - lambda) * start + lambda * finetuned",
+                            "finetuned_run": base_rid,
+                            "finetuned": {k: v for k, v in base.items() if k != "eval"}}}
+
+
 def train_files_identity(train_files: str) -> dict[str, str]:
   """{file: sha256} of every input of --train_files (every file of a datasets dir)."""
-  from data_pipelines import shards, train_files as train_files_lib
+  from data_pipelines import datadir, train_files as train_files_lib
   paths = train_files_lib.hashed_files(train_files_lib.expand(train_files))
-  return {str(p): shards.sha256_file(p) for p in paths}
+  return {str(p): datadir.sha256_file(p) for p in paths}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
@@ -242,6 +358,21 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     else:
       out[f"{prefix}{k}"] = v
   return out
+
+
+def _finished(run_dir: pathlib.Path, provenance: dict, eval_languages: dict) -> bool:
+  """Whether a run made elsewhere (an adopted strategy) is finished with these settings:
+  the same provenance, its training summary and every evaluation."""
+  stored = run_dir / PROVENANCE_FILE
+  if not stored.exists():
+    return False
+  same = json.loads(stored.read_text()) == json.loads(json.dumps(provenance))
+  done = (run_dir / "train_summary.json").exists() and all(
+      (run_dir / f"eval_{b}.json").exists() for b in eval_languages)
+  if not (same and done):
+    print(f"note: {run_dir.name} is not reported ({'unfinished' if same else 'made with other settings'})",
+          file=sys.stderr)
+  return same and done
 
 
 def check_run_dirs(out: pathlib.Path, expected: dict[str, dict]) -> None:
@@ -282,7 +413,9 @@ def _main(argv=None) -> dict:
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--preset", choices=sorted(PRESETS), default="smoke",
                       help="smoke: ~10 min on a 2-core CPU, pipeline check only; quick: 3 seeds, "
-                           "about 2 h on a 2-core CPU; full: alpha sweep + mixed, 5 seeds, a few GPU hours")
+                           "about 2 h on a 2-core CPU; robust: quick's hybrid runs + WiSE-FT and "
+                           "L2-SP (reuses a finished quick study in the same --out); full: alpha "
+                           "sweep + mixed + the robustness arm, 5 seeds, a few GPU hours")
   parser.add_argument("--fold", choices=["A", "B"], default="A",
                       help="A: train on MLQA-R, evaluate XQuAD-R + TyDi; B: train XQuAD-R, evaluate MLQA-R + TyDi")
   parser.add_argument("--out", required=True, help="output directory (re-use it to resume)")
@@ -291,6 +424,10 @@ def _main(argv=None) -> dict:
   parser.add_argument("--data_dir", default=None, help="raw data directory (default: $MLIR_DATA_DIR or ../shared/data)")
   parser.add_argument("--seeds", default=None, help="comma-separated seeds overriding the preset's")
   parser.add_argument("--steps", type=int, default=None, help="training steps per run overriding the preset's")
+  parser.add_argument("--robust", action="store_true",
+                      help="add the robustness arm to the preset: WiSE-FT of each hybrid (alpha "
+                           "0.5) run at lambda 0.25, 0.5, 0.75 and the hybrid trained with L2-SP "
+                           f"{ROBUST_L2SP:g} (the robust and full presets have it)")
   parser.add_argument("--train_files", default=None, metavar="PATHS",
                       help="train on your own files (comma-separated paths or globs: JSON Lines, "
                            "Parquet, datasets dirs; see data_pipelines.train_files) instead of the "
@@ -303,6 +440,8 @@ def _main(argv=None) -> dict:
     preset = dataclasses.replace(preset, seeds=tuple(int(s) for s in args.seeds.split(",")))
   if args.steps:
     preset = dataclasses.replace(preset, train_overrides={**preset.train_overrides, "total_steps": args.steps})
+  if args.robust and not (preset.wise_lambdas or preset.l2sp):
+    preset = dataclasses.replace(preset, wise_lambdas=ROBUST_WISE_LAMBDAS, l2sp=(ROBUST_L2SP,))
   out = pathlib.Path(args.out)
   from mlir_train import config_validation
   config_validation.check_writable(out, "study directory")
@@ -316,17 +455,25 @@ def _main(argv=None) -> dict:
   eval_languages = {b: (preset.eval_languages or {}).get(b)
                     for b in (lareqa, *ROBUSTNESS_BENCHMARKS)}
 
-  # --- plan: the starting model, then every strategy x seed -----------------------------
-  plan = [("none", None, None)] + [(s, a, seed) for seed in preset.seeds for s, a in preset.strategies]
-  provenance = {
-      ("start" if s == "none" else run_id(s, a, seed)): run_provenance(
-          preset, args.fold, s, a, seed, args.model, args.data_dir, out / "shards", eval_languages,
-          train_files=args.train_files)
-      for s, a, seed in plan}
-  check_run_dirs(out, provenance)
+  # --- plan: the starting model, every strategy x seed, the robustness arm ----------------
+  plan = plan_runs(preset)
+  provenance = {}
+  for item in plan:
+    if item.lam is not None:
+      provenance[item.rid] = wise_provenance(item.base, provenance[item.base], item.lam)
+    else:
+      provenance[item.rid] = run_provenance(
+          preset, args.fold, item.sampling, item.alpha, item.seed, args.model, args.data_dir,
+          out / "shards", eval_languages, train_files=args.train_files, l2sp=item.l2sp)
+  adopted = [item for item in plan if item.adopted]
+  plan = [item for item in plan if not item.adopted]
+  plan += [item for item in adopted
+           if _finished(out / "runs" / item.rid, provenance[item.rid], eval_languages)]
+  check_run_dirs(out, {item.rid: provenance[item.rid] for item in plan})
   steps = preset.train_overrides["total_steps"]
   eval_units = max(10.0, steps * 0.5)  # rough weight of one model's evaluation in train-step units
-  progress = Progress(len(plan) * len(eval_languages) * eval_units + (len(plan) - 1) * steps)
+  progress = Progress(len(plan) * len(eval_languages) * eval_units
+                      + sum(item.trained for item in plan) * steps)
   started = time.time()
   previous = {}
   if (out / "results.json").exists():
@@ -335,30 +482,40 @@ def _main(argv=None) -> dict:
 
   from mlir_train import models
   runs = []
-  for sampling, alpha, seed in plan:
-    rid = "start" if sampling == "none" else run_id(sampling, alpha, seed)
+  for item in plan:
+    rid = item.rid
     run_dir = out / "runs" / rid
     run_dir.mkdir(parents=True, exist_ok=True)
-    record: dict[str, Any] = {"run_id": rid, "sampling": sampling, "alpha": alpha, "seed": seed,
-                              "provenance": provenance[rid]}
+    record: dict[str, Any] = {"run_id": rid, "sampling": item.sampling, "alpha": item.alpha,
+                              "seed": item.seed}
+    if item.method:
+      record["method"] = item.method
+      record.update({"lambda": item.lam, "base_run": item.base} if item.method == "wise"
+                    else {"l2sp": item.l2sp})
+    record["provenance"] = provenance[rid]
     if not (run_dir / PROVENANCE_FILE).exists():
       _write_json(run_dir / PROVENANCE_FILE, provenance[rid])
 
     # --- train (resumes from the run's last checkpoint; skipped when finished) ----------
-    if sampling == "none":
-      model_ref = args.model
+    if item.sampling == "none":
+      load = lambda: models.load_model(args.model)
+    elif item.lam is not None:  # WiSE-FT: the trained base run's weights, interpolated
+      from mlir_train import interpolate
+      base_workdir = out / "runs" / item.base / "train"
+      load = lambda: interpolate.interpolate(base_workdir, item.lam)
     else:
       workdir = run_dir / "train"
       done_file = run_dir / "train_summary.json"
       if not done_file.exists():
         from mlir_train import train as train_lib
-        config = train_config(preset, args.fold, sampling, alpha, seed, args.model,
-                              args.data_dir, out / "shards", train_files=args.train_files)
+        config = train_config(preset, args.fold, item.sampling, item.alpha, item.seed, args.model,
+                              args.data_dir, out / "shards", train_files=args.train_files,
+                              l2sp=item.l2sp)
         summary = train_lib.train(config, str(workdir))
         _write_json(done_file, summary)
       record["train"] = json.loads(done_file.read_text())
-      model_ref = str(workdir)
-    progress.advance(0 if sampling == "none" else steps, f"trained {rid}")
+      load = lambda: models.load_model(str(workdir))
+    progress.advance(steps if item.trained else 0, f"trained {rid}")
 
     # --- evaluate the fold's LAReQA benchmark, TyDi (passages, sentences), AfriQA ------
     model = None
@@ -366,11 +523,16 @@ def _main(argv=None) -> dict:
     for benchmark in eval_languages:
       target = run_dir / f"eval_{benchmark}.json"
       if not target.exists() and model is None:
-        model = models.load_model(model_ref)
+        model = load()
+      if model is not None and item.lam is not None and not (run_dir / INTERPOLATION_FILE).exists():
+        _write_json(run_dir / INTERPOLATION_FILE, interpolation_record(model, item, out))
       result = evaluate_into(model, benchmark, eval_languages[benchmark], preset, args.data_dir, target)
       record["per_query"][benchmark] = result.pop("per_query", {})
       record["metrics"][benchmark] = result
       progress.advance(eval_units, f"evaluated {rid} on {benchmark}")
+    if item.lam is not None and (run_dir / INTERPOLATION_FILE).exists():
+      record["interpolation"] = {k: v for k, v in json.loads(
+          (run_dir / INTERPOLATION_FILE).read_text()).items() if k != "leaf_sums"}
     runs.append(record)
   progress.close()
 
@@ -391,6 +553,8 @@ def _main(argv=None) -> dict:
                        "questions": {b: first[b]["options"].get("questions") for b in first},
                        "candidates": {b: first[b]["options"].get("candidates") for b in first}},
       "runs": [{k: v for k, v in r.items() if k != "per_query"} for r in runs],
+      "robust": ({"alpha": preset.robust_alpha, "wise_lambdas": list(preset.wise_lambdas),
+                  "l2sp": list(preset.l2sp)} if preset.wise_lambdas or preset.l2sp else None),
   }
   results["paper_numbers"] = [list(row) for row in study.PAPER_NUMBERS]
   results["summary"] = study.summarize(runs, lareqa_benchmark=lareqa, train_languages=train_languages)

@@ -459,7 +459,7 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
 
   # --- Restore --------------------------------------------------------------
   mngr = checkpoints.manager(workdir, max_to_keep=int(config.keep_checkpoints))
-  meta = {"step": 0, "kind_counts": {}, "language_counts": {}, "language_pair_counts": {}}
+  meta = {"step": 0}
   restored = checkpoints.restore_latest(mngr, state)
   if restored is not None:
     state, meta = restored
@@ -471,13 +471,16 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
     truncate_metrics(workdir / METRICS_FILE, start_step)
     truncate_metrics(workdir / BATCHES_FILE, start_step)
   # Batches per kind, batches per `languages` label ("de", "x", "mixed"), and
-  # pairs per (query language, passage language) over the whole run.
-  kind_counts = collections.Counter(meta["kind_counts"])
-  language_counts = collections.Counter(meta["language_counts"])
-  pair_counts = collections.Counter(meta.get("language_pair_counts", {}))
-  if start_step and "language_pair_counts" not in meta:
-    log.warning("checkpoint at step %d predates language-pair counts; the summary's "
-                "language_pair_counts covers steps after it only", start_step)
+  # pairs per (query language, passage language) over the whole run: the steps
+  # before a resume are counted from batches.jsonl (the chief's; other processes
+  # count the steps they run).
+  kind_counts, language_counts, pair_counts = (collections.Counter() for _ in range(3))
+  if is_chief and start_step:
+    for line in (workdir / BATCHES_FILE).read_text().splitlines():
+      record = json.loads(line)
+      kind_counts[record["batch_kind"]] += 1
+      language_counts[record["languages"]] += 1
+      pair_counts.update(record["language_pairs"])
 
   # --- Input ----------------------------------------------------------------
   batches, validation = input_data(config, model.tokenizer, model.config.vocab_size, start_step,
@@ -508,6 +511,8 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
 
   # --- Loop -----------------------------------------------------------------
   total_steps = int(config.total_steps)
+  # Crash/resume tests slow the loop down to kill it at a chosen moment.
+  step_delay_s = float(os.environ.get("MLIR_TRAIN_STEP_DELAY_S", "0") or 0)
   progress = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
                   disable=not (is_chief and sys.stderr.isatty()))
   metrics_file = open(workdir / METRICS_FILE, "a") if is_chief else None
@@ -569,14 +574,11 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
             f"step {mngr.latest_step()} in {workdir / checkpoints.CHECKPOINT_DIR}")
 
       if step % int(config.checkpoint_every_steps) == 0 or step == total_steps:
-        meta = {"step": step, "kind_counts": dict(kind_counts),
-                "language_counts": dict(language_counts),
-                "language_pair_counts": dict(pair_counts),
-                "skipped_nonfinite": int(state["skipped_nonfinite"]),
+        meta = {"step": step, "skipped_nonfinite": int(state["skipped_nonfinite"]),
                 **({"best_validation": best} if best else {})}
         checkpoints.save(mngr, step, state, meta)
-      if config.step_delay_s:
-        time.sleep(float(config.step_delay_s))
+      if step_delay_s:
+        time.sleep(step_delay_s)
   finally:
     for m in (mngr, best_mngr):
       if m is not None:

@@ -359,7 +359,8 @@ def test_sigkill_at_ten_random_moments_resumes_to_identical_losses_and_parameter
   for attempt in range(10):
     batches = workdir / train.BATCHES_FILE
     done_before = len(batches.read_text().splitlines()) if batches.exists() else 0
-    proc = subprocess.Popen(command(workdir, "--config.step_delay_s=0.15"), cwd=REPO,
+    proc = subprocess.Popen(command(workdir), cwd=REPO,
+                            env={**os.environ, "MLIR_TRAIN_STEP_DELAY_S": "0.15"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while not (batches.exists() and len(batches.read_text().splitlines()) > done_before):

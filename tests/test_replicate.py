@@ -1,6 +1,8 @@
 """The study driver end to end on a tiny random model: structure, provenance, resume."""
+import dataclasses
 import json
 import re
+import shutil
 
 import pytest
 
@@ -54,20 +56,12 @@ def test_results_hold_every_run_with_its_strategy(study_dir):
   assert set(kinds["mono"]) == {"mono"} and set(kinds["cross"]) == {"cross"}
 
 
-def test_report_structure_and_every_number_comes_from_results(study_dir):
-  results = json.loads((study_dir / "results.json").read_text())
-  report = (study_dir / "report.md").read_text()
-  for heading in ("paper-style table", "TyDi QA GoldP: robustness", "Change against the starting model",
-                  "## TyDi QA GoldP sentences: robustness", "## AfriQA: native against translated",
-                  "Gap native - translated", "Hybrid against each baseline", "Plots"):
-    assert heading in report
-  assert {"tydi_per_language.png", "tydi_sentences_per_language.png",
-          "afriqa_per_language.png"} <= set(results["plots"])
-  for plot in results["plots"]:
-    assert (study_dir / plot).stat().st_size > 1000
+def check_report_numbers(results: dict, report: str) -> int:
+  """Every number in a table row of the report is one of results.json's; returns how many."""
   known = _numbers_in(results, set())
   rows = [l for l in report.splitlines() if l.startswith("|") and not l.startswith("|---")]
-  header_rows = {l for l in rows if "strategy" in l or "hybrid | baseline" in l}
+  header_rows = {l for l in rows if "strategy" in l or "hybrid | baseline" in l
+                 or l.startswith("| method |")}
   checked = 0
   for row in rows:
     if row in header_rows:
@@ -76,7 +70,22 @@ def test_report_structure_and_every_number_comes_from_results(study_dir):
       for number in re.findall(r"[-+]?\d+\.\d+|(?<![\w.@])\d+(?![\w.])", cell):
         assert number in known, f"{number!r} in report row {row!r} is not in results.json"
         checked += 1
-  assert checked > 100
+  return checked
+
+
+def test_report_structure_and_every_number_comes_from_results(study_dir):
+  results = json.loads((study_dir / "results.json").read_text())
+  report = (study_dir / "report.md").read_text()
+  for heading in ("paper-style table", "TyDi QA GoldP: robustness", "Change against the starting model",
+                  "## TyDi QA GoldP sentences: robustness", "## AfriQA: native against translated",
+                  "Gap native - translated", "Hybrid against each baseline", "Plots"):
+    assert heading in report
+  assert "## Robust fine-tuning" not in report and results["robust"] is None
+  assert {"tydi_per_language.png", "tydi_sentences_per_language.png",
+          "afriqa_per_language.png"} <= set(results["plots"])
+  for plot in results["plots"]:
+    assert (study_dir / plot).stat().st_size > 1000
+  assert check_report_numbers(results, report) > 100
 
 
 def test_rerun_resumes_without_redoing_work(study_dir, data_dir):
@@ -166,3 +175,145 @@ def test_changed_evaluation_of_a_new_benchmark_is_refused(study_dir):
   with pytest.raises(replicate.StudyError, match=r"start \(eval\.languages\.afriqa: \['hau', 'swa'\] -> \['hau'\]"):
     replicate.check_run_dirs(study_dir, {"start": changed})
   replicate.check_run_dirs(study_dir, {"start": stored})  # the same settings pass
+
+
+# ----------------------------------------------------------------------------
+# The robustness arm (--robust): WiSE-FT and L2-SP runs beside the smoke study's runs
+
+ROBUST_IDS = {"hybrid-a0.5-l2sp1-s0", "hybrid-a0.5-s0-wise0.25", "hybrid-a0.5-s0-wise0.5",
+              "hybrid-a0.5-s0-wise0.75"}
+
+
+@pytest.fixture(scope="module")
+def robust_dir(study_dir, tmp_path_factory, data_dir):
+  """A copy of the smoke study's runs, then the same command with --robust on it."""
+  out = tmp_path_factory.mktemp("robust")
+  shutil.copytree(study_dir / "runs", out / "runs")
+  if (study_dir / "shards").is_dir():
+    shutil.copytree(study_dir / "shards", out / "shards")
+  before = {p.relative_to(out): p.stat().st_mtime_ns for p in out.glob("runs/*/*.json")}
+  replicate.main(["--preset", "smoke", "--fold", "A", "--model", "tiny-random", "--steps", "4",
+                  "--data_dir", str(data_dir), "--out", str(out), "--robust"])
+  return out, before
+
+
+def test_robust_arm_adds_its_runs_and_reuses_the_finished_ones(robust_dir):
+  out, before = robust_dir
+  results = json.loads((out / "results.json").read_text())
+  ids = {r["run_id"] for r in results["runs"]}
+  assert ids == {"start", "mono-s0", "cross-s0", "hybrid-a0.5-s0"} | ROBUST_IDS
+  after = {p.relative_to(out): p.stat().st_mtime_ns for p in out.glob("runs/*/*.json")}
+  assert {p: after[p] for p in before} == before  # nothing of the smoke study was redone
+  assert results["robust"] == {"alpha": 0.5, "wise_lambdas": [0.25, 0.5, 0.75], "l2sp": [1.0]}
+  runs = {r["run_id"]: r for r in results["runs"]}
+  hybrid_provenance = json.loads((out / "runs" / "hybrid-a0.5-s0" / "provenance.json").read_text())
+  for lam in (0.25, 0.5, 0.75):
+    run = runs[f"hybrid-a0.5-s0-wise{lam:g}"]
+    assert (run["method"], run["lambda"], run["base_run"], run["seed"]) == ("wise", lam, "hybrid-a0.5-s0", 0)
+    assert "train" not in run and not (out / "runs" / run["run_id"] / "train").exists()
+    interpolation = run["provenance"]["interpolation"]
+    assert interpolation["lambda"] == lam and interpolation["finetuned_run"] == "hybrid-a0.5-s0"
+    # the interpolated run's provenance is the hybrid run's (model, training config)
+    assert interpolation["finetuned"] == {k: v for k, v in hybrid_provenance.items() if k != "eval"}
+    assert run["provenance"]["eval"] == hybrid_provenance["eval"]
+    assert set(run["metrics"]) == set(EVAL_LANGUAGES)
+  l2sp = runs["hybrid-a0.5-l2sp1-s0"]
+  assert (l2sp["method"], l2sp["l2sp"]) == ("l2sp", 1.0)
+  config = l2sp["provenance"]["train_config"]
+  assert config["l2sp"] == 1.0 and config["sampling"] == "hybrid" and config["alpha"] == 0.5
+  assert runs["hybrid-a0.5-s0"]["provenance"]["train_config"]["l2sp"] == 0.0
+  workdir = out / "runs" / "hybrid-a0.5-l2sp1-s0" / "train"
+  assert json.loads((workdir / "config.json").read_text())["l2sp"] == 1.0
+  penalties = [json.loads(l).get("l2sp_penalty") for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert max(p for p in penalties if p is not None) > 0  # the pull acted
+  assert l2sp["train"]["final_step"] == 4
+
+
+def test_wise_run_evaluated_the_interpolated_weights(robust_dir, data_dir, tmp_path):
+  """(1 - lambda) * start + lambda * hybrid, recomputed here from the two checkpoints, is the
+  model the wise run evaluated (weights fingerprint and its XQuAD-R per-query values)."""
+  import jax
+  import numpy as np
+  from mlir_train import checkpoints, models
+  out, _ = robust_dir
+  start = models.tiny_random_model(0)
+  hybrid = checkpoints.restore_for_inference(out / "runs" / "hybrid-a0.5-s0" / "train")
+  flat = lambda tree: {jax.tree_util.keystr(p): np.asarray(v)
+                       for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+  a, b = flat(start.params), flat(hybrid.params)
+  assert any(not np.array_equal(a[k], b[k]) for k in a)  # training changed the weights
+  for lam in (0.25, 0.75):
+    rid = f"hybrid-a0.5-s0-wise{lam:g}"
+    mixed = {k: ((1 - lam) * a[k].astype(np.float64) + lam * b[k].astype(np.float64)) for k in a}
+    stored = json.loads((out / "runs" / rid / "interpolation.json").read_text())
+    assert stored["lambda"] == lam and set(stored["leaf_sums"]) == set(mixed)
+    for k in mixed:
+      assert stored["leaf_sums"][k] == pytest.approx(mixed[k].sum(), rel=1e-5, abs=1e-4), k
+    # the stored evaluation is that of the recomputed model
+    treedef = jax.tree_util.tree_structure(hybrid.params)
+    keys = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(hybrid.params)]
+    params = jax.tree_util.tree_unflatten(treedef, [mixed[k].astype(np.float32) for k in keys])
+    model = dataclasses.replace(hybrid, params=params)
+    preset = replicate.PRESETS["smoke"]
+    mine = replicate.evaluate_into(model, "xquad_r", EVAL_LANGUAGES["xquad_r"], preset,
+                                   str(data_dir), tmp_path / f"{lam}.json")
+    theirs = json.loads((out / "runs" / rid / "eval_xquad_r.json").read_text())
+    for setting in ("mono", "cross", "multi"):
+      for unit, values in theirs["per_query"][setting].items():
+        assert values == pytest.approx(mine["per_query"][setting][unit], abs=1e-5), (lam, setting, unit)
+
+
+def test_wise_endpoints_reproduce_start_and_hybrid(robust_dir, data_dir, tmp_path):
+  from mlir_train import interpolate
+  out, _ = robust_dir
+  workdir = out / "runs" / "hybrid-a0.5-s0" / "train"
+  for lam, rid in ((0.0, "start"), (1.0, "hybrid-a0.5-s0")):
+    mine = replicate.evaluate_into(interpolate.interpolate(workdir, lam), "xquad_r",
+                                   EVAL_LANGUAGES["xquad_r"], replicate.PRESETS["smoke"],
+                                   str(data_dir), tmp_path / f"{lam}.json")
+    theirs = json.loads((out / "runs" / rid / "eval_xquad_r.json").read_text())
+    assert mine["per_query"] == theirs["per_query"] and mine["settings"] == theirs["settings"]
+
+
+def test_robust_report_section_and_tradeoff_plot(robust_dir):
+  import numpy as np
+  out, _ = robust_dir
+  results = json.loads((out / "results.json").read_text())
+  report = (out / "report.md").read_text()
+  assert "## Robust fine-tuning" in report and "robust_tradeoff.png" in results["plots"]
+  assert (out / "robust_tradeoff.png").stat().st_size > 1000
+  assert check_report_numbers(results, report) > 150
+  r = results["summary"]["robust"]
+  assert r["base"] == "hybrid@0.5"
+  assert r["methods"] == ["none", "mono", "cross", "hybrid@0.5", "wise@0.25", "wise@0.5",
+                          "wise@0.75", "l2sp@1"]
+  section = report[report.index("## Robust fine-tuning"):]
+  for label in ("Hybrid + WiSE-FT (lambda=0.25)", "Hybrid + WiSE-FT (lambda=0.75)",
+                "Hybrid + L2-SP (strength 1)", "X-X-mono", "X-Y"):
+    assert f"| {label} |" in section
+  # numbers recomputed from the runs' metrics (one seed: the mean is the run's value)
+  runs = {r_["run_id"]: r_ for r_ in results["runs"]}
+  def mono(run, languages):
+    per = run["metrics"]["tydiqa_goldp"]["settings"]["mono"]["per_language"]
+    return float(np.mean([per[l]["map"] for l in languages]))
+  unseen, seen = ["sw", "te"], ["en"]
+  assert r["languages"]["tydi"] == {"seen": seen, "unseen": unseen}
+  wise = runs["hybrid-a0.5-s0-wise0.5"]
+  cell = r["per_method"]["wise@0.5"]["tydi_unseen"]
+  assert cell["score"]["mean"] == pytest.approx(mono(wise, unseen))
+  assert cell["delta_vs_start"]["mean"] == pytest.approx(mono(wise, unseen) - mono(runs["start"], unseen))
+  assert r["per_method"]["l2sp@1"]["tydi_seen"]["delta_vs_start"]["mean"] == pytest.approx(
+      mono(runs["hybrid-a0.5-l2sp1-s0"], seen) - mono(runs["start"], seen))
+  native = lambda run: run["metrics"]["afriqa"]["settings"]["native"]["macro"]["ndcg@10"]
+  assert r["per_method"]["wise@0.25"]["afriqa_native"]["delta_vs_start"]["mean"] == pytest.approx(
+      native(runs["hybrid-a0.5-s0-wise0.25"]) - native(runs["start"]))
+  multi = lambda run: run["metrics"]["xquad_r"]["settings"]["multi"]["macro"]["map"]
+  assert r["per_method"]["wise@0.75"]["multi mAP"]["mean"] == pytest.approx(multi(runs["hybrid-a0.5-s0-wise0.75"]))
+  # the exploratory family: each robust method against the hybrid on two targets
+  assert len(r["tests"]) == 4 * 2 and {t["family"] for t in r["tests"]} == {"robust (exploratory)"}
+  for t in r["tests"]:
+    assert t["across_queries"]["p_value"] is not None and t["across_queries"]["unit"] == "question id"
+    assert t["across_queries"]["p_holm"] >= t["across_queries"]["p_value"]
+    assert f"| {t['target']} |" in section
+  # the main hybrid-vs-baselines tests are unchanged by the arm
+  assert {row["baseline"] for row in results["summary"]["significance"]} == {"none", "mono", "cross"}

@@ -77,7 +77,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, shards):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   # Kill -9 once the step-4 checkpoint is complete (Orbax renames it into place when done).
   killed_dir = tmp_path / "killed"
-  proc = subprocess.Popen(cli(killed_dir, shards, "--config.step_delay_s=0.5"), cwd=REPO,
+  proc = subprocess.Popen(cli(killed_dir, shards), cwd=REPO,
+                          env={**os.environ, "MLIR_TRAIN_STEP_DELAY_S": "0.5"},
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 600  # generous: the machine may be busy with other work
   while not (killed_dir / "checkpoints" / "4").is_dir():
