@@ -109,7 +109,7 @@ def ours_train(model_name: str, dtype: str, cfg: dict, steps: int) -> dict:
   config.max_passage_len, config.compute_dtype = cfg["max_passage_len"], dtype
   config.gradcache_chunk_size = cfg["chunk"]
   config.temperature = TEMPERATURE
-  model = checkpoints.load_base_model(model_name)
+  model = models.load_model(model_name)
   module = train.encoder_lib.Encoder(model.config, dtype=train.COMPUTE_DTYPES[dtype])
   tx = train.optimizer_lib.make_optimizer(config)
   mesh = partitioning.make_mesh()

@@ -52,12 +52,12 @@ def run_ours(args) -> dict:
   import jax.numpy as jnp
   import numpy as np
   from configs import default
-  from mlir_train import checkpoints, partitioning, train
+  from mlir_train import models, partitioning, train
 
   config = default.get_config()
   config.batch_size, config.max_query_len = args.batch_size, args.max_query_len
   config.max_passage_len, config.compute_dtype = args.max_passage_len, args.compute_dtype
-  model = checkpoints.load_base_model(args.model)
+  model = models.load_model(args.model)
   module = train.encoder_lib.Encoder(model.config, dtype=train.COMPUTE_DTYPES[args.compute_dtype])
   tx = train.optimizer_lib.make_optimizer(config)
   mesh = partitioning.make_mesh()

@@ -16,7 +16,6 @@ complete checkpoint); `max_to_keep` bounds disk use.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import pathlib
@@ -24,7 +23,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from data_pipelines.errors import ProjectError
@@ -144,60 +142,30 @@ def restore_latest(mngr: ocp.CheckpointManager, state_like: dict) -> tuple[dict,
   return result
 
 
-def load_base_model(name: str, dtype=jnp.float32):
-  """The model a run starts from: "tiny-random[-SEED]" (tests) or anything `models.load_model` takes."""
-  from mlir_train import models
-  if name.startswith("tiny-random"):
-    suffix = name[len("tiny-random"):].lstrip("-")
-    return models.tiny_random_model(seed=int(suffix) if suffix else 0, dtype=dtype)
-  return models.load_model(name, dtype=dtype)
+def restore_params(workdir: str | pathlib.Path, params_like, step: int | None = None,
+                   best: bool = False):
+  """A workdir's trained parameters, shaped like `params_like` (arrays or ShapeDtypeStructs).
 
-
-def restore_for_inference(workdir: str | pathlib.Path, dtype=jnp.float32, step: int | None = None):
-  """A trained run as `models.LoadedModel`: base model's config and tokenizer, trained params.
-
-  Reads `workdir/config.json` for the base model name (and prompt overrides), then restores only the
-  `params` item of the latest (or given) checkpoint onto the first device; a run
-  trained with early stopping gives its best-validation parameters (`BEST_DIR`)
-  unless a step is asked for.
+  The given step, else the newest usable checkpoint (see `_newest_first`); with
+  `best`, the early-stopping checkpoint (`BEST_DIR`) when there is one.
   """
-  import dataclasses
   workdir = pathlib.Path(workdir)
-  config_path = workdir / CONFIG_FILE
-  if not config_path.is_file():
-    raise CheckpointError(f"{workdir}: no {CONFIG_FILE}; is this a training workdir?")
-  try:
-    run_config = json.loads(config_path.read_text())
-    base_name = run_config["model"]
-  except (json.JSONDecodeError, KeyError) as e:
-    raise CheckpointError(f"{config_path}: cannot read the base model name ({e})") from e
-  base = load_base_model(base_name, dtype=dtype)
-  use_best = (step is None and run_config.get("early_stopping")
-              and (workdir / BEST_DIR).is_dir())
-  mngr = (best_manager(workdir, read_only=True) if use_best
+  mngr = (best_manager(workdir, read_only=True) if best and (workdir / BEST_DIR).is_dir()
           else manager(workdir, read_only=True, async_save=False))
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), base.params)
 
   def restore(s):
     return mngr.restore(s, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract)))["params"]
+        params=ocp.args.StandardRestore(_abstract(params_like))))["params"]
 
   try:
     if step is not None:
       if step not in mngr.all_steps():
-        raise CheckpointError(f"{workdir / CHECKPOINT_DIR}: no checkpoint at step {step} "
+        raise CheckpointError(f"{mngr.directory}: no checkpoint at step {step} "
                               f"(have {sorted(mngr.all_steps())})")
-      params = restore(step)
-    else:
-      found = _newest_first(mngr, restore, str(workdir))
-      if found is None:
-        raise CheckpointError(f"{mngr.directory}: no complete checkpoint")
-      params = found[1]
+      return restore(step)
+    found = _newest_first(mngr, restore, str(workdir))
+    if found is None:
+      raise CheckpointError(f"{mngr.directory}: no complete checkpoint")
+    return found[1]
   finally:
     mngr.close()
-  from mlir_train import prompts as prompts_lib
-  # The base model's prompts, with the run's query_prompt / passage_prompt overrides.
-  return dataclasses.replace(base, name=str(workdir), params=params,
-                             prompts=prompts_lib.from_config(base.prompts, run_config))

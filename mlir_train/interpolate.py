@@ -4,8 +4,8 @@
 
 (Wortsman et al., CVPR 2022), computed leaf by leaf in float32 for any lambda
 in [0, 1], without retraining. theta_start is the run's base model
-(`config.json`'s "model", loaded with `checkpoints.load_base_model`), and
-theta_finetuned its latest checkpoint (`checkpoints.restore_for_inference`).
+(`config.json`'s "model", loaded with `models.load_model`), and
+theta_finetuned its latest checkpoint (`models.restore_for_inference`).
 lambda = 0 gives the starting model and lambda = 1 the fine-tuned one exactly
 (0 * x = 0 and 1 * x = x in floating point); leaves that training did not
 change (frozen embeddings or layers) are kept bit for bit at every lambda.
@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from mlir_train import checkpoints
+from mlir_train import models
 from mlir_train.hf_io import ModelLoadError
 
 
@@ -77,8 +78,8 @@ def base_model_name(workdir: str | os.PathLike) -> str:
 def endpoints(workdir: str | os.PathLike, dtype=jnp.float32):
   """(start, finetuned) `LoadedModel`s of a training workdir."""
   name = base_model_name(workdir)
-  finetuned = checkpoints.restore_for_inference(workdir, dtype=dtype)
-  start = checkpoints.load_base_model(name, dtype=dtype)
+  finetuned = models.restore_for_inference(workdir, dtype=dtype)
+  start = models.load_model(name, dtype=dtype)
   start_leaves = jax.tree_util.tree_structure(start.params)
   if start_leaves != jax.tree_util.tree_structure(finetuned.params):
     raise InterpolationError(f"{workdir}: checkpoint and base model {name!r} have different "

@@ -31,6 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from mlir_train import checkpoints
 from mlir_train import encoder as encoder_lib
 from mlir_train import hf_io
 from mlir_train import prompts as prompts_lib
@@ -66,8 +67,7 @@ def load_model(name_or_path: str | os.PathLike, dtype=jnp.float32) -> LoadedMode
     return dataclasses.replace(tiny_random_model(seed, dtype=dtype), name=name)
   path = pathlib.Path(name).expanduser()
   if path.is_dir() and (path / "checkpoints").is_dir():
-    from mlir_train import checkpoints
-    model = checkpoints.restore_for_inference(path, dtype=dtype)
+    model = restore_for_inference(path, dtype=dtype)
     hf_io.check_finite(model.params, f"{path} (trained parameters)")
     return model
   if path.is_dir() and _is_training_workdir(path):
@@ -86,6 +86,35 @@ def load_model(name_or_path: str | os.PathLike, dtype=jnp.float32) -> LoadedMode
   if path.exists():
     raise ModelLoadError(f"{name}: is a file, expected a model directory; accepted: {ACCEPTED}")
   raise ModelLoadError(f"unknown model {name!r}: no such directory; accepted: {ACCEPTED}")
+
+
+def restore_for_inference(workdir: str | os.PathLike, dtype=jnp.float32,
+                          step: int | None = None) -> LoadedModel:
+  """A trained run as a `LoadedModel`: its base model's config, tokenizer and prompts
+  (with the run's prompt overrides), and the trained parameters on the first device.
+
+  The base model is `config.json`'s "model"; the parameters come from the given
+  step, else the newest usable checkpoint, or for a run trained with
+  `early_stopping` its best-validation checkpoint (`checkpoints.restore_params`).
+  """
+  workdir = pathlib.Path(workdir)
+  config_path = workdir / checkpoints.CONFIG_FILE
+  if not config_path.is_file():
+    raise checkpoints.CheckpointError(f"{workdir}: no {checkpoints.CONFIG_FILE}; "
+                                      f"is this a training workdir?")
+  try:
+    run_config = json.loads(config_path.read_text())
+    base_name = run_config["model"]
+  except (json.JSONDecodeError, KeyError) as e:
+    raise checkpoints.CheckpointError(f"{config_path}: cannot read the base model name ({e})") from e
+  base = load_model(base_name, dtype=dtype)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  params_like = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), base.params)
+  params = checkpoints.restore_params(workdir, params_like, step=step,
+                                     best=step is None and bool(run_config.get("early_stopping")))
+  return dataclasses.replace(base, name=str(workdir), params=params,
+                             prompts=prompts_lib.from_config(base.prompts, run_config))
 
 
 def _is_training_workdir(path: pathlib.Path) -> bool:

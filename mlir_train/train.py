@@ -41,6 +41,7 @@ from mlir_train import encoder as encoder_lib
 from mlir_train import gradcache
 from mlir_train import loss as loss_lib
 from mlir_train import metrics_writer
+from mlir_train import models
 from mlir_train import optimizer as optimizer_lib
 from mlir_train import partitioning
 from mlir_train import prompts as prompts_lib
@@ -430,7 +431,7 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
   partitioning.check_batch_divisible(int(config.batch_size), mesh)
 
   # --- Model and optimizer --------------------------------------------------
-  model = checkpoints.load_base_model(config.model)
+  model = models.load_model(config.model)
   # The loaded model's own module (any architecture), at the run's dtype and remat.
   module = model.module.clone(dtype=COMPUTE_DTYPES[config.compute_dtype],
                               remat=bool(config.remat))

@@ -35,7 +35,7 @@ def tiny_config(**overrides):
 
 
 def params_of(workdir, step=None):
-  return jax.device_get(checkpoints.restore_for_inference(workdir, step=step).params)
+  return jax.device_get(models.restore_for_inference(workdir, step=step).params)
 
 
 def assert_same_params(a, b):
@@ -203,7 +203,7 @@ def test_no_usable_checkpoint_is_one_error_naming_the_directory(trained, tmp_pat
   for step in (2, 4, 6):
     shutil.rmtree(workdir / "checkpoints" / str(step) / "params")
   with pytest.raises(checkpoints.CheckpointError, match="no usable checkpoint") as error:
-    checkpoints.restore_for_inference(workdir)
+    models.restore_for_inference(workdir)
   assert str(workdir / "checkpoints") in str(error.value)
   with pytest.raises(checkpoints.CheckpointError, match="no usable checkpoint"):
     train.train(tiny_config(), workdir)
@@ -230,7 +230,7 @@ def test_metrics_line_without_step_names_file_and_line(tmp_path):
 def test_bad_values_fail_before_model_or_data(tmp_path, monkeypatch, key, value, expected):
   def must_not_load(*args, **kwargs):
     raise AssertionError("a model was loaded before the config was checked")
-  monkeypatch.setattr(checkpoints, "load_base_model", must_not_load)
+  monkeypatch.setattr(models, "load_model", must_not_load)
   config = tiny_config(data_source="pairs", shards_dir=str(tmp_path / "shards"))
   with config.unlocked():
     config[key] = value
@@ -275,14 +275,14 @@ def test_nan_weight_is_reported_at_load_with_its_name(tmp_path):
 
 
 def test_nan_in_trained_parameters_is_reported_with_its_path(trained, monkeypatch):
-  real = checkpoints.restore_for_inference
+  real = models.restore_for_inference
 
   def poisoned(*args, **kwargs):
     model = real(*args, **kwargs)
     model.params["layer_1"]["output_dense"]["bias"] = np.full_like(
         model.params["layer_1"]["output_dense"]["bias"], np.inf)
     return model
-  monkeypatch.setattr(checkpoints, "restore_for_inference", poisoned)
+  monkeypatch.setattr(models, "restore_for_inference", poisoned)
   with pytest.raises(models.ModelLoadError, match="parameter layer_1/output_dense/bias holds NaN"):
     models.load_model(trained)
 

@@ -124,18 +124,33 @@ def _reference_trainer_loss(model, batch, config):
       s = jnp.concatenate([p[np.array(pj)] @ q[i], neg[np.array(nj, int)] @ q[i]]) / T
       rows.append(jax.nn.logsumexp(s) - s[pj.index(i)])
     return jnp.mean(jnp.stack(rows))
-  return jax.jit(jax.value_and_grad(loss), device=jax.devices()[0])
+  return jax.jit(jax.value_and_grad(loss))
 
 
-@pytest.mark.parametrize("chunk", [0, 2])
-def test_trainer_parameter_gradients_with_hard_negatives(model, chunk):
+def _trainer_config(chunk):
   config = tiny.get_config()
   config.batch_size, config.hard_negatives_per_pair, config.gradcache_chunk_size = 8, 2, chunk
   config.temperature = T
+  return config
+
+
+@pytest.fixture(scope="module")
+def trainer_reference(model):
+  """(host batch, reference loss, reference parameter gradients), computed once."""
+  config = _trainer_config(0)
   b = synthetic.global_batch(config, model.config.vocab_size, step=3)
   assert (b.negative_valid == 0).any() and (b.negative_group_id >= 0).any()
   host = {f: getattr(b, f) for f in train.batch_fields(config)}
   assert set(train.NEGATIVE_FIELDS) <= set(host)
+  loss, grads = _reference_trainer_loss(
+      model, {k: jnp.asarray(v) for k, v in host.items()}, config)(model.params)
+  return host, loss, grads
+
+
+@pytest.mark.parametrize("chunk", [0, 2])
+def test_trainer_parameter_gradients_with_hard_negatives(model, trainer_reference, chunk):
+  config = _trainer_config(chunk)
+  host, want_loss, want_grads = trainer_reference
   mesh = partitioning.make_mesh()
   arrays = partitioning.global_batch(host, mesh)
 
@@ -144,8 +159,6 @@ def test_trainer_parameter_gradients_with_hard_negatives(model, chunk):
     return train.batch_value_and_grad(embed, batch, config)(params)
 
   (loss, _), grads = jax.jit(value_and_grad)(model.params, arrays)
-  want_loss, want_grads = _reference_trainer_loss(
-      model, {k: jnp.asarray(v) for k, v in host.items()}, config)(model.params)
   np.testing.assert_allclose(float(loss), float(want_loss), rtol=1e-5)
   jax.tree.map(lambda g, w: np.testing.assert_allclose(np.asarray(g), np.asarray(w),
                                                        rtol=2e-3, atol=2e-6), grads, want_grads)

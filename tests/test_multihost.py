@@ -13,7 +13,7 @@ import sys
 import flax
 import numpy as np
 
-from mlir_train import checkpoints, train
+from mlir_train import models, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -61,8 +61,8 @@ def test_two_processes_match_one(tmp_path):
   assert len(losses(tmp_path / "multi")) == 4  # ... and writes metrics, once per step
 
   np.testing.assert_allclose(losses(tmp_path / "multi"), losses(tmp_path / "single"), rtol=1e-5)
-  a = checkpoints.restore_for_inference(tmp_path / "single").params
-  b = checkpoints.restore_for_inference(tmp_path / "multi").params
+  a = models.restore_for_inference(tmp_path / "single").params
+  b = models.restore_for_inference(tmp_path / "multi").params
   # Attention key biases have an exactly-zero gradient (softmax ignores a per-query
   # constant), so Adam turns float noise into lr-sized steps there: leave them out.
   flat_a = flax.traverse_util.flatten_dict(a, sep="/")

@@ -234,10 +234,10 @@ def test_wise_run_evaluated_the_interpolated_weights(robust_dir, data_dir, tmp_p
   model the wise run evaluated (weights fingerprint and its XQuAD-R per-query values)."""
   import jax
   import numpy as np
-  from mlir_train import checkpoints, models
+  from mlir_train import models
   out, _ = robust_dir
   start = models.tiny_random_model(0)
-  hybrid = checkpoints.restore_for_inference(out / "runs" / "hybrid-a0.5-s0" / "train")
+  hybrid = models.restore_for_inference(out / "runs" / "hybrid-a0.5-s0" / "train")
   flat = lambda tree: {jax.tree_util.keystr(p): np.asarray(v)
                        for p, v in jax.tree_util.tree_leaves_with_path(tree)}
   a, b = flat(start.params), flat(hybrid.params)
@@ -245,6 +245,7 @@ def test_wise_run_evaluated_the_interpolated_weights(robust_dir, data_dir, tmp_p
   for lam in (0.25, 0.75):
     rid = f"hybrid-a0.5-s0-wise{lam:g}"
     mixed = {k: ((1 - lam) * a[k].astype(np.float64) + lam * b[k].astype(np.float64)) for k in a}
+    mixed32 = {k: (np.float32(1 - lam) * a[k] + np.float32(lam) * b[k]).astype(np.float32) for k in a}
     stored = json.loads((out / "runs" / rid / "interpolation.json").read_text())
     assert stored["lambda"] == lam and set(stored["leaf_sums"]) == set(mixed)
     for k in mixed:
@@ -252,15 +253,19 @@ def test_wise_run_evaluated_the_interpolated_weights(robust_dir, data_dir, tmp_p
     # the stored evaluation is that of the recomputed model
     treedef = jax.tree_util.tree_structure(hybrid.params)
     keys = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(hybrid.params)]
-    params = jax.tree_util.tree_unflatten(treedef, [mixed[k].astype(np.float32) for k in keys])
+    params = jax.tree_util.tree_unflatten(treedef, [mixed32[k] for k in keys])
     model = dataclasses.replace(hybrid, params=params)
     preset = replicate.PRESETS["smoke"]
     mine = replicate.evaluate_into(model, "xquad_r", EVAL_LANGUAGES["xquad_r"], preset,
                                    str(data_dir), tmp_path / f"{lam}.json")
     theirs = json.loads((out / "runs" / rid / "eval_xquad_r.json").read_text())
-    for setting in ("mono", "cross", "multi"):
-      for unit, values in theirs["per_query"][setting].items():
-        assert values == pytest.approx(mine["per_query"][setting][unit], abs=1e-5), (lam, setting, unit)
+    # float rounding may reorder near-ties deep in a ranking: per-query AP within 1e-4
+    flat_ap = lambda result: np.concatenate([result["per_query"][s][u] for s in ("mono", "cross", "multi")
+                                             for u in sorted(result["per_query"][s])])
+    assert np.abs(flat_ap(theirs) - flat_ap(mine)).max() < 1e-4, lam
+    for other in ("start", "hybrid-a0.5-s0"):  # and the check tells the models apart
+      stored = json.loads((out / "runs" / other / "eval_xquad_r.json").read_text())
+      assert np.abs(flat_ap(stored) - flat_ap(mine)).max() > 1e-3, (lam, other)
 
 
 def test_wise_endpoints_reproduce_start_and_hybrid(robust_dir, data_dir, tmp_path):

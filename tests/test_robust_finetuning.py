@@ -13,7 +13,7 @@ import pytest
 
 from configs import tiny
 from eval import run as eval_run
-from mlir_train import checkpoints, encode, export, interpolate, models, optimizer, synthetic, train
+from mlir_train import encode, export, interpolate, models, optimizer, synthetic, train
 
 TEXTS = ["what is the capital of russia?", "москва is the capital", "a"]
 
@@ -55,7 +55,7 @@ def workdir(tmp_path_factory):
 # ----------------------------------------------------------------------------
 def test_frozen_layers_do_not_change_and_get_no_optimizer_state(workdir):
   start = models.tiny_random_model(0).params
-  trained = checkpoints.restore_for_inference(workdir).params
+  trained = models.restore_for_inference(workdir).params
   assert_bitwise_equal(trained["embeddings"], start["embeddings"])
   assert_bitwise_equal(trained["layer_0"], start["layer_0"])
   moved = np.abs(trained["layer_1"]["output_dense"]["kernel"]
@@ -187,7 +187,7 @@ def test_l2sp_gradient_and_penalty_match_hand_computed():
 # ----------------------------------------------------------------------------
 def test_interpolation_endpoints_exact_and_midpoint(workdir):
   start = models.tiny_random_model(0)
-  finetuned = checkpoints.restore_for_inference(workdir)
+  finetuned = models.restore_for_inference(workdir)
   at0, at1 = interpolate.interpolate(workdir, 0.0), interpolate.interpolate(workdir, 1.0)
   assert_bitwise_equal(at0.params, start.params)
   assert_bitwise_equal(at1.params, finetuned.params)
@@ -241,7 +241,7 @@ def test_eval_run_interpolate_writes_one_result_per_lambda(workdir, data_dir, tm
   assert (out.parent / "xquad_r.lambda1.report.md").is_file()
   kw = dict(data_dir=data_dir, max_length=32, max_documents=4, progress=False)
   endpoints = {0: eval_run.evaluate(models.tiny_random_model(0), "xquad_r", ["en", "de"], **kw),
-               1: eval_run.evaluate(checkpoints.restore_for_inference(workdir), "xquad_r",
+               1: eval_run.evaluate(models.restore_for_inference(workdir), "xquad_r",
                                     ["en", "de"], **kw)}
   for lam, result in results.items():
     assert result["interpolation"]["lambda"] == lam

@@ -133,11 +133,11 @@ def test_memmap_search_keeps_resident_memory_bounded(tmp_path):
   np.testing.assert_array_equal(indices, want)
 
 
-@pytest.mark.parametrize("k", [1, 3, 10, 40])
+
+@pytest.mark.parametrize("k", [1, 3, 40])
 @pytest.mark.parametrize("chunk_size", [64, 512])
-def test_group_pruning_is_exact_with_ties(k, chunk_size):
-  """Chunks much larger than k take the grouped-maxima path (`search._candidates`)."""
-  assert search._group_size(chunk_size, k) > 1 or k == 40
+def test_chunks_larger_than_k_are_exact_with_ties(k, chunk_size):
+  """Each chunk's own top k is merged into the running one: ties by lower index throughout."""
   queries, corpus = _integer_data(8, n_queries=37, n_docs=2100, dim=4)  # very many ties
   for stream_rows in (10**6, 700):
     scores, indices = search.top_k(queries, corpus, k, chunk_size=chunk_size, query_block=16,

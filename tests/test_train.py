@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import tiny
-from mlir_train import checkpoints, models, optimizer, synthetic, train
+from mlir_train import models, optimizer, synthetic, train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TIMING_KEYS = {"examples_per_sec"}
@@ -115,8 +115,8 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tmp_path, shards):
   assert sorted(b) == list(range(1, 11))  # no duplicated or missing steps
   for step in range(resumed["resumed_from_step"] + 1, 11):
     assert b[step] == a[step], step
-  params_a = checkpoints.restore_for_inference(tmp_path / "full").params
-  params_b = checkpoints.restore_for_inference(killed_dir).params
+  params_a = models.restore_for_inference(tmp_path / "full").params
+  params_b = models.restore_for_inference(killed_dir).params
   jax.tree.map(np.testing.assert_array_equal, params_a, params_b)
   start = models.tiny_random_model(0).params
   assert not np.array_equal(params_a["layer_0"]["output_dense"]["kernel"],
@@ -192,7 +192,7 @@ def test_gradcache_training_matches_full_batch_training(tmp_path):
     config.gradcache_chunk_size = chunk_size
     summary = train.train(config, tmp_path / name)
     assert summary["final_step"] == 3
-    return (checkpoints.restore_for_inference(tmp_path / name).params,
+    return (models.restore_for_inference(tmp_path / name).params,
             metrics_lines(tmp_path / name))
 
   params_full, metrics_full = run("full", 0)

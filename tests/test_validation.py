@@ -9,7 +9,7 @@ import pytest
 
 from configs import tiny
 from data_pipelines import sampler
-from mlir_train import checkpoints, models, train
+from mlir_train import models, train
 from tests.synthetic_table import make_training_data as synthetic_training_data
 
 
@@ -114,7 +114,7 @@ def test_validation_loss_is_logged_and_equals_a_numpy_reference(early_stopped):
   assert [s for s in logged if "validation_loss" in logged[s]] == [2, 4, 6]
   config = run_config()
   model = models.tiny_random_model(0)
-  params = checkpoints.restore_for_inference(workdir, step=4).params
+  params = models.restore_for_inference(workdir, step=4).params
   losses = []
   for batch in synthetic.validation_batches(config, model.config.vocab_size, 2):
     q = np.asarray(model.module.apply({"params": params}, batch.query_ids, batch.query_mask))
@@ -129,8 +129,8 @@ def test_early_stopping_keeps_and_serves_the_best_checkpoint(early_stopped):
   scored = {s: r["validation_loss"] for s, r in logged.items() if "validation_loss" in r}
   best_step = min(scored, key=scored.get)
   assert summary["best_validation"] == {"step": best_step, "loss": scored[best_step]}
-  served = jax.device_get(checkpoints.restore_for_inference(workdir).params)
-  at_best = jax.device_get(checkpoints.restore_for_inference(workdir, step=best_step).params)
+  served = jax.device_get(models.restore_for_inference(workdir).params)
+  at_best = jax.device_get(models.restore_for_inference(workdir, step=best_step).params)
   jax.tree.map(np.testing.assert_array_equal, served, at_best)
 
 
@@ -145,8 +145,8 @@ def test_resume_redoes_validation_and_best_identically(early_stopped, tmp_path):
   assert strip(metrics(copy)) == strip(metrics(workdir))
   assert resumed["best_validation"] == summary["best_validation"]
   jax.tree.map(np.testing.assert_array_equal,
-               jax.device_get(checkpoints.restore_for_inference(copy).params),
-               jax.device_get(checkpoints.restore_for_inference(workdir).params))
+               jax.device_get(models.restore_for_inference(copy).params),
+               jax.device_get(models.restore_for_inference(workdir).params))
 
 
 def test_early_stopping_without_validation_is_refused(tmp_path):
