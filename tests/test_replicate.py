@@ -259,13 +259,16 @@ def test_wise_run_evaluated_the_interpolated_weights(robust_dir, data_dir, tmp_p
     mine = replicate.evaluate_into(model, "xquad_r", EVAL_LANGUAGES["xquad_r"], preset,
                                    str(data_dir), tmp_path / f"{lam}.json")
     theirs = json.loads((out / "runs" / rid / "eval_xquad_r.json").read_text())
-    # float rounding may reorder near-ties deep in a ranking: per-query AP within 1e-4
+    # float rounding may reorder near-ties deep in a ranking: per-query AP within 1e-4, and
+    # far closer to the recomputed model's than the start's or the hybrid's are (4 steps of
+    # training move the tiny model's AP only a little)
     flat_ap = lambda result: np.concatenate([result["per_query"][s][u] for s in ("mono", "cross", "multi")
                                              for u in sorted(result["per_query"][s])])
-    assert np.abs(flat_ap(theirs) - flat_ap(mine)).max() < 1e-4, lam
-    for other in ("start", "hybrid-a0.5-s0"):  # and the check tells the models apart
+    distance = np.abs(flat_ap(theirs) - flat_ap(mine))
+    assert distance.max() < 1e-4, lam
+    for other in ("start", "hybrid-a0.5-s0"):
       stored = json.loads((out / "runs" / other / "eval_xquad_r.json").read_text())
-      assert np.abs(flat_ap(stored) - flat_ap(mine)).max() > 1e-3, (lam, other)
+      assert distance.sum() < 0.2 * np.abs(flat_ap(stored) - flat_ap(mine)).sum(), (lam, other)
 
 
 def test_wise_endpoints_reproduce_start_and_hybrid(robust_dir, data_dir, tmp_path):
@@ -322,3 +325,24 @@ def test_robust_report_section_and_tradeoff_plot(robust_dir):
     assert f"| {t['target']} |" in section
   # the main hybrid-vs-baselines tests are unchanged by the arm
   assert {row["baseline"] for row in results["summary"]["significance"]} == {"none", "mono", "cross"}
+
+
+def test_robust_preset_adopts_finished_runs_without_redoing_them(robust_dir, data_dir, monkeypatch):
+  """A robust-style preset (hybrid + the arm, mono / cross adopted) on a finished study does
+  no work and reports the finished mono / cross runs; an adopted run made otherwise is left out."""
+  out, _ = robust_dir
+  smoke = replicate.PRESETS["smoke"]
+  monkeypatch.setitem(replicate.PRESETS, "smoke-robust", dataclasses.replace(
+      smoke, name="smoke-robust", strategies=(("hybrid", 0.5),), adopt=(("mono", 1.0), ("cross", 0.0)),
+      wise_lambdas=replicate.ROBUST_WISE_LAMBDAS, l2sp=(replicate.ROBUST_L2SP,)))
+  before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*.json")}
+  results = replicate.main(["--preset", "smoke-robust", "--fold", "A", "--model", "tiny-random",
+                            "--steps", "4", "--data_dir", str(data_dir), "--out", str(out)])
+  assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*.json")} == before
+  assert {r["run_id"] for r in results["runs"]} == {"start", "mono-s0", "cross-s0", "hybrid-a0.5-s0"} | ROBUST_IDS
+  assert results["summary"]["robust"]["methods"][:3] == ["none", "mono", "cross"]
+  mono = json.loads((out / "runs" / "mono-s0" / "provenance.json").read_text())
+  assert replicate._finished(out / "runs" / "mono-s0", mono, EVAL_LANGUAGES)
+  other = json.loads(json.dumps(mono))
+  other["train_config"]["total_steps"] = 5
+  assert not replicate._finished(out / "runs" / "mono-s0", other, EVAL_LANGUAGES)
