@@ -69,14 +69,14 @@ import logging
 import os
 import pathlib
 import time
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
+from configs import value as config_value
 from data_pipelines import folds
 from data_pipelines import shards as shards_lib
 
-SAMPLING_MODES = ("mono", "cross", "hybrid", "mixed")
 LANGUAGE_SAMPLING = ("uniform", "size", "temperature")
 PLAN_BLOCK = 1024          # steps drawn per generator call of the kind plan
 _INF = np.iinfo(np.int64).max
@@ -134,9 +134,6 @@ class TrainingData:
     return np.flatnonzero(self.table.holders().sum(axis=1) >= 2)
 
 
-def _cfg(config, key, default=None):
-  return config.get(key, default) if hasattr(config, "get") else getattr(config, key, default)
-
 
 def default_shards_dir() -> pathlib.Path:
   root = os.environ.get("MLIR_TRAIN_CACHE") or pathlib.Path.home() / ".cache" / "mlir_train"
@@ -165,18 +162,18 @@ def build_training_data(config, tokenizer, *, progress: bool = True,
   2-core machine), small next to model loading and compilation. The training
   sets read for it are reused if the shards need building.
   """
-  if _cfg(config, "data_source", "pairs") == "files":  # your own files: data_pipelines.train_files
+  if config_value(config, "data_source") == "files":  # your own files: data_pipelines.train_files
     from data_pipelines import train_files
     return train_files.build_training_data(config, tokenizer, progress=progress, prompts=prompts)
-  if int(_cfg(config, "hard_negatives_per_pair", 0) or 0):
+  if int(config_value(config, "hard_negatives_per_pair") or 0):
     from data_pipelines.errors import DataError
     raise DataError("hard_negatives_per_pair needs data_source 'files' (records with "
                     "negatives); the folds' pairs have none")
-  fold = folds.get_fold(_cfg(config, "fold", "A"))
-  languages = folds.train_languages(fold, _cfg(config, "train_languages"))
-  data_dir = _cfg(config, "data_dir")
+  fold = folds.get_fold(config_value(config, "fold"))
+  languages = folds.train_languages(fold, config_value(config, "train_languages"))
+  data_dir = config_value(config, "data_dir")
   spec = shards_lib.ShardSpec(fold=fold.name, languages=languages,
-                              positive=_cfg(config, "positive", "sentence"),
+                              positive=config_value(config, "positive"),
                               max_query_len=int(config.max_query_len),
                               max_passage_len=int(config.max_passage_len),
                               **({} if prompts is None else
@@ -188,7 +185,7 @@ def build_training_data(config, tokenizer, *, progress: bool = True,
   folds.check_fold(fold, train_sets, data_dir)
   logging.info("fold %s overlap check passed in %.1f s", fold.name, time.perf_counter() - start)
 
-  root = _cfg(config, "shards_dir") or default_shards_dir()
+  root = config_value(config, "shards_dir") or default_shards_dir()
   directory = shards_lib.build_or_load(root, spec, tokenizer,
                                        folds.train_input_files(fold, data_dir, languages),
                                        lambda: train_sets, progress=progress)
@@ -272,30 +269,132 @@ def _epoch_batch(n: int, batch: int, key: tuple[int, ...], ordinal: int) -> np.n
   return np.concatenate([rng.permutation(n) for _ in range(reps)])[:batch]
 
 
+# ----------------------------------------------------------------------------
+# The composition rule as data: batch sources and sampling modes
+# ----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class BatchSource:
+  """A kind of batch: which pair-table rows its `ordinal`-th global batch holds.
+
+  `per_language`: one source per training language (the batch is in that
+  language), else one source for the whole table. `rows(plan, language, ordinal)`
+  gives int64 [batch_size] rows (`language` is an index, None when not per
+  language); `label(language)` is the batches.jsonl "languages" field.
+  """
+  kind: BatchKind
+  per_language: bool
+  rows: Callable[["BatchPlan", int | None, int], np.ndarray]
+  label: Callable[[str | None], str]
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingMode:
+  """`config.sampling`: the batch sources a run draws each step from, with weights.
+
+  `weights(config) -> {source name: weight}`; each step picks a source with these
+  probabilities (in this order), and a per-language source its language by
+  `config.mono_language_sampling`. `label` names the strategy in reports,
+  `alpha(config)` its position on the report's alpha axis.
+  """
+  label: str
+  weights: Callable[[Any], dict[str, float]]
+  alpha: Callable[[Any], float | None]
+
+
+def _mono_rows(plan: "BatchPlan", language: int, ordinal: int) -> np.ndarray:
+  """X-X-mono: pairs of one language's X-X shard, each group once per epoch."""
+  units = plan.table.shard_rows[(plan.languages[language],) * 2]
+  return units[_epoch_batch(len(units), plan.batch_size, (plan.seed, _MONO, language), ordinal)]
+
+
+def _cross_rows(plan: "BatchPlan", language: None, ordinal: int) -> np.ndarray:
+  """X-Y: distinct groups; per pair, query and passage languages drawn uniformly among
+  the languages holding the group, a != b."""
+  b = plan.batch_size
+  groups = plan.cross_groups[_epoch_batch(len(plan.cross_groups), b,
+                                          (plan.seed, _CROSS_GROUPS), ordinal)]  # [B]
+  u = np.random.default_rng([plan.seed, _CROSS_LANGS, ordinal]).random((b, 2))
+  count = plan.holder_count[groups]                                # [B]
+  i = np.floor(u[:, 0] * count).astype(np.int64)                   # query language slot
+  j = np.floor(u[:, 1] * (count - 1)).astype(np.int64)             # passage slot, != i
+  j = j + (j >= i)
+  a = plan.holder_list[groups, i]
+  p = plan.holder_list[groups, j]
+  return plan.table.row_of[a, p, groups].astype(np.int64)
+
+
+def _mixed_rows(plan: "BatchPlan", language: None, ordinal: int) -> np.ndarray:
+  """Mixed: pairs of every shard, no group twice in a batch where the data allow."""
+  n = plan.mixed_per_epoch
+  if n == 0:  # fewer groups than the batch: repeats are unavoidable
+    return _epoch_batch(len(plan.table.group_id), plan.batch_size, (plan.seed, _MIXED), ordinal)
+  epoch, offset = divmod(ordinal, n)
+  cache = plan._mixed_cache
+  if epoch not in cache:
+    if len(cache) >= 2:
+      cache.pop(next(iter(cache)))
+    cache[epoch] = _mixed_epoch(plan.table.group_id, plan.batch_size, n,
+                                (plan.seed, _MIXED, epoch))
+  return cache[epoch][offset]
+
+
+# Source order fixes the source numbering (0..L-1 MONO of language l, then CROSS,
+# then MIXED), which the plan's random draws and resume positions depend on:
+# append new kinds at the end. Example, X->en pivot batches (queries in language
+# l, passages in English):
+#   "pivot": BatchSource(BatchKind.PIVOT, per_language=True, label=lambda l: f"{l}-en",
+#                        rows=lambda plan, l, k: ...rows of shard (l, "en")...)
+# plus a mode in SAMPLING_MODES, e.g. "hybrid_pivot": {"mono": a, "pivot": 1 - a}.
+BATCH_SOURCES: dict[str, BatchSource] = {
+    "mono": BatchSource(BatchKind.MONO, per_language=True, rows=_mono_rows, label=lambda l: l),
+    "cross": BatchSource(BatchKind.CROSS, per_language=False, rows=_cross_rows,
+                         label=lambda l: "x"),
+    "mixed": BatchSource(BatchKind.MIXED, per_language=False, rows=_mixed_rows,
+                         label=lambda l: "mixed"),
+}
+
+SAMPLING_MODES: dict[str, SamplingMode] = {
+    "mono": SamplingMode("X-X-mono", lambda c: {"mono": 1.0}, alpha=lambda c: 1.0),
+    "cross": SamplingMode("X-Y", lambda c: {"cross": 1.0}, alpha=lambda c: 0.0),
+    "hybrid": SamplingMode("hybrid",
+                           lambda c: {"mono": float(config_value(c, "alpha")),
+                                      "cross": 1.0 - float(config_value(c, "alpha"))},
+                           alpha=lambda c: float(config_value(c, "alpha"))),
+    "mixed": SamplingMode("mixed (baseline)", lambda c: {"mixed": 1.0}, alpha=lambda c: None),
+}
+
+
 class BatchPlan:
   """Which rows of the pair table form each global step: a pure function of (config, step).
 
-  Sources are numbered: 0..L-1 MONO of language l, L CROSS, L+1 MIXED.
+  `self.sources_table` lists every (source name, language index or None) in
+  `BATCH_SOURCES` order; a step's source is an index into it.
   """
 
   def __init__(self, data: TrainingData, config):
     self.data, self.table = data, data.table
-    self.sampling = _cfg(config, "sampling", "hybrid")
+    self.sampling = config_value(config, "sampling")
     if self.sampling not in SAMPLING_MODES:
-      raise ValueError(f"sampling must be one of {SAMPLING_MODES}, got {self.sampling!r}")
-    self.alpha = float(_cfg(config, "alpha", 0.5))
+      raise ValueError(f"sampling must be one of {tuple(SAMPLING_MODES)}, got {self.sampling!r}")
+    self.alpha = float(config_value(config, "alpha"))
     if not 0.0 <= self.alpha <= 1.0:
       raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
-    self.seed = int(_cfg(config, "seed", 0))
+    self.seed = int(config_value(config, "seed"))
     if self.seed < 0:
       raise ValueError(f"seed must be >= 0, got {self.seed}")
     self.batch_size = int(config.batch_size)
     self.languages = data.languages
     self.num_languages = len(self.languages)
-    self.cross_source, self.mixed_source = self.num_languages, self.num_languages + 1
+    self.sources_table = [(name, l) for name, source in BATCH_SOURCES.items()
+                          for l in (range(self.num_languages) if source.per_language else [None])]
+    self.num_sources = len(self.sources_table)
+    weights = SAMPLING_MODES[self.sampling].weights(config)          # {name: weight}
+    self._drawn = list(weights)                                       # names, in draw order
+    self._cum_w = np.cumsum([weights[n] for n in self._drawn])
+    self.weights = weights
     self.language_p = language_probabilities(
-        data.mono_sizes(), _cfg(config, "mono_language_sampling", "uniform"),
-        float(_cfg(config, "language_temperature", 1.0)))
+        data.mono_sizes(), config_value(config, "mono_language_sampling"),
+        float(config_value(config, "language_temperature")))
     self._cum_p = np.cumsum(self.language_p)
     self.cross_groups = data.cross_groups()
     holders = self.table.holders()                                    # bool [G, L]
@@ -306,22 +405,32 @@ class BatchPlan:
     self._mixed_cache: dict[int, np.ndarray] = {}
     self._check_sizes()
 
+  def source_index(self, name: str, language: int | None = None) -> int:
+    return self.sources_table.index((name, language))
+
+  @property
+  def cross_source(self) -> int:
+    return self.source_index("cross")
+
+  @property
+  def mixed_source(self) -> int:
+    return self.source_index("mixed")
+
   def _check_sizes(self) -> None:
-    uses_mono = self.sampling == "mono" or (self.sampling == "hybrid" and self.alpha > 0)
-    uses_cross = self.sampling == "cross" or (self.sampling == "hybrid" and self.alpha < 1)
-    if uses_cross and len(self.cross_groups) == 0:
+    used = {name for name, w in self.weights.items() if w > 0}
+    if "cross" in used and len(self.cross_groups) == 0:
       raise ValueError("CROSS batches need question ids held by at least two languages; "
                        f"training languages {self.languages} share none")
     empty = [l for l, n in zip(self.languages, self.data.mono_sizes()) if n == 0]
-    if uses_mono and empty:
+    if "mono" in used and empty:
       raise ValueError(f"training languages {empty} have no pairs; drop them from train_languages")
     small = []
-    if uses_mono:
+    if "mono" in used:
       small += [f"{l} ({n} pairs)" for l, n in zip(self.languages, self.data.mono_sizes())
                 if 0 < n < self.batch_size]
-    if uses_cross and len(self.cross_groups) < self.batch_size:
+    if "cross" in used and len(self.cross_groups) < self.batch_size:
       small.append(f"CROSS ({len(self.cross_groups)} groups)")
-    if self.sampling == "mixed" and self.mixed_per_epoch == 0:
+    if "mixed" in used and self.mixed_per_epoch == 0:
       small.append(f"MIXED ({len(np.unique(self.table.group_id))} groups)")
     if small:
       logging.warning("global batch %d is larger than sources %s: their batches repeat "
@@ -330,32 +439,38 @@ class BatchPlan:
   # -- the kind plan -------------------------------------------------------
 
   def sources(self, steps: np.ndarray) -> np.ndarray:
-    """Source index of each global step; int64 [len(steps)]."""
+    """Source index of each global step; int64 [len(steps)].
+
+    Two uniforms per step: u0 picks the source by the mode's weights, u1 the
+    language of a per-language source.
+    """
     steps = np.asarray(steps, np.int64)
     blocks, which = np.unique(steps // PLAN_BLOCK, return_inverse=True)
     draws = np.stack([np.random.default_rng([self.seed, _PLAN, int(b)]).random((PLAN_BLOCK, 2))
                       for b in blocks]) if len(blocks) else np.zeros((0, PLAN_BLOCK, 2))
     u = draws[which.reshape(-1), steps % PLAN_BLOCK]                   # [n, 2] uniforms
     language = np.minimum(np.searchsorted(self._cum_p, u[:, 1], side="right"),
-                          self.num_languages - 1)
-    if self.sampling == "mono":
-      return language
-    if self.sampling == "cross":
-      return np.full(len(steps), self.cross_source)
-    if self.sampling == "mixed":
-      return np.full(len(steps), self.mixed_source)
-    return np.where(u[:, 0] < self.alpha, language, self.cross_source)
+                          self.num_languages - 1)                      # [n]
+    pick = np.minimum(np.searchsorted(self._cum_w, u[:, 0], side="right"),
+                      len(self._drawn) - 1)                            # [n] into _drawn
+    out = np.empty(len(steps), np.int64)
+    for i, name in enumerate(self._drawn):
+      chosen = pick == i
+      if BATCH_SOURCES[name].per_language:
+        out[chosen] = self.source_index(name, 0) + language[chosen]
+      else:
+        out[chosen] = self.source_index(name)
+    return out
 
   def kind_of(self, source: int) -> tuple[BatchKind, str]:
-    if source == self.cross_source:
-      return BatchKind.CROSS, "x"
-    if source == self.mixed_source:
-      return BatchKind.MIXED, "mixed"
-    return BatchKind.MONO, self.languages[source]
+    name, language = self.sources_table[source]
+    batch_source = BATCH_SOURCES[name]
+    return batch_source.kind, batch_source.label(
+        None if language is None else self.languages[language])
 
   def ordinals_before(self, step: int, chunk: int = 1 << 20) -> np.ndarray:
-    """int64 [L + 2]: how many of steps 0..step-1 chose each source."""
-    counts = np.zeros(self.num_languages + 2, np.int64)
+    """int64 [num_sources]: how many of steps 0..step-1 chose each source."""
+    counts = np.zeros(self.num_sources, np.int64)
     for lo in range(0, step, chunk):
       counts += np.bincount(self.sources(np.arange(lo, min(step, lo + chunk))),
                             minlength=len(counts))
@@ -365,35 +480,8 @@ class BatchPlan:
 
   def rows(self, source: int, ordinal: int) -> np.ndarray:
     """Pair-table rows of the `ordinal`-th global batch of `source`; int64 [batch_size]."""
-    b = self.batch_size
-    if source == self.mixed_source:
-      return self._mixed_rows(ordinal)
-    if source == self.cross_source:
-      groups = self.cross_groups[_epoch_batch(len(self.cross_groups), b,
-                                              (self.seed, _CROSS_GROUPS), ordinal)]  # [B]
-      u = np.random.default_rng([self.seed, _CROSS_LANGS, ordinal]).random((b, 2))
-      count = self.holder_count[groups]                                # [B]
-      i = np.floor(u[:, 0] * count).astype(np.int64)                   # query language slot
-      j = np.floor(u[:, 1] * (count - 1)).astype(np.int64)             # passage slot, != i
-      j = j + (j >= i)
-      a = self.holder_list[groups, i]
-      p = self.holder_list[groups, j]
-      return self.table.row_of[a, p, groups].astype(np.int64)
-    units = self.table.shard_rows[(self.languages[source],) * 2]
-    return units[_epoch_batch(len(units), b, (self.seed, _MONO, source), ordinal)]
-
-
-  def _mixed_rows(self, ordinal: int) -> np.ndarray:
-    n = self.mixed_per_epoch
-    if n == 0:  # fewer groups than the batch: repeats are unavoidable
-      return _epoch_batch(len(self.table.group_id), self.batch_size, (self.seed, _MIXED), ordinal)
-    epoch, offset = divmod(ordinal, n)
-    if epoch not in self._mixed_cache:
-      if len(self._mixed_cache) >= 2:
-        self._mixed_cache.pop(next(iter(self._mixed_cache)))
-      self._mixed_cache[epoch] = _mixed_epoch(self.table.group_id, self.batch_size, n,
-                                              (self.seed, _MIXED, epoch))
-    return self._mixed_cache[epoch][offset]
+    name, language = self.sources_table[source]
+    return BATCH_SOURCES[name].rows(self, language, ordinal)
 
   def language_pairs(self, rows: np.ndarray) -> dict[str, int]:
     """{"a-b": count} of (query language, passage language) over `rows`, sorted by key."""
@@ -425,7 +513,7 @@ def _tf_dataset(plan: BatchPlan, start_step: int):
     return ds.map(lambda k: tf.ensure_shape(
         tf.numpy_function(fn, [k], tf.int64, stateful=False), [plan.batch_size]))
 
-  sources = [source_dataset(s) for s in range(plan.num_languages + 2)]
+  sources = [source_dataset(s) for s in range(plan.num_sources)]
   rows = tf.data.Dataset.choose_from_datasets(sources, selector())
   ds = tf.data.Dataset.zip((tf.data.Dataset.range(start_step, _INF), selector(), rows))
   return ds  # no prefetch: a prefetch thread calling numpy_function hangs interpreter exit
@@ -465,7 +553,7 @@ def input_pipeline(config=None, requested: str | None = None) -> str:
   "auto" (the default) is tf.data when TensorFlow is installed, else the
   numpy iterator; both yield the same batches. "tf" without TensorFlow raises.
   """
-  choice = (requested or (_cfg(config, "input_pipeline") if config is not None else None)
+  choice = (requested or (config_value(config, "input_pipeline") if config is not None else None)
             or os.environ.get("MLIR_INPUT_PIPELINE") or "auto").lower()
   if choice not in INPUT_PIPELINES:
     raise ValueError(f"input pipeline must be one of {INPUT_PIPELINES}, got {choice!r} "

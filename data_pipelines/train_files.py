@@ -85,6 +85,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from configs import value as config_value
 from data_pipelines import datadir
 from data_pipelines import pairs as pairs_lib
 from data_pipelines import readers
@@ -613,9 +614,6 @@ def load_negatives(directory) -> dict[tuple[int, str], list[str]]:
   return out
 
 
-def _cfg(config, key, default=None):
-  return config.get(key, default) if hasattr(config, "get") else getattr(config, key, default)
-
 
 def build_training_data(config, tokenizer, *, progress: bool = True, prompts=None):
   """`sampler.build_training_data` for `config.data_source == "files"`.
@@ -630,31 +628,31 @@ def build_training_data(config, tokenizer, *, progress: bool = True, prompts=Non
   from data_pipelines import folds, sampler
   from data_pipelines import shards as shards_lib
 
-  spec_text = _cfg(config, "train_files") or ""
+  spec_text = config_value(config, "train_files") or ""
   if not (spec_text.strip() if isinstance(spec_text, str) else spec_text):
     raise DataError("config.data_source='files' needs config.train_files (comma-separated "
                     "paths or globs of JSON Lines, Parquet or datasets directories)")
-  data = read_train_files(spec_text, strict=bool(_cfg(config, "strict_data", False)))
+  data = read_train_files(spec_text, strict=bool(config_value(config, "strict_data")))
   if data.issues and progress:
     print(report_issues(data.issues), file=sys.stderr)
-  languages = data.select_languages(_cfg(config, "train_languages"))
+  languages = data.select_languages(config_value(config, "train_languages"))
   if not data.group_ids(languages):
     raise DataError(f"the training files hold no usable pair in {', '.join(languages) or 'any language'}"
                     f" ({data.issues.num_dropped} records dropped; see the summary above)")
-  fold = folds.get_fold(_cfg(config, "fold", "A"))
+  fold = folds.get_fold(config_value(config, "fold"))
   start = time.perf_counter()
-  folds.check_no_overlap(data.retrieval_sets(languages), folds.load_eval_sets(fold, _cfg(config, "data_dir")))
+  folds.check_no_overlap(data.retrieval_sets(languages), folds.load_eval_sets(fold, config_value(config, "data_dir")))
   logging.info("training files: overlap check against fold %s's evaluation sets passed in %.1f s",
                fold.name, time.perf_counter() - start)
   spec = shard_spec(config, data, languages, prompts)
-  root = _cfg(config, "shards_dir") or sampler.default_shards_dir()
+  root = config_value(config, "shards_dir") or sampler.default_shards_dir()
   directory = shards_lib.build_or_load(
       root, spec, tokenizer, hashed_files(data.files), read_sets=None, progress=progress,
       write=lambda tmp, expected: write_shards(tmp, data, spec, tokenizer, expected, progress))
   if data.issues and progress:
     print(f"training files: every issue is listed in {directory / ISSUES_FILE}", file=sys.stderr)
   training_data = sampler.load_training_data(directory)
-  n = int(_cfg(config, "hard_negatives_per_pair", 0) or 0)
+  n = int(config_value(config, "hard_negatives_per_pair") or 0)
   if n:
     training_data = attach_negatives(training_data, data, n, tokenizer, spec)
   return training_data

@@ -36,7 +36,7 @@ CHOICES: dict[str, tuple] = {
     "data_source": DATA_SOURCES,
     "fold": tuple(folds.FOLDS),
     "positive": pairs.POSITIVE_KINDS,
-    "sampling": sampler.SAMPLING_MODES,
+    "sampling": tuple(sampler.SAMPLING_MODES),
     "mono_language_sampling": sampler.LANGUAGE_SAMPLING,
 }
 

@@ -36,7 +36,7 @@ def plan_arrays(case: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
   data = synthetic_table.make_training_data(**table_kw)
   plan = sampler.BatchPlan(data, synthetic_table.config(seed, **overrides))
   sources = plan.sources(np.arange(STEPS)).astype(np.int64)
-  ordinal = np.zeros(plan.num_languages + 2, np.int64)
+  ordinal = np.zeros(plan.num_sources, np.int64)
   rows = np.empty((STEPS, plan.batch_size), np.int64)
   for step, source in enumerate(sources):
     rows[step] = plan.rows(int(source), int(ordinal[source]))
