@@ -149,7 +149,7 @@ def _example(q_ids, q_mask, p_ids, p_mask, group_id: int, qid: str):
 def write_shards(directory: pathlib.Path, train_sets: Mapping[str, readers.RetrievalSet],
                  spec: ShardSpec, tokenizer, expected: Mapping, progress: bool = True) -> dict:
   """Tokenise and write every (a, b) shard plus manifest.json into `directory`."""
-  from mlir_train import tokenization
+  from data_pipelines import tokenization
 
   pairs = pairs_lib.build_pairs(train_sets, spec.positive)
   groups = pairs_lib.group_ids(train_sets.values())

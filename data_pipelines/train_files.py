@@ -554,7 +554,7 @@ def write_shards(directory: pathlib.Path, data: TrainFiles, spec, tokenizer, exp
   (empty ones too, as the folds do), negatives.jsonl, data_issues.json, manifest.json."""
   import tqdm
   from data_pipelines import shards as shards_lib
-  from mlir_train import tokenization
+  from data_pipelines import tokenization
 
   languages = spec.languages
   pairs = data.pairs(languages)
@@ -663,7 +663,7 @@ def negative_bank(directory, data: TrainFiles, n: int, tokenizer, spec) -> dict[
   as passages (spec's prompt and max_passage_len): {"group_id" [K], "language" [K],
   "negative_ids" / "negative_mask" [K + 1, n, Lp], "negative_valid" / "negative_group_id"
   [K + 1, n]}; the last entry holds no negative. Cached in the shard directory."""
-  from mlir_train import tokenization
+  from data_pipelines import tokenization
   directory = pathlib.Path(directory)
   path = directory / NEGATIVE_BANK_FILE.format(n=n)
   if path.is_file():

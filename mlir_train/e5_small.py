@@ -28,7 +28,7 @@ import numpy as np
 from data_pipelines import datadir
 from mlir_train import encoder as encoder_lib
 from mlir_train import hf_io
-from mlir_train import tokenization
+from data_pipelines import tokenization
 from mlir_train.hf_io import ModelLoadError
 
 MAGIC = b"E5S1"

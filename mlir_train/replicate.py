@@ -110,7 +110,7 @@ PRESETS = {
     # Three seeds of the three strategies on every evaluation language, sized to
     # finish in about 2 hours on a 2-core CPU (measured 1 h 57 min, results/quick-foldA,
     # when it evaluated XQuAD-R and TyDi passages only; with TyDi sentences and AfriQA
-    # about 3.5 h, estimated from tokens: see the robust preset's note).
+    # about 3.2 h, estimated from tokens: see the robust preset's note).
     "quick": Preset(
         name="quick", strategies=BASE_STRATEGIES, seeds=(0, 1, 2),
         train_overrides=dict(total_steps=50, warmup_steps=5, batch_size=16, learning_rate=5e-5,

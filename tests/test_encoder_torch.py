@@ -18,7 +18,8 @@ import pytest
 import torch
 import transformers
 
-from mlir_train import compare, e5_small, encode, hf_io, models, tokenization
+from data_pipelines import tokenization
+from mlir_train import compare, e5_small, encode, hf_io, models
 
 SENTENCES = list(compare.WEATHER.values()) + list(compare.HOSPITAL.values())
 # Normaliser edge cases for the token-id test: tab/newline/zero-width space,

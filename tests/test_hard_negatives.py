@@ -13,7 +13,8 @@ from configs import tiny
 from data_pipelines import sampler
 from data_pipelines import train_files
 from mlir_train import encode, loss as loss_lib, mine_negatives, models, partitioning
-from mlir_train import synthetic, tokenization, train
+from data_pipelines import tokenization
+from mlir_train import synthetic, train
 
 T = 0.05
 

@@ -20,7 +20,8 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers import models as st_models
 
 from configs import tiny as tiny_config
-from mlir_train import encode, encoder, export, models, prompts, tokenization, train
+from data_pipelines import tokenization
+from mlir_train import encode, encoder, export, models, prompts, train
 
 XLMR_TEXTS = ["hello", "what is the capital of russia? это москва", "",
               "a longer text: what is the weather in moscow", "Ελλάδα and مصر"]

@@ -12,7 +12,8 @@ import pytest
 from sentence_transformers import SentenceTransformer
 
 from data_pipelines import sampler
-from mlir_train import e5_small, encode, export, models, prompts, tokenization
+from data_pipelines import tokenization
+from mlir_train import e5_small, encode, export, models, prompts
 from tests.test_model_families import cosines, make_xlmr_dir, train_3_steps
 from tests.training_data_helpers import make_config
 

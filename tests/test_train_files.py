@@ -10,7 +10,8 @@ import pytest
 
 from data_pipelines import folds, readers, sampler, train_files
 from data_pipelines.errors import DataError
-from mlir_train import models, tokenization
+from data_pipelines import tokenization
+from mlir_train import models
 
 LANGS = ("de", "en", "es")
 
