@@ -101,7 +101,7 @@ def _jax_peak_bytes() -> float | None:
 def ours_train(model_name: str, dtype: str, cfg: dict, steps: int) -> dict:
   import jax
   from configs import default
-  from mlir_train import checkpoints, partitioning, train
+  from mlir_train import models, partitioning, train
   from train_throughput import synthetic_batches, training_flops
 
   config = default.get_config()

@@ -64,10 +64,7 @@ import collections
 import dataclasses
 import enum
 import functools
-import json
 import logging
-import os
-import pathlib
 import time
 from typing import Any, Callable, Iterable, Iterator
 
@@ -76,6 +73,9 @@ import numpy as np
 from configs import value as config_value
 from data_pipelines import folds
 from data_pipelines import shards as shards_lib
+from data_pipelines import train_files
+from data_pipelines.shards import TrainingData, default_shards_dir, load_training_data
+from data_pipelines.tfrecord import input_pipeline
 
 LANGUAGE_SAMPLING = ("uniform", "size", "temperature")
 PLAN_BLOCK = 1024          # steps drawn per generator call of the kind plan
@@ -114,31 +114,6 @@ class Batch:
   negative_group_id: np.ndarray | None = None  # int32 [host_batch, n]; -1: no training group
 
 
-@dataclasses.dataclass
-class TrainingData:
-  """The tokenised pairs of one fold, in memory, plus what the sampler derives from them."""
-  table: shards_lib.PairTable
-  directory: pathlib.Path        # the shard directory (manifest.json inside)
-  manifest: dict
-
-  @property
-  def languages(self) -> tuple[str, ...]:
-    return self.table.languages
-
-  def mono_sizes(self) -> np.ndarray:
-    """int [L]: pairs in each X-X shard (= questions with a positive per language)."""
-    return np.array([len(self.table.shard_rows[(l, l)]) for l in self.languages])
-
-  def cross_groups(self) -> np.ndarray:
-    """int [G2]: groups held by at least two languages (the units of CROSS batches)."""
-    return np.flatnonzero(self.table.holders().sum(axis=1) >= 2)
-
-
-
-def default_shards_dir() -> pathlib.Path:
-  root = os.environ.get("MLIR_TRAIN_CACHE") or pathlib.Path.home() / ".cache" / "mlir_train"
-  return pathlib.Path(root) / "shards"
-
 
 def build_training_data(config, tokenizer, *, progress: bool = True,
                         prompts=None) -> TrainingData:
@@ -163,7 +138,6 @@ def build_training_data(config, tokenizer, *, progress: bool = True,
   sets read for it are reused if the shards need building.
   """
   if config_value(config, "data_source") == "files":  # your own files: data_pipelines.train_files
-    from data_pipelines import train_files
     return train_files.build_training_data(config, tokenizer, progress=progress, prompts=prompts)
   if int(config_value(config, "hard_negatives_per_pair") or 0):
     from data_pipelines.errors import DataError
@@ -190,14 +164,6 @@ def build_training_data(config, tokenizer, *, progress: bool = True,
                                        folds.train_input_files(fold, data_dir, languages),
                                        lambda: train_sets, progress=progress)
   return load_training_data(directory)
-
-
-def load_training_data(directory) -> TrainingData:
-  """TrainingData from an existing shard directory (no tokenizer or raw data needed)."""
-  directory = pathlib.Path(directory)
-  manifest = json.loads((directory / shards_lib.MANIFEST).read_text())
-  return TrainingData(table=shards_lib.load_pair_table(directory), directory=directory,
-                      manifest=manifest)
 
 
 def language_probabilities(sizes: np.ndarray, how: str, temperature: float = 1.0) -> np.ndarray:
@@ -534,36 +500,6 @@ def _numpy_plan(plan: BatchPlan, start_step: int) -> Iterator[tuple[int, int, np
       ordinal[source] += 1
       yield step, int(source), rows
       step += 1
-
-
-INPUT_PIPELINES = ("auto", "tf", "numpy")
-
-
-def _tensorflow_available() -> bool:
-  try:
-    import tensorflow  # noqa: F401
-  except ImportError:
-    return False
-  return True
-
-
-def input_pipeline(config=None, requested: str | None = None) -> str:
-  """"tf" or "numpy": `requested`, else config.input_pipeline, else $MLIR_INPUT_PIPELINE.
-
-  "auto" (the default) is tf.data when TensorFlow is installed, else the
-  numpy iterator; both yield the same batches. "tf" without TensorFlow raises.
-  """
-  choice = (requested or (config_value(config, "input_pipeline") if config is not None else None)
-            or os.environ.get("MLIR_INPUT_PIPELINE") or "auto").lower()
-  if choice not in INPUT_PIPELINES:
-    raise ValueError(f"input pipeline must be one of {INPUT_PIPELINES}, got {choice!r} "
-                     "(config.input_pipeline or $MLIR_INPUT_PIPELINE)")
-  if choice == "auto":
-    return "tf" if _tensorflow_available() else "numpy"
-  if choice == "tf" and not _tensorflow_available():
-    raise ImportError("input pipeline 'tf' needs tensorflow (pip install tensorflow-cpu); "
-                      "'numpy' yields the same batches without it")
-  return choice
 
 
 def batch_stream(training_data: TrainingData, config, *, process_index: int = 0,

@@ -15,7 +15,7 @@ them to int32): query_ids, query_mask [max_query_len], passage_ids,
 passage_mask [max_passage_len], group_id, qid (bytes).
 
 TensorFlow writes and reads the shards when the input pipeline is tf.data
-(`sampler.input_pipeline()`); without it (or with $MLIR_INPUT_PIPELINE=numpy)
+(`tfrecord.input_pipeline()`); without it (or with $MLIR_INPUT_PIPELINE=numpy)
 `tfrecord` does, in the same format (crc32c framing, tf.train.Example).
 """
 from __future__ import annotations
@@ -127,8 +127,7 @@ def _tokenize_language(tokenizer, examples: Mapping[str, tuple[str, str]], spec:
 
 def _use_tensorflow() -> bool:
   """TensorFlow reads and writes the shards when the input pipeline is tf.data."""
-  from data_pipelines import sampler
-  return sampler.input_pipeline() == "tf"
+  return tfrecord.input_pipeline() == "tf"
 
 
 def _example(q_ids, q_mask, p_ids, p_mask, group_id: int, qid: str):
@@ -297,7 +296,7 @@ def load_pair_table(directory, use_tensorflow: bool | None = None) -> PairTable:
   """Read every shard listed in the manifest into one PairTable.
 
   With TensorFlow and the tf.data input pipeline (`use_tensorflow=None`:
-  `sampler.input_pipeline()`), tf.data parses the shards; otherwise
+  `tfrecord.input_pipeline()`), tf.data parses the shards; otherwise
   `tfrecord` does, to the same arrays (crc32c checked).
   """
   if use_tensorflow is None:
@@ -331,3 +330,37 @@ def load_pair_table(directory, use_tensorflow: bool | None = None) -> PairTable:
   row_of = np.full((len(languages), len(languages), manifest["num_groups"]), -1, np.int32)
   row_of[cols["query_language"], cols["passage_language"], cols["group_id"]] = np.arange(start)
   return PairTable(languages=languages, row_of=row_of, shard_rows=shard_rows, **cols)
+
+
+@dataclasses.dataclass
+class TrainingData:
+  """The tokenised pairs of one fold (or of training files), in memory, plus what the
+  sampler derives from them."""
+  table: PairTable
+  directory: pathlib.Path        # the shard directory (manifest.json inside)
+  manifest: dict
+
+  @property
+  def languages(self) -> tuple[str, ...]:
+    return self.table.languages
+
+  def mono_sizes(self) -> np.ndarray:
+    """int [L]: pairs in each X-X shard (= questions with a positive per language)."""
+    return np.array([len(self.table.shard_rows[(l, l)]) for l in self.languages])
+
+  def cross_groups(self) -> np.ndarray:
+    """int [G2]: groups held by at least two languages (the units of CROSS batches)."""
+    return np.flatnonzero(self.table.holders().sum(axis=1) >= 2)
+
+
+def load_training_data(directory) -> TrainingData:
+  """TrainingData from an existing shard directory (no tokenizer or raw data needed)."""
+  directory = pathlib.Path(directory)
+  manifest = json.loads((directory / MANIFEST).read_text())
+  return TrainingData(table=load_pair_table(directory), directory=directory,
+                      manifest=manifest)
+
+
+def default_shards_dir() -> pathlib.Path:
+  root = os.environ.get("MLIR_TRAIN_CACHE") or pathlib.Path.home() / ".cache" / "mlir_train"
+  return pathlib.Path(root) / "shards"

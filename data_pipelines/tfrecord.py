@@ -27,11 +27,13 @@ decodes all varint payloads of one feature in one vectorised numpy pass.
 """
 from __future__ import annotations
 
+import os
 import struct
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from configs import value as config_value
 from data_pipelines.errors import DataError
 
 _MASK_DELTA = 0xA282EAD8
@@ -271,3 +273,36 @@ def parse_int64_examples(records: Sequence[bytes], lengths: Mapping[str, int],
                       f"{int(counts[bad[0]])} values, expected {want}")
     out[key] = values.reshape(len(chunks), length) if length else values
   return out
+
+
+# ----------------------------------------------------------------------------
+# Which pipeline reads the shards: tf.data when TensorFlow is there, else this module
+# ----------------------------------------------------------------------------
+INPUT_PIPELINES = ("auto", "tf", "numpy")
+
+
+def _tensorflow_available() -> bool:
+  try:
+    import tensorflow  # noqa: F401
+  except ImportError:
+    return False
+  return True
+
+
+def input_pipeline(config=None, requested: str | None = None) -> str:
+  """"tf" or "numpy": `requested`, else config.input_pipeline, else $MLIR_INPUT_PIPELINE.
+
+  "auto" (the default) is tf.data when TensorFlow is installed, else the
+  numpy iterator; both yield the same batches. "tf" without TensorFlow raises.
+  """
+  choice = (requested or (config_value(config, "input_pipeline") if config is not None else None)
+            or os.environ.get("MLIR_INPUT_PIPELINE") or "auto").lower()
+  if choice not in INPUT_PIPELINES:
+    raise ValueError(f"input pipeline must be one of {INPUT_PIPELINES}, got {choice!r} "
+                     "(config.input_pipeline or $MLIR_INPUT_PIPELINE)")
+  if choice == "auto":
+    return "tf" if _tensorflow_available() else "numpy"
+  if choice == "tf" and not _tensorflow_available():
+    raise ImportError("input pipeline 'tf' needs tensorflow (pip install tensorflow-cpu); "
+                      "'numpy' yields the same batches without it")
+  return choice

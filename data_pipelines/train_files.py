@@ -616,7 +616,7 @@ def load_negatives(directory) -> dict[tuple[int, str], list[str]]:
 
 
 def build_training_data(config, tokenizer, *, progress: bool = True, prompts=None):
-  """`sampler.build_training_data` for `config.data_source == "files"`.
+  """What `sampler.build_training_data` returns for `config.data_source == "files"`.
 
   Reads config.train_files, strict_data, train_languages (a subset of the files'
   languages; empty: all), fold (whose evaluation sets the files are checked
@@ -625,7 +625,7 @@ def build_training_data(config, tokenizer, *, progress: bool = True, prompts=Non
   only when a file's sha256, the languages, the tokenizer or the lengths change.
   """
   import time
-  from data_pipelines import folds, sampler
+  from data_pipelines import folds
   from data_pipelines import shards as shards_lib
 
   spec_text = config_value(config, "train_files") or ""
@@ -645,13 +645,13 @@ def build_training_data(config, tokenizer, *, progress: bool = True, prompts=Non
   logging.info("training files: overlap check against fold %s's evaluation sets passed in %.1f s",
                fold.name, time.perf_counter() - start)
   spec = shard_spec(config, data, languages, prompts)
-  root = config_value(config, "shards_dir") or sampler.default_shards_dir()
+  root = config_value(config, "shards_dir") or shards_lib.default_shards_dir()
   directory = shards_lib.build_or_load(
       root, spec, tokenizer, hashed_files(data.files), read_sets=None, progress=progress,
       write=lambda tmp, expected: write_shards(tmp, data, spec, tokenizer, expected, progress))
   if data.issues and progress:
     print(f"training files: every issue is listed in {directory / ISSUES_FILE}", file=sys.stderr)
-  training_data = sampler.load_training_data(directory)
+  training_data = shards_lib.load_training_data(directory)
   n = int(config_value(config, "hard_negatives_per_pair") or 0)
   if n:
     training_data = attach_negatives(training_data, data, n, tokenizer, spec)
