@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -34,7 +33,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
 
 from benchmarks import _machine  # noqa: E402
 from benchmarks._machine import layer_flops, matmul_peak  # noqa: E402

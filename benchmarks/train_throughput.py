@@ -55,8 +55,6 @@ def training_flops(config, batch, q_len, p_len) -> float:
 
 def run_ours(args) -> dict:
   import jax
-  import jax.numpy as jnp
-  import numpy as np
   from configs import default
   from mlir_train import models, partitioning, train
 

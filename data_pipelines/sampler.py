@@ -259,12 +259,14 @@ class SamplingMode:
 
   `weights(config) -> {source name: weight}`; each step picks a source with these
   probabilities (in this order), and a per-language source its language by
-  `config.mono_language_sampling`. `label` names the strategy in reports,
-  `alpha(config)` its position on the report's alpha axis.
+  `config.mono_language_sampling`. `label` names the strategy in reports ("{}": its
+  `config.alpha`, when `uses_alpha`); `alpha_axis` is its place on the report's
+  alpha axis (None: off it; for modes that use alpha, their alpha).
   """
   label: str
   weights: Callable[[Any], dict[str, float]]
-  alpha: Callable[[Any], float | None]
+  uses_alpha: bool = False
+  alpha_axis: float | None = None
 
 
 def _mono_rows(plan: "BatchPlan", language: int, ordinal: int) -> np.ndarray:
@@ -320,13 +322,13 @@ BATCH_SOURCES: dict[str, BatchSource] = {
 }
 
 SAMPLING_MODES: dict[str, SamplingMode] = {
-    "mono": SamplingMode("X-X-mono", lambda c: {"mono": 1.0}, alpha=lambda c: 1.0),
-    "cross": SamplingMode("X-Y", lambda c: {"cross": 1.0}, alpha=lambda c: 0.0),
-    "hybrid": SamplingMode("hybrid",
+    "mono": SamplingMode("X-X-mono", lambda c: {"mono": 1.0}, alpha_axis=1.0),
+    "cross": SamplingMode("X-Y", lambda c: {"cross": 1.0}, alpha_axis=0.0),
+    "hybrid": SamplingMode("Hybrid (alpha={})",
                            lambda c: {"mono": float(config_value(c, "alpha")),
                                       "cross": 1.0 - float(config_value(c, "alpha"))},
-                           alpha=lambda c: float(config_value(c, "alpha"))),
-    "mixed": SamplingMode("mixed (baseline)", lambda c: {"mixed": 1.0}, alpha=lambda c: None),
+                           uses_alpha=True),
+    "mixed": SamplingMode("Mixed", lambda c: {"mixed": 1.0}),
 }
 
 

@@ -259,10 +259,6 @@ class PairTable:
   negative_valid: np.ndarray | None = None      # int32 [K + 1, n]: 0 = missing (padding)
   negative_group_id: np.ndarray | None = None   # int32 [K + 1, n]: group whose positive it is, -1
 
-  @property
-  def num_groups(self) -> int:
-    return self.row_of.shape[2]
-
   def holders(self) -> np.ndarray:
     """bool [G, L]: language l holds group g (its X-X pair exists)."""
     diag = np.stack([self.row_of[i, i] for i in range(len(self.languages))], axis=1)

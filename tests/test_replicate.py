@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from mlir_train import replicate
+import replicate
 
 
 def _numbers_in(obj, out):
@@ -255,7 +255,7 @@ def test_wise_run_evaluated_the_interpolated_weights(robust_dir, data_dir, tmp_p
     keys = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_leaves_with_path(hybrid.params)]
     params = jax.tree_util.tree_unflatten(treedef, [mixed32[k] for k in keys])
     model = dataclasses.replace(hybrid, params=params)
-    preset = replicate.PRESETS["smoke"]
+    preset = replicate.load_preset("smoke")
     mine = replicate.evaluate_into(model, "xquad_r", EVAL_LANGUAGES["xquad_r"], preset,
                                    str(data_dir), tmp_path / f"{lam}.json")
     theirs = json.loads((out / "runs" / rid / "eval_xquad_r.json").read_text())
@@ -277,7 +277,7 @@ def test_wise_endpoints_reproduce_start_and_hybrid(robust_dir, data_dir, tmp_pat
   workdir = out / "runs" / "hybrid-a0.5-s0" / "train"
   for lam, rid in ((0.0, "start"), (1.0, "hybrid-a0.5-s0")):
     mine = replicate.evaluate_into(interpolate.interpolate(workdir, lam), "xquad_r",
-                                   EVAL_LANGUAGES["xquad_r"], replicate.PRESETS["smoke"],
+                                   EVAL_LANGUAGES["xquad_r"], replicate.load_preset("smoke"),
                                    str(data_dir), tmp_path / f"{lam}.json")
     theirs = json.loads((out / "runs" / rid / "eval_xquad_r.json").read_text())
     assert mine["per_query"] == theirs["per_query"] and mine["settings"] == theirs["settings"]
@@ -331,13 +331,12 @@ def test_robust_preset_adopts_finished_runs_without_redoing_them(robust_dir, dat
   """A robust-style preset (hybrid + the arm, mono / cross adopted) on a finished study does
   no work and reports the finished mono / cross runs; an adopted run made otherwise is left out."""
   out, _ = robust_dir
-  smoke = replicate.PRESETS["smoke"]
-  monkeypatch.setitem(replicate.PRESETS, "smoke-robust", dataclasses.replace(
-      smoke, name="smoke-robust", strategies=(("hybrid", 0.5),), adopt=(("mono", 1.0), ("cross", 0.0)),
-      wise_lambdas=replicate.ROBUST_WISE_LAMBDAS, l2sp=(replicate.ROBUST_L2SP,)))
   before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*.json")}
-  results = replicate.main(["--preset", "smoke-robust", "--fold", "A", "--model", "tiny-random",
-                            "--steps", "4", "--data_dir", str(data_dir), "--out", str(out)])
+  results = replicate.main([  # the smoke preset made robust-style from the command line
+      "--preset", "smoke", "--set", "name=smoke-robust", "--set", "strategies=(('hybrid', 0.5),)",
+      "--set", "adopt=(('mono', 1.0), ('cross', 0.0))", "--set", "wise_lambdas=(0.25, 0.5, 0.75)",
+      "--set", "l2sp=(1.0,)", "--fold", "A", "--model", "tiny-random",
+      "--steps", "4", "--data_dir", str(data_dir), "--out", str(out)])
   assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*.json")} == before
   assert {r["run_id"] for r in results["runs"]} == {"start", "mono-s0", "cross-s0", "hybrid-a0.5-s0"} | ROBUST_IDS
   assert results["summary"]["robust"]["methods"][:3] == ["none", "mono", "cross"]

@@ -224,7 +224,8 @@ def test_overlap_with_the_folds_evaluation_sets_is_refused(tmp_path, tokenizer, 
 
 def test_trainer_and_replicate_on_files(tmp_path, data_dir):
   from configs import tiny
-  from mlir_train import replicate, train
+  import replicate
+  from mlir_train import train
   records, queries, _ = _dataset(16)
   path = _write_jsonl(tmp_path / "pairs.jsonl", records)
   config = tiny.get_config()
@@ -239,7 +240,7 @@ def test_trainer_and_replicate_on_files(tmp_path, data_dir):
     assert sum(line["language_pairs"].values()) == 8
     assert {tuple(k.split("-")) for k in line["language_pairs"]} <= held
 
-  preset = replicate.PRESETS["smoke"]
+  preset = replicate.load_preset("smoke")
   cfg = replicate.train_config(preset, "A", "hybrid", 0.5, 0, "tiny-random", str(data_dir),
                                tmp_path / "s", train_files=str(path))
   assert cfg.data_source == "files" and cfg.train_files == str(path) and cfg.train_languages == ""

@@ -1,6 +1,6 @@
 """The hybrid-batch study in one command.
 
-    python -m mlir_train.replicate --preset smoke --fold A --out runs/smoke
+    python -m replicate --preset smoke --fold A --out runs/smoke
 
 Trains the default model with each sampling strategy (X-X-mono, X-Y, hybrid at
 alpha 0.5; `full` adds an alpha sweep and the "mixed" baseline) over several
@@ -23,8 +23,11 @@ read back, an interrupted training resumes from its last checkpoint.
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import datetime
+import importlib
+import importlib.util
 import json
 import os
 import pathlib
@@ -34,6 +37,7 @@ import sys
 import time
 from typing import Any
 
+from data_pipelines import sampler
 from data_pipelines.errors import ProjectError
 from eval import study
 
@@ -55,7 +59,10 @@ class StudyError(ProjectError):
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-  """How big a study is: which strategies, how many seeds, how long each run."""
+  """How big a study is: which strategies, how many seeds, how long each run.
+
+  The fields of a configs/study/*.py preset (`load_preset`), typed.
+  """
   name: str
   strategies: tuple[tuple[str, float], ...]   # (sampling, alpha)
   seeds: tuple[int, ...]
@@ -77,96 +84,63 @@ class Preset:
   adopt: tuple[tuple[str, float], ...] = ()
 
 
-BASE_STRATEGIES = (("mono", 1.0), ("cross", 0.0), ("hybrid", 0.5))
-# The robustness arm (`--robust`, and the robust / full presets): WiSE-FT at three lambdas.
-ROBUST_WISE_LAMBDAS = (0.25, 0.5, 0.75)
-# L2-SP strength for ~50-step runs at lr 5e-5 (quick, robust, --robust). Adam moves a weight
-# by at most about the summed learning rate, 1.25e-3 over 50 steps (noisy gradients: a few
-# 1e-4), so the pull l2sp * (theta - theta_start) reaches a few 1e-4 per weight at strength 1,
-# the size of the InfoNCE gradient per weight (a clipped norm of ~1 over ~2e7 encoder
-# weights: ~2e-4), and the penalty (l2sp / 2) * ||theta - theta_start||^2 about 1, the
-# loss's own scale: a binding but not freezing pull. 0.1 would hardly act within 50 steps,
-# 10 would hold the model at the start.
-ROBUST_L2SP = 1.0
+def load_preset(name_or_path: str, overrides=()) -> Preset:
+  """configs/study/NAME.py (or a config file path), with `KEY=VALUE` overrides applied
+  (dotted keys reach into dicts: `train_overrides.total_steps=20`; values are Python
+  literals, a bare word is a string)."""
+  path = pathlib.Path(name_or_path)
+  if path.suffix == ".py":
+    if not path.is_file():
+      raise StudyError(f"--preset {name_or_path}: no such config file")
+    spec = importlib.util.spec_from_file_location(f"study_preset_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+  elif name_or_path in PRESETS:
+    module = importlib.import_module(f"configs.study.{name_or_path}")
+  else:
+    raise StudyError(f"--preset {name_or_path!r}: expected one of {', '.join(PRESETS)} or a "
+                     f"config file (configs/study/*.py)")
+  values = module.get_config().to_dict()
+  for item in overrides:
+    key, sep, text = item.partition("=")
+    if not sep:
+      raise StudyError(f"--set {item!r}: expected KEY=VALUE")
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    *parents, leaf = key.split(".")
+    target = values
+    for part in parents:
+      if part in target and target[part] is None:
+        target[part] = {}  # e.g. eval_max_documents=None, now one benchmark's cap
+      if not isinstance(target.get(part), dict):
+        raise StudyError(f"--set {key}: {part} is not a dict field of the preset")
+      target = target[part]
+    if not parents and leaf not in values:
+      raise StudyError(f"--set {key}: the preset has no field {leaf!r} "
+                       f"(fields: {', '.join(sorted(values))})")
+    target[leaf] = value
+  fields = {f.name for f in dataclasses.fields(Preset)}
+  unknown = sorted(set(values) - fields)
+  if unknown:
+    raise StudyError(f"{name_or_path}: unknown preset fields {unknown}")
+  tuples = ("strategies", "seeds", "wise_lambdas", "l2sp", "adopt")
+  for key in tuples:
+    if key in values and values[key] is not None:
+      raw = values[key]
+      raw = raw if isinstance(raw, (list, tuple)) else (raw,)
+      values[key] = tuple(tuple(v) if isinstance(v, (list, tuple)) else v for v in raw)
+  return Preset(**values)
 
-PRESETS = {
-    # A real but tiny run: a few steps, three training languages, a language subset
-    # in evaluation. Checks the whole path on a 2-core CPU in under 15 minutes.
-    "smoke": Preset(
-        name="smoke", strategies=BASE_STRATEGIES, seeds=(0,),
-        train_overrides=dict(total_steps=10, warmup_steps=2, batch_size=8,
-                             max_query_len=32, max_passage_len=48,
-                             checkpoint_every_steps=5, log_every_steps=1),
-        train_languages={"A": ["de", "en", "es"], "B": ["de", "en", "es"]},
-        eval_languages={"xquad_r": ["de", "en"], "mlqa_r": ["de", "en"],
-                        "tydiqa_goldp": ["en", "sw", "te"],
-                        "tydiqa_goldp_sentences": ["en", "sw", "te"], "afriqa": ["hau", "swa"]},
-        eval_max_length=64, eval_batch_size=64, eval_max_questions=150,
-        eval_max_documents={"tydiqa_goldp_sentences": 50, "afriqa": 50},
-        note=("SMOKE RUN: 10 steps of batch 8 on three training languages, evaluated on a "
-              "language subset, 150 question ids per language (corpora whole, except the "
-              "first 50 passages per language for TyDi sentences and AfriQA) and texts cut "
-              "to 64 tokens. It checks the pipeline; its numbers say nothing about the method.")),
-    # Three seeds of the three strategies on every evaluation language, sized to
-    # finish in about 2 hours on a 2-core CPU (measured 1 h 57 min, results/quick-foldA,
-    # when it evaluated XQuAD-R and TyDi passages only; with TyDi sentences and AfriQA
-    # about 3.2 h, estimated from tokens: see the robust preset's note).
-    "quick": Preset(
-        name="quick", strategies=BASE_STRATEGIES, seeds=(0, 1, 2),
-        train_overrides=dict(total_steps=50, warmup_steps=5, batch_size=16, learning_rate=5e-5,
-                             max_query_len=32, max_passage_len=64,
-                             checkpoint_every_steps=25, log_every_steps=5),
-        train_languages=None, eval_languages=None,
-        eval_max_length=96, eval_batch_size=64,
-        eval_max_documents={"xquad_r": 40, "mlqa_r": 40, "tydiqa_goldp": 120,
-                            "tydiqa_goldp_sentences": 120, "afriqa": 120},
-        note=("QUICK RUN: 50 steps of batch 16 per run (800 pairs, about a twentieth of fold "
-              "A's pairs) at learning rate 5e-5, 3 seeds; evaluation on every language with "
-              "a sixth of XQuAD-R (its first 40 of 240 parallel paragraphs: 249 questions and "
-              "about 220 sentences per language), the first 120 TyDi gold passages per language "
-              "with their questions (the sentences of those passages for TyDi sentences), 120 "
-              "AfriQA gold passages per language with their questions, and texts cut to 96 "
-              "tokens. Absolute numbers are therefore not "
-              "comparable with the paper's (smaller pools make retrieval easier and language "
-              "bias smaller); the comparison between strategies is the result.")),
-    # The paper-sized study for one modern GPU: alpha sweep, the mixed baseline, 5 seeds,
-    # and the robustness arm. L2-SP at 0.1: 2,000 steps at lr 2e-5 move weights about ten
-    # times further than quick's 50 at 5e-5, so a tenth of the strength gives the same pull
-    # at the end of training.
-    "full": Preset(
-        name="full",
-        strategies=BASE_STRATEGIES + (("hybrid", 0.25), ("hybrid", 0.75), ("mixed", 0.0)),
-        seeds=(0, 1, 2, 3, 4),
-        train_overrides=dict(total_steps=2000, warmup_steps=200, batch_size=100,
-                             max_query_len=64, max_passage_len=128,
-                             checkpoint_every_steps=500, log_every_steps=50),
-        train_languages=None, eval_languages=None,
-        eval_max_length=512, eval_batch_size=128,
-        wise_lambdas=ROBUST_WISE_LAMBDAS, l2sp=(0.1,),
-        note=("FULL RUN: 2,000 steps of batch 100 per run (the paper's batch size), 5 seeds; "
-              "robust fine-tuning of the hybrid (alpha 0.5): WiSE-FT at lambda 0.25, 0.5, "
-              "0.75 and L2-SP at strength 0.1.")),
-}
-# The robustness arm on a CPU: the quick study's settings (training and evaluation), so an
-# --out holding a finished quick study reuses its start and hybrid runs (their provenance
-# matches) and reports its X-X-mono and X-Y runs beside the arm (adopted, never trained here).
-PRESETS["robust"] = dataclasses.replace(
-    PRESETS["quick"], name="robust", strategies=(("hybrid", 0.5),),
-    adopt=(("mono", 1.0), ("cross", 0.0)), wise_lambdas=ROBUST_WISE_LAMBDAS, l2sp=(ROBUST_L2SP,),
-    note=PRESETS["quick"].note.replace("QUICK RUN:", "ROBUST RUN (the quick study's settings):")
-    + (" Robust fine-tuning of the hybrid (alpha 0.5) of every seed: WiSE-FT at lambda 0.25, "
-       "0.5, 0.75 (no training) and L2-SP at strength 1.0 (trained). Time on a 2-core CPU, "
-       "estimated from the quick study's measured runs (about 5.3 min per training; XQuAD-R "
-       "and TyDi evaluation 1.5 ms per token, about 6.4 min per model) scaled by the tokens "
-       "of the four benchmarks at these caps (565k: XQuAD-R 154k, TyDi 106k, TyDi sentences "
-       "174k, AfriQA 131k): about 14.5 min per evaluated model, so about 3.2 h on top of a "
-       "finished quick study (12 evaluations, 3 trainings) and about 4.5 h alone (also the "
-       "start and 3 hybrid runs)."))
+
+# The presets shipped in configs/study/ (a name; any other config file by path).
+PRESETS = ("smoke", "quick", "full", "robust")
 
 
 def run_id(sampling: str, alpha: float, seed: int, l2sp: float = 0.0) -> str:
   """'mono-s0', 'hybrid-a0.5-s0', with L2-SP 'hybrid-a0.5-l2sp1-s0'."""
-  if sampling != "hybrid":
+  if not sampler.SAMPLING_MODES[sampling].uses_alpha:
     return f"{sampling}-s{seed}" + (f"-l2sp{l2sp:g}" if l2sp else "")
   return f"{sampling}-a{alpha:g}" + (f"-l2sp{l2sp:g}" if l2sp else "") + f"-s{seed}"
 
@@ -413,13 +387,17 @@ def main(argv=None) -> dict:
 
 def _main(argv=None) -> dict:
   parser = argparse.ArgumentParser(
-      prog="python -m mlir_train.replicate",
+      prog="python -m replicate",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--preset", choices=sorted(PRESETS), default="smoke",
-                      help="smoke: ~10 min on a 2-core CPU, pipeline check only; quick: 3 seeds, "
-                           "about 2 h on a 2-core CPU; robust: quick's hybrid runs + WiSE-FT and "
-                           "L2-SP (reuses a finished quick study in the same --out); full: alpha "
-                           "sweep + mixed + the robustness arm, 5 seeds, a few GPU hours")
+  parser.add_argument("--preset", default="smoke", metavar="NAME|FILE",
+                      help="configs/study/NAME.py or your own preset file. smoke: ~10 min on a "
+                           "2-core CPU, pipeline check only; quick: 3 seeds on a 2-core CPU "
+                           "(about 3 h); robust: quick's hybrid runs + WiSE-FT and L2-SP (reuses "
+                           "a finished quick study in the same --out); full: alpha sweep + mixed + "
+                           "the robustness arm, 5 seeds, a few GPU hours")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a preset field (repeatable), e.g. --set seeds=0,1 or "
+                           "--set train_overrides.learning_rate=3e-5")
   parser.add_argument("--fold", choices=["A", "B"], default="A",
                       help="A: train on MLQA-R, evaluate XQuAD-R + TyDi; B: train XQuAD-R, evaluate MLQA-R + TyDi")
   parser.add_argument("--out", required=True, help="output directory (re-use it to resume)")
@@ -431,7 +409,7 @@ def _main(argv=None) -> dict:
   parser.add_argument("--robust", action="store_true",
                       help="add the robustness arm to the preset: WiSE-FT of each hybrid (alpha "
                            "0.5) run at lambda 0.25, 0.5, 0.75 and the hybrid trained with L2-SP "
-                           f"{ROBUST_L2SP:g} (the robust and full presets have it)")
+                           "of configs/study/robust.py (the robust and full presets have it)")
   parser.add_argument("--train_files", default=None, metavar="PATHS",
                       help="train on your own files (comma-separated paths or globs: JSON Lines, "
                            "Parquet, datasets dirs; see data_pipelines.train_files) instead of the "
@@ -439,18 +417,20 @@ def _main(argv=None) -> dict:
                            "evaluation side, and checked against it for overlap")
   args = parser.parse_args(argv)
 
-  preset = PRESETS[args.preset]
+  overrides = list(args.set)
   if args.seeds:
-    preset = dataclasses.replace(preset, seeds=tuple(int(s) for s in args.seeds.split(",")))
+    overrides.append(f"seeds=({args.seeds},)")
   if args.steps:
-    preset = dataclasses.replace(preset, train_overrides={**preset.train_overrides, "total_steps": args.steps})
+    overrides.append(f"train_overrides.total_steps={args.steps}")
+  preset = load_preset(args.preset, overrides)
   if args.robust and not (preset.wise_lambdas or preset.l2sp):
-    preset = dataclasses.replace(preset, wise_lambdas=ROBUST_WISE_LAMBDAS, l2sp=(ROBUST_L2SP,))
+    from configs.study import robust
+    preset = dataclasses.replace(preset, wise_lambdas=robust.WISE_LAMBDAS, l2sp=(robust.L2SP,))
   out = pathlib.Path(args.out)
   from mlir_train import config_validation
   config_validation.check_writable(out, "study directory")
   (out / "runs").mkdir(parents=True, exist_ok=True)
-  command = "python -m mlir_train.replicate " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+  command = "python -m replicate " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
   lareqa = FOLD_BENCHMARK[args.fold]
   train_languages = (preset.train_languages or {}).get(args.fold) or FOLD_TRAIN_LANGUAGES[args.fold]
   if args.train_files:
