@@ -37,18 +37,13 @@ import sys
 import time
 from typing import Any
 
-from data_pipelines import sampler
+from data_pipelines import folds, sampler
 from data_pipelines.errors import ProjectError
 from eval import study
 
-FOLD_BENCHMARK = {"A": "xquad_r", "B": "mlqa_r"}
-# Evaluated in every preset besides the fold's LAReQA benchmark (default splits: TyDi dev,
-# AfriQA test).
+# Evaluated in every preset besides the fold's LAReQA benchmark (its first evaluation
+# benchmark in `folds.FOLDS`; default splits: TyDi dev, AfriQA test).
 ROBUSTNESS_BENCHMARKS = ("tydiqa_goldp", "tydiqa_goldp_sentences", "afriqa")
-FOLD_TRAIN_LANGUAGES = {
-    "A": ["ar", "de", "en", "es", "hi", "vi", "zh"],          # MLQA-R
-    "B": ["ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh"],  # XQuAD-R
-}
 PROVENANCE_FILE = "provenance.json"  # per run: model, training config, evaluation settings
 INTERPOLATION_FILE = "interpolation.json"  # WiSE-FT runs: lambda, endpoints, weight fingerprint
 
@@ -431,8 +426,9 @@ def _main(argv=None) -> dict:
   config_validation.check_writable(out, "study directory")
   (out / "runs").mkdir(parents=True, exist_ok=True)
   command = "python -m replicate " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-  lareqa = FOLD_BENCHMARK[args.fold]
-  train_languages = (preset.train_languages or {}).get(args.fold) or FOLD_TRAIN_LANGUAGES[args.fold]
+  fold = folds.get_fold(args.fold)
+  lareqa = fold.eval_benchmarks[0][0]  # the LAReQA benchmark the fold does not train on
+  train_languages = (preset.train_languages or {}).get(args.fold) or list(fold.train_languages)
   if args.train_files:
     from data_pipelines import train_files as train_files_lib
     train_languages = list(train_files_lib.read_train_files(args.train_files).languages)

@@ -24,3 +24,13 @@ def value(config, key: str):
 
 
 _MISSING = object()
+
+
+def split_list(text) -> list[str]:
+  """A comma-separated config or flag value as a list: "de, en," -> ["de", "en"];
+  a list or tuple is returned as a list, None or "" as []."""
+  if text is None:
+    return []
+  if isinstance(text, (list, tuple)):
+    return [str(t).strip() for t in text if str(t).strip()]
+  return [t.strip() for t in str(text).split(",") if t.strip()]

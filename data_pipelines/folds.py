@@ -13,6 +13,7 @@ through a new source or a changed reader.
 """
 from __future__ import annotations
 
+from configs import split_list
 import dataclasses
 import re
 import unicodedata
@@ -35,13 +36,15 @@ class Fold:
   eval_benchmarks: tuple[tuple[str, tuple[str, ...]], ...]  # (benchmark, languages)
 
 
+# Evaluated by every fold (TyDi GoldP at sentence level reads the same questions as
+# tydiqa_goldp, so the overlap check needs it once; AfriQA: its test split's languages).
+_ROBUSTNESS = (("tydiqa_goldp", tuple(readers.TYDI_LANGUAGES)),
+               ("afriqa", tuple(readers.AFRIQA_GOLD_PASSAGE_LANGUAGES["test"])))
 FOLDS: dict[str, Fold] = {
     "A": Fold("A", "mlqa_r", tuple(readers.MLQA_R_LANGUAGES),
-              (("xquad_r", tuple(readers.XQUAD_R_LANGUAGES)),
-               ("tydiqa_goldp", tuple(readers.TYDI_LANGUAGES)))),
+              (("xquad_r", tuple(readers.XQUAD_R_LANGUAGES)),) + _ROBUSTNESS),
     "B": Fold("B", "xquad_r", tuple(readers.XQUAD_R_LANGUAGES),
-              (("mlqa_r", tuple(readers.MLQA_R_LANGUAGES)),
-               ("tydiqa_goldp", tuple(readers.TYDI_LANGUAGES)))),
+              (("mlqa_r", tuple(readers.MLQA_R_LANGUAGES)),) + _ROBUSTNESS),
 }
 
 
@@ -56,8 +59,7 @@ def train_languages(fold: Fold, subset: Sequence[str] | None = None) -> tuple[st
 
   `subset` is a sequence of codes or a comma-separated string ("de,en"); empty means all.
   """
-  if isinstance(subset, str):
-    subset = [l.strip() for l in subset.split(",") if l.strip()]
+  subset = split_list(subset)
   if not subset:
     return fold.train_languages
   unknown = sorted(set(subset) - set(fold.train_languages))
@@ -67,25 +69,15 @@ def train_languages(fold: Fold, subset: Sequence[str] | None = None) -> tuple[st
   return tuple(l for l in fold.train_languages if l in subset)
 
 
-def _read(benchmark: str, data_dir, language: str) -> readers.RetrievalSet:
-  if benchmark == "mlqa_r":
-    return readers.read_mlqa_r(data_dir, language)
-  if benchmark == "xquad_r":
-    return readers.read_xquad_r(data_dir, language)
-  if benchmark == "tydiqa_goldp":
-    return readers.read_tydi_goldp(data_dir, language, split="dev")
-  raise ValueError(f"no reader for benchmark {benchmark!r}")
-
-
 def load_train_sets(fold: Fold, data_dir, languages: Sequence[str] | None = None
                     ) -> dict[str, readers.RetrievalSet]:
   """language -> RetrievalSet of the fold's training source (data_dir None: the default)."""
-  return {l: _read(fold.train_benchmark, data_dir, l) for l in train_languages(fold, languages)}
+  return {l: readers.read_benchmark(fold.train_benchmark, data_dir, l) for l in train_languages(fold, languages)}
 
 
 def load_eval_sets(fold: Fold, data_dir) -> list[readers.RetrievalSet]:
   """Every evaluation RetrievalSet of the fold."""
-  return [_read(b, data_dir, l) for b, langs in fold.eval_benchmarks for l in langs]
+  return [readers.read_benchmark(b, data_dir, l) for b, langs in fold.eval_benchmarks for l in langs]
 
 
 def train_input_files(fold: Fold, data_dir, languages: Sequence[str]) -> list:

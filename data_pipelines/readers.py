@@ -768,6 +768,27 @@ def read_miracl(topics_tsv, qrels_trec, corpus_jsonl, language: str, strict: boo
 
 
 # ----------------------------------------------------------------------------
+# The readers of the benchmarks in the data dir, by name: the one dispatch table
+# (folds, eval.benchmarks and the command line below use it)
+# ----------------------------------------------------------------------------
+# name -> (languages, default split, reader(data_dir, language, split, strict) -> RetrievalSet)
+DATA_DIR_READERS = {
+    "xquad_r": (XQUAD_R_LANGUAGES, "dev", lambda d, l, split, strict: read_xquad_r(d, l, strict)),
+    "mlqa_r": (MLQA_R_LANGUAGES, "dev", lambda d, l, split, strict: read_mlqa_r(d, l, strict)),
+    "tydiqa_goldp": (TYDI_LANGUAGES, "dev", read_tydi_goldp),
+    "tydiqa_goldp_sentences": (TYDI_LANGUAGES, "dev", read_tydi_goldp_sentences),
+    "afriqa": (AFRIQA_LANGUAGES, "test", read_afriqa),
+}
+
+
+def read_benchmark(name: str, data_dir, language: str, split: str | None = None,
+                   strict: bool = False) -> RetrievalSet:
+  """One language of a data-dir benchmark (split None: its default)."""
+  _, default_split, reader = DATA_DIR_READERS[name]
+  return reader(data_dir, language, split or default_split, strict)
+
+
+# ----------------------------------------------------------------------------
 # Command line: counts and data issues per language
 
 
@@ -776,13 +797,7 @@ def main(argv=None) -> None:
   parser = argparse.ArgumentParser(
       description="Read a benchmark with the project's readers and print, per language, the "
                   "number of questions and candidates and a table of unusable records.")
-  readers = {
-      "xquad_r": (XQUAD_R_LANGUAGES, lambda d, l, split, strict: read_xquad_r(d, l, strict)),
-      "mlqa_r": (MLQA_R_LANGUAGES, lambda d, l, split, strict: read_mlqa_r(d, l, strict)),
-      "tydiqa_goldp": (TYDI_LANGUAGES, read_tydi_goldp),
-      "tydiqa_goldp_sentences": (TYDI_LANGUAGES, read_tydi_goldp_sentences),
-      "afriqa": (AFRIQA_LANGUAGES, read_afriqa),
-  }
+  readers = DATA_DIR_READERS
   parser.add_argument("--benchmark", choices=sorted(readers), required=True)
   parser.add_argument("--languages", nargs="+", default=None, help="default: all of the benchmark's")
   parser.add_argument("--split", default=None,
@@ -792,14 +807,14 @@ def main(argv=None) -> None:
                       help="raw data directory (default: $MLIR_DATA_DIR, else ../shared/data)")
   parser.add_argument("--strict", action="store_true", help="stop at the first unusable record")
   args = parser.parse_args(argv)
-  languages, reader = readers[args.benchmark]
-  split = args.split or ("test" if args.benchmark == "afriqa" else "dev")
+  languages, split, _ = readers[args.benchmark]
+  split = args.split or split
   if args.benchmark == "afriqa" and not args.languages:
     languages = AFRIQA_GOLD_PASSAGE_LANGUAGES.get(split, AFRIQA_LANGUAGES)
   all_issues = IssueLog()
   try:
     for language in args.languages or languages:
-      rs = reader(args.data_dir, language, split, args.strict)
+      rs = read_benchmark(args.benchmark, args.data_dir, language, split, args.strict)
       print(f"{language}: {len(rs.questions)} questions, {len(rs.candidates)} candidates, "
             f"{rs.issues.num_dropped} records dropped, {len(rs.issues) - rs.issues.num_dropped} kept with a caveat")
       all_issues.extend(rs.issues)

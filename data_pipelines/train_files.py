@@ -85,7 +85,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from configs import value as config_value
+from configs import split_list, value as config_value
 from data_pipelines import datadir
 from data_pipelines import pairs as pairs_lib
 from data_pipelines import readers
@@ -144,8 +144,7 @@ def expand(spec: str | Sequence[str]) -> list[pathlib.Path]:
   """Comma-separated paths or globs (or a list of them) -> existing inputs, in the
   order given (each glob sorted), without repeats. A pattern or path that matches
   nothing raises `DataError`."""
-  items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [str(s).strip() for s in spec]
-  items = [s for s in items if s]
+  items = split_list(spec)
   if not items:
     raise DataError("no training files given (config.train_files is empty)")
   out, seen = [], set()
@@ -386,8 +385,7 @@ class TrainFiles:
 
   def select_languages(self, subset=None) -> tuple[str, ...]:
     """The files' languages, or the given subset ("de,en" or a sequence) of them."""
-    if isinstance(subset, str):
-      subset = [l.strip() for l in subset.split(",") if l.strip()]
+    subset = split_list(subset)
     if not subset:
       return self.languages
     unknown = sorted(set(subset) - set(self.languages))

@@ -71,24 +71,10 @@ class Benchmark:
 # Reader adapters to the one signature
 
 
-def _xquad_r(data_dir, language, split, strict, options):
-  return readers.read_xquad_r(data_dir, language, strict=strict)
-
-
-def _mlqa_r(data_dir, language, split, strict, options):
-  return readers.read_mlqa_r(data_dir, language, strict=strict)
-
-
-def _tydi_goldp(data_dir, language, split, strict, options):
-  return readers.read_tydi_goldp(data_dir, language, split=split, strict=strict)
-
-
-def _tydi_goldp_sentences(data_dir, language, split, strict, options):
-  return readers.read_tydi_goldp_sentences(data_dir, language, split=split, strict=strict)
-
-
-def _afriqa(data_dir, language, split, strict, options):
-  return readers.read_afriqa(data_dir, language, split=split, strict=strict)
+def _data_dir(name: str) -> Reader:
+  """The data-dir reader of `name` (`readers.DATA_DIR_READERS`) in the registry's signature."""
+  return lambda data_dir, language, split, strict, options: readers.read_benchmark(
+      name, data_dir, language, split, strict)
 
 
 def _miracl(data_dir, language, split, strict, options):
@@ -224,23 +210,23 @@ def _file_languages() -> tuple[str, ...]:
 _TRAINED = frozenset(readers.XQUAD_R_LANGUAGES) | frozenset(readers.MLQA_R_LANGUAGES)
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
-    Benchmark("xquad_r", readers.XQUAD_R_LANGUAGES, _xquad_r, protocols.lareqa,
+    Benchmark("xquad_r", readers.XQUAD_R_LANGUAGES, _data_dir("xquad_r"), protocols.lareqa,
               main_setting="multi", main_metric="map",
               description="XQuAD-R (LAReQA): sentences, mono / cross / multi, mAP, R@1, R@10, "
                           "language bias"),
-    Benchmark("mlqa_r", readers.MLQA_R_LANGUAGES, _mlqa_r, protocols.lareqa,
+    Benchmark("mlqa_r", readers.MLQA_R_LANGUAGES, _data_dir("mlqa_r"), protocols.lareqa,
               main_setting="multi", main_metric="map",
               description="MLQA-R (LAReQA): sentences, mono / cross / multi"),
-    Benchmark("tydiqa_goldp", readers.TYDI_LANGUAGES, _tydi_goldp, protocols.tydi,
+    Benchmark("tydiqa_goldp", readers.TYDI_LANGUAGES, _data_dir("tydiqa_goldp"), protocols.tydi,
               main_setting="mono", main_metric="mrr@10",
               unseen_languages=tuple(l for l in readers.TYDI_LANGUAGES if l not in _TRAINED),
               description="TyDi QA GoldP dev: unique gold passages, mono and pooled"),
-    Benchmark("tydiqa_goldp_sentences", readers.TYDI_LANGUAGES, _tydi_goldp_sentences,
+    Benchmark("tydiqa_goldp_sentences", readers.TYDI_LANGUAGES, _data_dir("tydiqa_goldp_sentences"),
               protocols.tydi_sentences, main_setting="mono", main_metric="map",
               unseen_languages=tuple(l for l in readers.TYDI_LANGUAGES if l not in _TRAINED),
               description="TyDi QA GoldP dev at sentence level (sentencex): mono mAP, R@1; "
                           "pooled nine languages mAP, R@10"),
-    Benchmark("afriqa", readers.AFRIQA_LANGUAGES, _afriqa, protocols.afriqa,
+    Benchmark("afriqa", readers.AFRIQA_LANGUAGES, _data_dir("afriqa"), protocols.afriqa,
               main_setting="native", main_metric="ndcg@10", splits=("test", "dev"),
               default_languages_by_split={s: readers.AFRIQA_GOLD_PASSAGE_LANGUAGES[s]
                                           for s in ("test", "dev")},

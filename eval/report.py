@@ -19,9 +19,10 @@ MAIN_METRIC = {"xquad_r": "map", "mlqa_r": "map", "tydiqa_goldp": "mrr@10",
                "squad": "mrr@10", "squad_sentences": "map", "miracl_files": "ndcg@10"}
 
 
-def _fmt(value, digits: int = 3) -> str:
+def fmt(value, digits: int = 3, missing: str = "n/a") -> str:
+  """A table cell: floats to `digits` decimals, None as `missing`, anything else as text."""
   if value is None:
-    return "n/a"
+    return missing
   if isinstance(value, float):
     return f"{value:.{digits}f}"
   return str(value)
@@ -29,7 +30,7 @@ def _fmt(value, digits: int = 3) -> str:
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-  lines += ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
+  lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
   return lines + [""]
 
 
@@ -37,10 +38,10 @@ def headline(result: dict) -> str:
   """One line per setting with its macro metrics (+ language bias)."""
   lines = [f"{result['benchmark']} / {result['model']} ({len(result['languages'])} languages)"]
   for setting, table in result["settings"].items():
-    metrics = ", ".join(f"{k} {_fmt(v)}" for k, v in table["macro"].items())
+    metrics = ", ".join(f"{k} {fmt(v)}" for k, v in table["macro"].items())
     lines.append(f"  {setting:<5} {metrics}")
   if "language_bias" in result:
-    lines.append(f"  language bias (multi, lower is better): {_fmt(result['language_bias']['macro'], 1)}")
+    lines.append(f"  language bias (multi, lower is better): {fmt(result['language_bias']['macro'], 1)}")
   if "robustness_gap" in result:
     gap = ", ".join(f"{k} {_signed(v)}" for k, v in result["robustness_gap"]["macro"].items())
     lines.append(f"  gap   (native - translated) {gap}")
@@ -91,7 +92,7 @@ def markdown(result: dict) -> str:
     lines += ["## Language bias (multi pool; max - min rank of the parallel answers; lower is better)",
               ""]
     lines += _table(["macro"] + languages,
-                    [[_fmt(bias["macro"], 1)] + [_fmt(bias["per_language"].get(l), 1) for l in languages]])
+                    [[fmt(bias["macro"], 1)] + [fmt(bias["per_language"].get(l), 1) for l in languages]])
   if "robustness_gap" in result:
     gap = result["robustness_gap"]
     names = list(gap["macro"])
@@ -143,8 +144,8 @@ def markdown(result: dict) -> str:
                 f"{result.get('options', {}).get('split', '?')}, or not requested).", ""]
   if "timing_seconds" in result:
     t = result["timing_seconds"]
-    lines += [f"Time: {_fmt(t.get('total'), 1)} s in all (encoding {_fmt(t.get('encode'), 1)} s, "
-              f"search and metrics {_fmt(t.get('search_and_metrics'), 1)} s).", ""]
+    lines += [f"Time: {fmt(t.get('total'), 1)} s in all (encoding {fmt(t.get('encode'), 1)} s, "
+              f"search and metrics {fmt(t.get('search_and_metrics'), 1)} s).", ""]
   return "\n".join(lines)
 
 

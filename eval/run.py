@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Mapping, Sequence
 
+from configs import split_list
 from data_pipelines import readers
 from data_pipelines.errors import ProjectError
 from eval import benchmarks, protocols, report
@@ -324,7 +325,7 @@ def _main(argv=None) -> None:
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   config_validation.check_writable(pathlib.Path(args.out).parent)  # before any work
-  languages = [l.strip() for l in args.languages.split(",") if l.strip()] if args.languages else None
+  languages = split_list(args.languages) or None
   if args.interpolate is not None:
     _main_interpolated(args, languages)
     return

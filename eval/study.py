@@ -24,6 +24,7 @@ import numpy as np
 from scipy import stats
 
 from data_pipelines import sampler
+from eval import report
 
 
 @dataclasses.dataclass(frozen=True)
@@ -584,8 +585,6 @@ def _query_test(runs_a, runs_b, target: Target):
 
 def fmt(cell: dict | float | None, digits: int = 3) -> str:
   """'0.712 ± 0.004' from a mean_interval dict; '–' when missing."""
-  if cell is None:
-    return "–"
   if isinstance(cell, dict):
     if cell.get("mean") is None:
       return "–"
@@ -593,7 +592,7 @@ def fmt(cell: dict | float | None, digits: int = 3) -> str:
     if cell.get("ci95") is not None:
       text += f" ± {cell['ci95']:.{digits}f}"
     return text
-  return f"{cell:.{digits}f}"
+  return report.fmt(None if cell is None else float(cell), digits, missing="–")
 
 
 def fmt_signed(cell: dict | None, digits: int = 3) -> str:

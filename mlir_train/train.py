@@ -33,6 +33,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from configs import split_list
 from data_pipelines.errors import ProjectError
 
 from mlir_train import checkpoints
@@ -259,8 +260,7 @@ def _training_data(config, tokenizer, prompts=None):
     import ml_collections
     # The sampler takes train_languages as a sequence; the command line gives "en,de".
     values = config.to_dict()
-    values["train_languages"] = tuple(
-        l.strip() for l in (config.train_languages or "").split(",") if l.strip())
+    values["train_languages"] = tuple(split_list(config.train_languages))
     sampler_config = ml_collections.ConfigDict(values)
     training_data = sampler.build_training_data(sampler_config, tokenizer,
                                                 progress=jax.process_index() == 0,
