@@ -123,3 +123,44 @@ if __name__ == "__main__":
   if "--regenerate" in sys.argv:
     regenerate()
     print(f"wrote {GOLDEN}")
+
+
+def test_a_new_batch_kind_is_one_entry(monkeypatch):
+  """ARCHITECTURE.md's example: X->en pivot batches added as one source and one mode."""
+  import importlib
+  from data_pipelines import sampler as s
+  from eval import study
+
+  def pivot_rows(plan, language, ordinal):
+    units = plan.table.shard_rows[(plan.languages[language], "en")]
+    return units[s._epoch_batch(len(units), plan.batch_size, (plan.seed, 7, language), ordinal)]
+
+  monkeypatch.setitem(s.BATCH_SOURCES, "pivot", s.BatchSource(
+      s.BatchKind.CROSS, per_language=True, rows=pivot_rows, label=lambda l: f"{l}-en"))
+  monkeypatch.setitem(s.SAMPLING_MODES, "hybrid_pivot", s.SamplingMode(
+      "Hybrid pivot (alpha={})", lambda c: {"mono": c.alpha, "pivot": 1 - c.alpha},
+      uses_alpha=True))
+  data = synthetic_table.make_training_data()
+  plan = s.BatchPlan(data, synthetic_table.config(seed=0, sampling="hybrid_pivot", alpha=0.25))
+  names = [plan.sources_table[i][0] for i in plan.sources(np.arange(4000))]
+  assert abs(names.count("mono") / 4000 - 0.25) < 0.03 and set(names) == {"mono", "pivot"}
+  en = data.languages.index("en")
+  for step in range(60):
+    source = int(plan.sources(np.array([step]))[0])
+    name, language = plan.sources_table[source]
+    rows = plan.rows(source, step)
+    if name == "pivot":
+      assert plan.kind_of(source)[1] == f"{data.languages[language]}-en"
+      assert set(data.table.passage_language[rows]) == {en}
+      assert set(data.table.query_language[rows]) == {language}
+  # The existing modes draw exactly as before (their sources keep their numbers).
+  with_pivot = s.BatchPlan(data, synthetic_table.config(seed=0, sampling="hybrid", alpha=0.25))
+  monkeypatch.delitem(s.BATCH_SOURCES, "pivot")
+  without = s.BatchPlan(data, synthetic_table.config(seed=0, sampling="hybrid", alpha=0.25))
+  assert with_pivot.num_sources == without.num_sources + len(data.languages)
+  np.testing.assert_array_equal(with_pivot.sources(np.arange(500)), without.sources(np.arange(500)))
+  # The report takes the new mode's label and alpha axis from the same entry.
+  reloaded = importlib.reload(study)
+  assert reloaded.strategy_label("hybrid_pivot@0.25") == "Hybrid pivot (alpha=0.25)"
+  monkeypatch.delitem(s.SAMPLING_MODES, "hybrid_pivot")
+  importlib.reload(study)
