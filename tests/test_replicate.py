@@ -1,6 +1,7 @@
 """The study driver end to end on a tiny random model: structure, provenance, resume."""
 import dataclasses
 import json
+import pathlib
 import re
 import shutil
 
@@ -345,3 +346,24 @@ def test_robust_preset_adopts_finished_runs_without_redoing_them(robust_dir, dat
   other = json.loads(json.dumps(mono))
   other["train_config"]["total_steps"] = 5
   assert not replicate._finished(out / "runs" / "mono-s0", other, EVAL_LANGUAGES)
+
+
+def test_smoke_study_numbers_match_the_golden_record(study_dir):
+  """The tiny-model smoke study pins the study's behaviour for refactors: every macro metric
+  of every run, the training loss and batch kinds (tests/golden/smoke_study_tiny.json, made
+  by this fixture's command; tolerance for float round-off across machines)."""
+  golden = json.loads((pathlib.Path(__file__).parent / "golden" / "smoke_study_tiny.json").read_text())
+  results = json.loads((study_dir / "results.json").read_text())
+  runs = {r["run_id"]: r for r in results["runs"] if not r.get("method")}
+  assert set(runs) == set(golden)
+  for rid, want in golden.items():
+    run = runs[rid]
+    for key, value in want.items():
+      if key == "train/kind_counts":
+        assert run["train"]["kind_counts"] == value, rid
+      elif key == "train/final_loss":
+        assert run["train"]["final_metrics"]["loss"] == pytest.approx(value, rel=1e-3), rid
+      else:
+        benchmark, setting, metric = key.split("/")
+        got = run["metrics"][benchmark]["settings"][setting]["macro"][metric]
+        assert got == pytest.approx(value, abs=0.01), (rid, key)
