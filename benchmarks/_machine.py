@@ -60,11 +60,12 @@ def layer_flops(config, batch: int, length: int) -> dict[str, float]:
           "attention matmul": n * 2 * 2 * batch * length * length * h}
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
-  """Float32 matmul FLOP/s of jit'd [n, n] @ [n, n] in this process (best of 3 x repeats)."""
+def matmul_peak(n: int = 2048, repeats: int = 10, dtype_name: str = "float32") -> float:
+  """Matmul FLOP/s of jit'd [n, n] @ [n, n] in `dtype_name` in this process (best of 3 x
+  repeats)."""
   import jax
   import jax.numpy as jnp
-  x = jnp.ones((n, n), jnp.float32)
+  x = jnp.ones((n, n), {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype_name])
   mm = jax.jit(lambda a: a @ a)
   mm(x).block_until_ready()
   best = float("inf")

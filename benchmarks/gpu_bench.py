@@ -44,6 +44,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import _machine  # noqa: E402  (benchmarks/, on the path above)
+
 TEMPERATURE = 0.05
 
 
@@ -72,24 +74,6 @@ def device_info() -> dict:
   d = jax.devices()[0]
   return {"platform": d.platform, "device_kind": d.device_kind, "device_count": jax.device_count(),
           "jax": jax.__version__, "python": platform.python_version()}
-
-
-def matmul_peak(n: int, dtype_name: str, repeats: int = 10) -> float:
-  """FLOP/s of a jit n x n matmul in `dtype_name`, best of 3 timed loops."""
-  import jax
-  import jax.numpy as jnp
-  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype_name]
-  x = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
-  mm = jax.jit(lambda a: a @ a)
-  mm(x).block_until_ready()
-  best = float("inf")
-  for _ in range(3):
-    t = time.perf_counter()
-    for _ in range(repeats):
-      y = mm(x)
-    y.block_until_ready()
-    best = min(best, time.perf_counter() - t)
-  return repeats * 2 * n ** 3 / best
 
 
 def _jax_peak_bytes() -> float | None:
@@ -273,7 +257,8 @@ def run_task(task: dict) -> dict:
   kind = task["kind"]
   if kind == "device":
     info = device_info()
-    info["matmul_peak_flops"] = {d: matmul_peak(task["n"], d) for d in ("bfloat16", "float32")}
+    info["matmul_peak_flops"] = {d: _machine.matmul_peak(task["n"], dtype_name=d)
+                                 for d in ("bfloat16", "float32")}
     info["encode"] = {d: ours_encode(task["model"], d, task["lengths"], task["texts"],
                                      task["batch"]) for d in ("bfloat16", "float32")}
     return info

@@ -361,21 +361,26 @@ def _read_squad_sentences(obj, path, benchmark, language, issues) -> RetrievalSe
   return RetrievalSet(benchmark, language, adder.questions, candidates, issues)
 
 
+def _usable_paragraphs(obj, path, issues: IssueLog) -> Iterator[tuple[str, dict, str]]:
+  """(paragraph id, paragraph, its context) of every paragraph with a usable context; an
+  empty one or one with bad UTF-8 is logged with its questions."""
+  for pid, paragraph in _squad_paragraphs(obj, path, issues):
+    context = paragraph["context"]
+    problem = ("empty paragraph" if not context.strip()
+               else "bad UTF-8 in paragraph" if _has_bad_bytes(context) else None)
+    if problem:
+      issues.add(path, f"paragraph {pid}", problem,
+                 f"{len(paragraph['qas'])} questions dropped with it")
+      continue
+    yield pid, paragraph, context
+
+
 def _read_squad_paragraphs(obj, path, benchmark, language, issues) -> RetrievalSet:
   """Unique paragraphs (by text) as candidates; a question's paragraph is relevant."""
   candidates: list[Candidate] = []
   by_text: dict[str, int] = {}
   adder = _QuestionAdder(path, issues)
-  for pid, paragraph in _squad_paragraphs(obj, path, issues):
-    context = paragraph["context"]
-    if not context.strip():
-      issues.add(path, f"paragraph {pid}", "empty paragraph",
-                 f"{len(paragraph['qas'])} questions dropped with it")
-      continue
-    if _has_bad_bytes(context):
-      issues.add(path, f"paragraph {pid}", "bad UTF-8 in paragraph",
-                 f"{len(paragraph['qas'])} questions dropped with it")
-      continue
+  for pid, paragraph, context in _usable_paragraphs(obj, path, issues):
     if context not in by_text:
       by_text[context] = len(candidates)
       candidates.append(Candidate(text=context, context=context, doc_id=_short_hash(context)))
@@ -484,26 +489,25 @@ def read_tydi_goldp_sentences(data_dir, language: str, split: str = "dev",
 
   Candidate `doc_id` is f"{passage hash}:{sentence index}", `context` the passage.
   """
-  import bisect
   _check_language(language, TYDI_LANGUAGES, "tydiqa_goldp_sentences")
   if split not in ("dev", "train"):
     raise DataError(f"tydiqa_goldp_sentences: unknown split {split!r}; expected 'dev' or 'train'")
   path = _data_path(data_dir, "tydiqa_goldp", f"{TYDI_FILE_NAMES[language]}_tydiqa_{split}.json")
+  return segmented_sentences(_load_json(path), path, "tydiqa_goldp_sentences", language, strict)
+
+
+def segmented_sentences(obj, path, benchmark: str, language: str,
+                        strict: bool = False) -> RetrievalSet:
+  """LAReQA's construction on any SQuAD-format object: the sentences (`sentence_spans`) of
+  its unique passages are the candidates, a question's relevant candidates the sentences
+  holding its answer starts. Candidate `doc_id` f"{passage hash}:{sentence index}",
+  `context` the passage."""
+  import bisect
   issues = IssueLog(strict)
-  obj = _load_json(path)
   candidates: list[Candidate] = []
   passages: dict[str, tuple[list[int], int]] = {}  # passage text -> (span starts, first candidate)
   adder = _QuestionAdder(path, issues)
-  for pid, paragraph in _squad_paragraphs(obj, path, issues):
-    context = paragraph["context"]
-    if not context.strip():
-      issues.add(path, f"paragraph {pid}", "empty paragraph",
-                 f"{len(paragraph['qas'])} questions dropped with it")
-      continue
-    if _has_bad_bytes(context):
-      issues.add(path, f"paragraph {pid}", "bad UTF-8 in paragraph",
-                 f"{len(paragraph['qas'])} questions dropped with it")
-      continue
+  for pid, paragraph, context in _usable_paragraphs(obj, path, issues):
     if context not in passages:
       try:
         spans = sentence_spans(context, language)
@@ -538,7 +542,7 @@ def read_tydi_goldp_sentences(data_dir, language: str, split: str = "dev",
           issues.add(path, qid, "no answer start inside the passage")
         continue
       adder.questions.append(Question(qid=qid, text=text, relevant=relevant))
-  return RetrievalSet("tydiqa_goldp_sentences", language, adder.questions, candidates, issues)
+  return RetrievalSet(benchmark, language, adder.questions, candidates, issues)
 
 
 # ----------------------------------------------------------------------------

@@ -61,7 +61,7 @@ first n negatives of (g, b), tokenised like passages (cached per n as
 missing ones (masked out of the loss). A negative that is some group's positive
 (in any language; the lowest group id if several) carries that group's id, so
 that the loss masks it for that group's queries in the same batch (a false
-negative); other negatives carry -1. `mlir_train.mine_negatives` writes files
+negative); other negatives carry -1. `eval.mine_negatives` writes files
 whose negatives are mined with a model.
 
 The overlap check runs on these files against every evaluation set of

@@ -143,51 +143,7 @@ def _squad_sentence_files(data_dir, language, split, strict, options):
   if "sentence_breaks" in first:
     return readers.read_squad_file(path, language, "squad_sentences", strict=strict,
                                    sentences=True)
-  return _segmented_squad(obj, path, language, strict)
-
-
-def _segmented_squad(obj, path, language, strict) -> readers.RetrievalSet:
-  """TyDi-sentence construction (`readers.read_tydi_goldp_sentences`) on any SQuAD file."""
-  import bisect
-  issues = readers.IssueLog(strict)
-  candidates: list[readers.Candidate] = []
-  passages: dict[str, tuple[list[int], int]] = {}
-  adder = readers._QuestionAdder(path, issues)
-  for pid, paragraph in readers._squad_paragraphs(obj, path, issues):
-    context = paragraph["context"]
-    if not context.strip() or readers._has_bad_bytes(context):
-      issues.add(path, f"paragraph {pid}",
-                 "empty paragraph" if not context.strip() else "bad UTF-8 in paragraph",
-                 f"{len(paragraph['qas'])} questions dropped with it")
-      continue
-    if context not in passages:
-      try:
-        spans = readers.sentence_spans(context, language)
-      except readers.SegmentationError as e:
-        issues.add(path, f"paragraph {pid}", "segmenter output unusable; passage kept as one "
-                   "sentence", str(e), dropped=False)
-        spans = [(0, len(context))]
-      passages[context] = ([s for s, _ in spans], len(candidates))
-      key = readers._short_hash(context)
-      candidates += [readers.Candidate(context[a:b].strip(), context, f"{key}:{i}")
-                     for i, (a, b) in enumerate(spans)]
-    starts_of, first = passages[context]
-    for qa in paragraph["qas"]:
-      checked = adder.check(qa, pid)
-      if checked is None:
-        continue
-      qid, text = checked
-      starts = readers._answer_starts(qa)
-      if starts is None:
-        issues.add(path, qid, "no usable answer_start")
-        continue
-      relevant = {first + bisect.bisect_right(starts_of, s) - 1: 1
-                  for s in starts if 0 <= s < len(context)}
-      if not relevant:
-        issues.add(path, qid, "no answer start inside the passage")
-        continue
-      adder.questions.append(readers.Question(qid=qid, text=text, relevant=relevant))
-  return readers.RetrievalSet("squad_sentences", language, adder.questions, candidates, issues)
+  return readers.segmented_sentences(obj, path, "squad_sentences", language, strict)
 
 
 def _miracl_files(data_dir, language, split, strict, options):

@@ -396,7 +396,7 @@ def _validate(config, workdir: pathlib.Path) -> None:
   if hard_negatives_per_pair(config) and config.data_source == "pairs":
     raise TrainingError(
         f"config.hard_negatives_per_pair={hard_negatives_per_pair(config)} needs "
-        "data_source 'files' (records with negatives, e.g. from mlir_train.mine_negatives) "
+        "data_source 'files' (records with negatives, e.g. from eval.mine_negatives) "
         "or 'synthetic'; the folds' pairs have no hard negatives")
   if config.data_source == "pairs" and config.train_languages:
     from data_pipelines import folds

@@ -12,7 +12,8 @@ import pytest
 from configs import tiny
 from data_pipelines import sampler
 from data_pipelines import train_files
-from mlir_train import encode, loss as loss_lib, mine_negatives, models, partitioning
+from eval import mine_negatives
+from mlir_train import encode, loss as loss_lib, models, partitioning
 from data_pipelines import tokenization
 from mlir_train import synthetic, train
 

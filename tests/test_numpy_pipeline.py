@@ -181,7 +181,8 @@ sys.modules["tensorflow_datasets"] = None
 import json, pathlib
 from configs import tiny
 from data_pipelines import sampler
-from mlir_train import train, export, replicate, models, encode, checkpoints
+import replicate
+from mlir_train import train, export, models, encode, checkpoints
 from eval import run as eval_run
 assert sampler.input_pipeline() == "numpy"
 out = {}

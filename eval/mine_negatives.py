@@ -1,6 +1,6 @@
 r"""Mine hard negatives for training files with a retrieval model.
 
-  python -m mlir_train.mine_negatives --model e5-small \
+  python -m eval.mine_negatives --model e5-small \
       --train_files 'data/*.jsonl' --out mined.jsonl \
       [--window 10:100] [--per_pair 4] [--language same|any] [--corpus extra.jsonl]
 
