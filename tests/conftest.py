@@ -8,6 +8,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests never read or write the user's persistent compilation cache (a `main` called in
+# process would switch it on); tests/test_compile_cache.py turns it on in its own dirs.
+os.environ.setdefault("MLIR_COMPILATION_CACHE", "0")
 
 import pytest  # noqa: E402
 

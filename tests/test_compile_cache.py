@@ -60,8 +60,8 @@ def _run(code: str, env: dict, args=()) -> tuple[dict, str]:
 
 def _env(tmp_path, **extra) -> dict:
   env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
-  env.update(MLIR_TRAIN_CACHE=str(tmp_path / "cache"), MLIR_COMPILE_CACHE_MIN_SECS="0",
-             JAX_PLATFORMS="cpu", **extra)
+  env.update({"MLIR_TRAIN_CACHE": str(tmp_path / "cache"), "MLIR_COMPILE_CACHE_MIN_SECS": "0",
+              "MLIR_COMPILATION_CACHE": "1", "JAX_PLATFORMS": "cpu", **extra})
   return env
 
 
