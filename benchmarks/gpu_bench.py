@@ -86,7 +86,7 @@ def ours_train(model_name: str, dtype: str, cfg: dict, steps: int) -> dict:
   import jax
   from configs import default
   from mlir_train import models, partitioning, train
-  from train_throughput import synthetic_batches, training_flops
+  from train_throughput import compiled_step, synthetic_batches, training_flops
 
   config = default.get_config()
   config.batch_size, config.max_query_len = cfg["batch_size"], cfg["max_query_len"]
@@ -94,16 +94,7 @@ def ours_train(model_name: str, dtype: str, cfg: dict, steps: int) -> dict:
   config.gradcache_chunk_size = cfg["chunk"]
   config.temperature = TEMPERATURE
   model = models.load_model(model_name)
-  module = train.encoder_lib.Encoder(model.config, dtype=train.COMPUTE_DTYPES[dtype])
-  tx = train.optimizer_lib.make_optimizer(config)
-  mesh = partitioning.make_mesh()
-  init = lambda p: train.init_state(p, tx, config)
-  state_sharding = partitioning.tree_shardings(jax.eval_shape(init, model.params), mesh)
-  state = jax.jit(init, out_shardings=state_sharding)(model.params)
-  step = jax.jit(train.make_update_step(module, tx, config),
-                 in_shardings=(state_sharding,
-                               {f: partitioning.batch_sharding(mesh) for f in train.BATCH_FIELDS}),
-                 out_shardings=(state_sharding, partitioning.replicated(mesh)), donate_argnums=0)
+  state, step, mesh = compiled_step(config, model)
   args = _args(batch_size=cfg["batch_size"], max_query_len=cfg["max_query_len"],
                max_passage_len=cfg["max_passage_len"])
   batches = [partitioning.global_batch({f: getattr(b, f) for f in train.BATCH_FIELDS}, mesh)

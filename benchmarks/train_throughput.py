@@ -53,16 +53,12 @@ def training_flops(config, batch, q_len, p_len) -> float:
   return 3.0 * batch * (forward(q_len) + forward(p_len))
 
 
-def run_ours(args) -> dict:
+def compiled_step(config, model):
+  """(initial train state, jit'd update step, mesh) of the trainer for `config` and `model`,
+  sharded as `mlir_train.train` shards them (shared with benchmarks/gpu_bench.py)."""
   import jax
-  from configs import default
-  from mlir_train import models, partitioning, train
-
-  config = default.get_config()
-  config.batch_size, config.max_query_len = args.batch_size, args.max_query_len
-  config.max_passage_len, config.compute_dtype = args.max_passage_len, args.compute_dtype
-  model = models.load_model(args.model)
-  module = train.encoder_lib.Encoder(model.config, dtype=train.COMPUTE_DTYPES[args.compute_dtype])
+  from mlir_train import partitioning, train
+  module = train.encoder_lib.Encoder(model.config, dtype=train.COMPUTE_DTYPES[config.compute_dtype])
   tx = train.optimizer_lib.make_optimizer(config)
   mesh = partitioning.make_mesh()
   init = lambda p: train.init_state(p, tx, config)
@@ -72,6 +68,19 @@ def run_ours(args) -> dict:
                  in_shardings=(state_sharding,
                                {f: partitioning.batch_sharding(mesh) for f in train.BATCH_FIELDS}),
                  out_shardings=(state_sharding, partitioning.replicated(mesh)), donate_argnums=0)
+  return state, step, mesh
+
+
+def run_ours(args) -> dict:
+  import jax
+  from configs import default
+  from mlir_train import models, partitioning, train
+
+  config = default.get_config()
+  config.batch_size, config.max_query_len = args.batch_size, args.max_query_len
+  config.max_passage_len, config.compute_dtype = args.max_passage_len, args.compute_dtype
+  model = models.load_model(args.model)
+  state, step, mesh = compiled_step(config, model)
   batches = [partitioning.global_batch({f: getattr(b, f) for f in train.BATCH_FIELDS}, mesh)
              for b in synthetic_batches(args, model.config.vocab_size, args.steps + 2)]
   started = time.perf_counter()
