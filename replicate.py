@@ -64,10 +64,11 @@ class Preset:
   train_overrides: dict[str, Any]             # applied on top of configs/default.py
   train_languages: dict[str, list[str]] | None  # per fold; None = all of the fold's
   eval_languages: dict[str, list[str]] | None   # per benchmark; None = all
-  eval_max_length: int
+  eval_max_length: int                          # tokens per text; longer texts are cut (counted)
   eval_batch_size: int
   eval_max_questions: int | None = None  # keep only N question ids per language (smoke)
   eval_max_documents: dict[str, int] | None = None  # per benchmark: keep N paragraphs/passages
+  eval_max_lengths: dict[str, int] | None = None  # per benchmark: overrides eval_max_length
   note: str = ""
   # The robustness arm, built on the hybrid at `robust_alpha` of every seed: WiSE-FT
   # interpolations (no training) and hybrid runs trained with an L2-SP pull.
@@ -77,6 +78,15 @@ class Preset:
   # Strategies reported when their finished runs with these settings exist in --out
   # (e.g. a quick study's), never trained by this preset.
   adopt: tuple[tuple[str, float], ...] = ()
+
+  def max_length(self, benchmark: str) -> int:
+    return (self.eval_max_lengths or {}).get(benchmark, self.eval_max_length)
+
+  def max_lengths(self, benchmarks) -> int | dict[str, int]:
+    """What provenance records: the one cap, or the cap per benchmark."""
+    if not self.eval_max_lengths:
+      return self.eval_max_length
+    return {b: self.max_length(b) for b in benchmarks}
 
 
 def load_preset(name_or_path: str, overrides=()) -> Preset:
@@ -249,7 +259,8 @@ def evaluate_into(model, benchmark: str, languages, preset: Preset, data_dir, ou
     return json.loads(out.read_text())
   from eval import run as eval_run
   result = eval_run.evaluate(model, benchmark, languages=languages, data_dir=data_dir,
-                             batch_size=preset.eval_batch_size, max_length=preset.eval_max_length,
+                             batch_size=preset.eval_batch_size,
+                             max_length=preset.max_length(benchmark),
                              per_query=True, progress=False,
                              max_questions=preset.eval_max_questions,
                              max_documents=(preset.eval_max_documents or {}).get(benchmark))
@@ -280,7 +291,7 @@ def run_provenance(preset: Preset, fold: str, sampling: str, alpha, seed, model:
   provenance = {"model": model_identity(model),
                 "eval": {"languages": eval_languages,
                          "splits": {b: benchmarks.get(b).default_split for b in eval_languages},
-                         "max_length": preset.eval_max_length,
+                         "max_length": preset.max_lengths(eval_languages),
                          "max_questions": preset.eval_max_questions,
                          "max_documents": preset.eval_max_documents}}
   if sampling != "none":
@@ -527,7 +538,8 @@ def _main(argv=None) -> dict:
       "train_files": (train_files_identity(args.train_files) if args.train_files else None),
       "train_overrides": preset.train_overrides,
       "eval_languages": {b: first[b]["languages"] for b in first},
-      "eval_options": {"max_length": preset.eval_max_length,
+      "eval_options": {"max_length": preset.max_lengths(first),
+                       "truncated": {b: first[b]["options"].get("truncated") for b in first},
                        "max_questions": preset.eval_max_questions,
                        "max_documents": preset.eval_max_documents,
                        "questions": {b: first[b]["options"].get("questions") for b in first},

@@ -102,8 +102,9 @@ def subsample_documents(sets: dict[str, readers.RetrievalSet], max_documents: in
 
 
 def encode_sets(model, sets: Mapping[str, readers.RetrievalSet], batch_size: int = 64,
-                max_length: int = 512, progress: bool = True) -> tuple[dict, dict]:
-  """Embed every question and candidate once: ({language: EncodedSet}, seconds per language).
+                max_length: int = 512, progress: bool = True) -> tuple[dict, dict, dict]:
+  """Embed every question and candidate once: ({language: EncodedSet}, seconds per language,
+  {kind: {"texts": n, "truncated": texts longer than max_length}}).
 
   All languages' texts of one kind go through one `encode.embed` call: sorted
   together by length, batches are fuller and padded less (a language's few long
@@ -113,10 +114,12 @@ def encode_sets(model, sets: Mapping[str, readers.RetrievalSet], batch_size: int
   """
   from mlir_train import encode  # imported here so protocol code needs no model stack
 
-  def pooled(texts_by_language: dict, kind: str) -> dict:
+  truncation = {}
+
+  def pooled(texts_by_language: dict, kind: str, name: str) -> dict:
     flat = [t for texts in texts_by_language.values() for t in texts]
     vectors = encode.embed(model, flat, kind, batch_size=batch_size, max_length=max_length,
-                           progress=progress)
+                           progress=progress, stats=truncation.setdefault(name, {}))
     out, start = {}, 0
     for language, texts in texts_by_language.items():
       out[language] = vectors[start:start + len(texts)]
@@ -124,13 +127,14 @@ def encode_sets(model, sets: Mapping[str, readers.RetrievalSet], batch_size: int
     return out
 
   start = time.perf_counter()
-  questions = pooled({lang: [q.text for q in d.questions] for lang, d in sets.items()}, "query")
+  questions = pooled({lang: [q.text for q in d.questions] for lang, d in sets.items()}, "query",
+                     "questions")
   candidates = pooled({lang: [c.text for c in d.candidates] for lang, d in sets.items()},
-                      "passage")
+                      "passage", "candidates")
   # AfriQA: the pivot-language queries.
   has_translated = {lang: [q.translated or "" for q in d.questions] for lang, d in sets.items()
                     if any(q.translated is not None for q in d.questions)}
-  translated = pooled(has_translated, "query") if has_translated else {}
+  translated = pooled(has_translated, "query", "translated") if has_translated else {}
   total = time.perf_counter() - start
   n_texts = {lang: len(d.questions) + len(d.candidates)
              + (len(d.questions) if lang in translated else 0) for lang, d in sets.items()}
@@ -142,7 +146,7 @@ def encode_sets(model, sets: Mapping[str, readers.RetrievalSet], batch_size: int
     log.info("%s/%s: %d questions, %d candidates embedded (~%.1fs of %.1fs)", data.benchmark,
              language, len(questions[language]), len(candidates[language]), seconds[language],
              total)
-  return encoded, seconds
+  return encoded, seconds, truncation
 
 
 def _issues(sets: Mapping[str, readers.RetrievalSet]) -> dict:
@@ -226,7 +230,7 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
 
   sets = load_sets(benchmark, languages, data_dir, strict, miracl_corpus, split, files)
   sets = subsample_questions(subsample_documents(sets, max_documents), max_questions)
-  encoded, encode_seconds = encode_sets(model, sets, batch_size, max_length, progress)
+  encoded, encode_seconds, truncation = encode_sets(model, sets, batch_size, max_length, progress)
   encoded_at = time.perf_counter()
   protocol = bench.protocol
   result = protocol(encoded, search_options={"chunk_size": chunk_size, "query_block": query_block})
@@ -244,7 +248,8 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
                   "max_documents": max_documents, "split": split,
                   **({"files": {l: [str(p) for p in files[l]] for l in languages}} if files else {}),
                   "questions": {l: len(d.questions) for l, d in sets.items()},
-                  "candidates": {l: len(d.candidates) for l, d in sets.items()}},
+                  "candidates": {l: len(d.candidates) for l, d in sets.items()},
+                  "truncated": truncation},  # texts longer than max_length, cut
       "timing_seconds": {"load_model": round(loaded - started, 2),
                          "encode": round(encoded_at - loaded, 2),
                          "encode_per_language": encode_seconds,

@@ -34,7 +34,8 @@ def model_max_length(model, max_length: int) -> int:
 
 def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
           max_length: int = 512, progress: bool = True,
-          buckets: Sequence[int] = tokenization.DEFAULT_BUCKETS) -> np.ndarray:
+          buckets: Sequence[int] = tokenization.DEFAULT_BUCKETS,
+          stats: dict | None = None) -> np.ndarray:
   """Embed `texts` with `model` (a `models.LoadedModel`).
 
   `kind` ("query", "passage" or None) selects the model's prompt
@@ -44,9 +45,22 @@ def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
   equals encoding the truncated text. An empty string is valid: it is encoded
   as `<s>`, the prompt's pieces and `</s>` (see `tokenization.tokenize`). Returns float32
   [N, hidden] unit vectors in input order ([0, hidden] for no texts).
+
+  `stats` (a dict), if given, gets `texts` and `truncated` (texts longer than the
+  cap) added to it.
   """
   max_length = model_max_length(model, max_length)
-  rows = tokenization.token_ids(model.tokenizer, texts, kind, max_length, model.prompts)
+  # One token over the cap tells which texts were cut; those are cut again to the cap.
+  rows = tokenization.token_ids(model.tokenizer, texts, kind, max_length + 1, model.prompts)
+  long = [i for i, r in enumerate(rows) if len(r) > max_length]
+  if long:
+    cut = tokenization.token_ids(model.tokenizer, [texts[i] for i in long], kind, max_length,
+                                 model.prompts)
+    for i, r in zip(long, cut):
+      rows[i] = r
+  if stats is not None:
+    stats["texts"] = stats.get("texts", 0) + len(rows)
+    stats["truncated"] = stats.get("truncated", 0) + len(long)
   out = np.zeros((len(rows), model.config.hidden_size), np.float32)  # [N, hidden]
   if not rows:
     return out

@@ -185,6 +185,23 @@ def test_long_text_is_truncated_to_max_length(tiny):
   np.testing.assert_allclose(got, forward(tiny, [0] + full[:38] + [2]), atol=1e-6)
 
 
+def test_truncated_texts_are_counted(tiny):
+  """`stats` counts exactly the texts whose tokens (prompt and <s> </s> included) exceed
+  the cap, and the cut texts still equal encoding their first tokens."""
+  texts = ["a b", "one two three four five six", " ".join(["word"] * 30), ""]
+  lengths = [len(tiny.tokenizer("passage: " + t)["input_ids"]) for t in texts]
+  cap = sorted(lengths)[1]  # at least two texts are longer than this
+  stats = {}
+  got = encode.embed(tiny, texts, "passage", max_length=cap, progress=False, stats=stats)
+  assert stats == {"texts": 4, "truncated": sum(n > cap for n in lengths)}
+  assert stats["truncated"] >= 2
+  longest = int(np.argmax(lengths))
+  ids = tiny.tokenizer("passage: " + texts[longest], add_special_tokens=False)["input_ids"]
+  np.testing.assert_allclose(got[longest], forward(tiny, [0] + ids[:cap - 2] + [2]), atol=1e-6)
+  encode.embed(tiny, texts[:1], "passage", max_length=cap, progress=False, stats=stats)
+  assert stats["texts"] == 5  # added to, not replaced
+
+
 def test_single_string_is_rejected(tiny):
   with pytest.raises(TypeError, match="list of strings"):
     encode.embed(tiny, "not a list", "query", progress=False)

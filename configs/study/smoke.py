@@ -21,7 +21,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_languages = {"xquad_r": ["de", "en"], "mlqa_r": ["de", "en"],   # per benchmark; None: all
                       "tydiqa_goldp": ["en", "sw", "te"],
                       "tydiqa_goldp_sentences": ["en", "sw", "te"], "afriqa": ["hau", "swa"]}
-  c.eval_max_length = 64
+  c.eval_max_length = 64                        # tokens per text; longer ones are cut (counted)
+  c.eval_max_lengths = None                     # per benchmark, overriding eval_max_length
   c.eval_batch_size = 64
   c.eval_max_questions = 150                    # question ids kept per language (None: all)
   c.eval_max_documents = {"tydiqa_goldp_sentences": 50, "afriqa": 50}  # per benchmark
