@@ -397,8 +397,8 @@ def _main(argv=None) -> dict:
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--preset", default="smoke", metavar="NAME|FILE",
                       help="configs/study/NAME.py or your own preset file. smoke: ~10 min on a "
-                           "2-core CPU, pipeline check only; quick: 3 seeds on a 2-core CPU "
-                           "(about 3 h); robust: quick's hybrid runs + WiSE-FT and L2-SP (reuses "
+                           "2-core CPU, pipeline check only; quick: 3 seeds on a 2-core CPU, "
+                           "full XQuAD-R (about 2 h); robust: quick's hybrid runs + WiSE-FT and L2-SP (reuses "
                            "a finished quick study in the same --out); full: alpha sweep + mixed + "
                            "the robustness arm, 5 seeds, a few GPU hours")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -610,6 +610,40 @@ def fmt_p(p: float | None) -> str:
   return "n/a" if p is None else f"{p:.4f}"
 
 
+def _settings_markdown(results: dict) -> list[str]:
+  """Per benchmark: what the starting model's evaluation recorded (every run is evaluated
+  with the same settings: provenance), and how many texts were cut."""
+  start = next((r for r in results.get("runs", []) if r.get("sampling") == "none"),
+               (results.get("runs") or [None])[0])
+  if not start:
+    return []
+  lines = ["", "Evaluation settings (as recorded by each evaluation):", "",
+           "| benchmark | split | languages | questions | candidates | max tokens | documents kept "
+           "per language | texts cut at max tokens |", "|---|---|---|---|---|---|---|---|"]
+  for name, metrics in start["metrics"].items():
+    o = metrics.get("options", {})
+    cut = o.get("truncated") or {}
+    cut_text = ", ".join(f"{kind} {c['truncated']:,} of {c['texts']:,}" for kind, c in cut.items()
+                         ) or "not recorded"
+    lines.append(f"| {name} | {o.get('split', '?')} | {len(metrics.get('languages', []))} | "
+                 f"{sum((o.get('questions') or {}).values()):,} | "
+                 f"{sum((o.get('candidates') or {}).values()):,} | {o.get('max_length', '?')} | "
+                 f"{o.get('max_documents') or 'all'} | {cut_text} |")
+  return lines
+
+
+def _untested_notes(rows, names) -> list[str]:
+  """One line per distinct reason a row's query test has no p-value."""
+  reasons = {}
+  for row in rows:
+    q = row["across_queries"]
+    if q.get("p_value") is None:
+      reasons.setdefault(q.get("note") or "no per-query values", []).append(
+          f"{' vs '.join(names(row))}, {row['target']}")
+  return [""] + [f"- Query test n/a ({reason}): {'; '.join(where)}"
+                 for reason, where in reasons.items()] if reasons else []
+
+
 def render_markdown(results: dict) -> str:
   """The study report; every number is read from `results` (results.json)."""
   s = results["summary"]
@@ -624,6 +658,7 @@ def render_markdown(results: dict) -> str:
       "- evaluated: " + "; ".join(f"{b} ({', '.join(ls)})" for b, ls in results["eval_languages"].items()),
       f"- machine: {results.get('machine', '?')}; wall time: {results.get('wall_time_s', 0) / 60:.1f} min",
       f"- command: `{results.get('command', '')}`",
+      *_settings_markdown(results),
       "",
       f"## {bench}: paper-style table (mean ± 95% interval over seeds)",
       "",
@@ -656,14 +691,19 @@ def render_markdown(results: dict) -> str:
 
   if s["significance"]:
     planned = sorted({r["target"] for r in s["significance"] if r["family"] == "planned"})
+    hybrids = sorted({strategy_label(r["hybrid"]) for r in s["significance"]})
+    baselines = sorted({strategy_label(r["baseline"]) for r in s["significance"]})
     lines += ["", "## Hybrid against each baseline (paired tests)", "",
-              f"Planned comparisons: the hybrid against each baseline on {' and '.join(planned)}; "
+              f"Planned comparisons: {', '.join(hybrids)} against each baseline "
+              f"({', '.join(baselines)}) on {' and '.join(planned)}; "
               "the other rows are exploratory. Across seeds: paired t-test on the macro score per "
               "seed (n/a at zero variance). Across queries: sign-flip permutation test on per-query "
               "values of the row's metric (AP; AfriQA: nDCG@10, for the gap native minus translated) "
               "averaged over seeds, with the question as the unit (its parallel copies or "
               "language pairs flip sign together) and the row's macro average over languages as "
-              "the statistic. Holm-adjusted p-values within each family and kind of test.", "",
+              "the statistic. Holm-adjusted p-values within each family (planned, exploratory) "
+              "and kind of test (seeds, queries). Where a query test has no p-value, the note "
+              "below the table says why.", "",
               "| hybrid | baseline | target | family | seeds | diff (seeds) | p (seeds) | Holm p (seeds) "
               "| questions | diff (queries) | p (queries) | Holm p (queries) |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -673,6 +713,8 @@ def render_markdown(results: dict) -> str:
                    f"{row['family']} | {a['n']} | {fmt(a['mean_diff'], 4)} | {fmt_p(a['p_value'])} | "
                    f"{fmt_p(a.get('p_holm'))} | {q.get('groups', 0)} | {fmt(q['mean_diff'], 4)} | "
                    f"{fmt_p(q['p_value'])} | {fmt_p(q.get('p_holm'))} |")
+    lines += _untested_notes(s["significance"], lambda r: (strategy_label(r["hybrid"]),
+                                                          strategy_label(r["baseline"])))
   if s.get("robust"):
     lines += _robust_markdown(s, s["robust"], bench)
   if results.get("plots"):
@@ -781,6 +823,8 @@ def _robust_markdown(s: dict, r: dict, bench: str) -> list[str]:
                    f"{row['target']} | {a['n']} | {fmt(a['mean_diff'], 4)} | {fmt_p(a['p_value'])} | "
                    f"{fmt_p(a.get('p_holm'))} | {q.get('groups', 0)} | {fmt(q['mean_diff'], 4)} | "
                    f"{fmt_p(q['p_value'])} | {fmt_p(q.get('p_holm'))} |")
+    lines += _untested_notes(r["tests"], lambda t: (strategy_label(t["method"]),
+                                                    strategy_label(t["against"])))
   return lines
 
 

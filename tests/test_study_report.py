@@ -142,6 +142,34 @@ def test_report_names_planned_comparisons_prints_holm_and_na_from_results_only()
           assert number in known, (number, line)
 
 
+def test_report_prints_each_benchmarks_recorded_settings_and_why_a_query_test_is_na():
+  runs = _runs(qids=False)
+  for r in runs:  # MLQA-R-like lists: the multi query test has no p-value
+    r["per_query"]["xquad_r"]["multi"]["es"] = r["per_query"]["xquad_r"]["multi"]["es"][:15]
+  runs[0]["metrics"]["xquad_r"]["languages"] = XQ
+  runs[0]["metrics"]["xquad_r"]["options"] = {
+      "split": "dev", "max_length": 512, "max_documents": None,
+      "questions": {l: 7 for l in XQ}, "candidates": {l: 1000 for l in XQ},
+      "truncated": {"questions": {"texts": 21, "truncated": 0},
+                    "candidates": {"texts": 3000, "truncated": 12}}}
+  runs[0]["metrics"]["tydiqa_goldp"]["options"] = {"max_length": 192, "max_documents": 120}
+  results = _results(runs)
+  results["runs"] = [{k: v for k, v in r.items() if k != "per_query"} for r in runs]
+  report = study.render_markdown(results)
+  lines = report.splitlines()
+  xq = next(l for l in lines if l.startswith("| xquad_r | dev |"))
+  assert [c.strip() for c in xq.strip("|").split("|")] == [
+      "xquad_r", "dev", "3", "21", "3,000", "512", "all",
+      "questions 0 of 21, candidates 12 of 3,000"]
+  ty = next(l for l in lines if l.startswith("| tydiqa_goldp |"))
+  assert "| 192 | 120 | not recorded |" in ty
+  note = next(l for l in lines if l.startswith("- Query test n/a ("))
+  assert "question ids" in note and "xquad_r multi mAP" in note
+  planned = next(l for l in lines if l.startswith("Planned comparisons:"))
+  assert planned.startswith(f"Planned comparisons: {study.strategy_label('hybrid@0.5')} against "
+                            "each baseline (")
+
+
 def test_per_language_plot_shows_change_against_start_with_legend_outside(tmp_path, monkeypatch):
   import matplotlib
   matplotlib.use("Agg")

@@ -4,13 +4,13 @@ An --out holding a finished quick study reuses its start and hybrid runs (their
 provenance matches) and reports its X-X-mono and X-Y runs beside the arm
 (adopted, never trained here).
 
-L2-SP strength 1.0 for ~50-step runs at lr 5e-5: Adam moves a weight by at most about
-the summed learning rate, 1.25e-3 over 50 steps (noisy gradients: a few 1e-4), so the
-pull l2sp * (theta - theta_start) reaches a few 1e-4 per weight at strength 1, the size
-of the InfoNCE gradient per weight (a clipped norm of ~1 over ~2e7 encoder weights:
-~2e-4), and the penalty (l2sp / 2) * ||theta - theta_start||^2 about 1, the loss's own
-scale: a binding but not freezing pull. 0.1 would hardly act within 50 steps, 10 would
-hold the model at the start.
+L2-SP strength 1.0 for 120-step runs at lr 5e-5 (linear warmup and decay): Adam moves a
+weight by at most about the summed learning rate, 3e-3 over 120 steps (noisy gradients:
+a few 1e-4 to 1e-3), so the pull l2sp * (theta - theta_start) reaches a few 1e-4 per
+weight at strength 1, the size of the InfoNCE gradient per weight (a clipped norm of ~1
+over ~2e7 encoder weights: ~2e-4), and the penalty (l2sp / 2) * ||theta - theta_start||^2
+about 1, the loss's own scale: a binding but not freezing pull. 0.1 would hardly act
+within 120 steps, 10 would hold the model at the start.
 """
 import ml_collections
 
@@ -29,11 +29,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.l2sp = (L2SP,)
   c.note = c.note.replace("QUICK RUN:", "ROBUST RUN (the quick study's settings):") + (
       " Robust fine-tuning of the hybrid (alpha 0.5) of every seed: WiSE-FT at lambda 0.25, "
-      "0.5, 0.75 (no training) and L2-SP at strength 1.0 (trained). Time on a 2-core CPU, "
-      "estimated from the quick study's measured runs (about 5.3 min per training; XQuAD-R "
-      "and TyDi evaluation 1.5 ms per token, about 6.4 min per model) scaled by the tokens "
-      "of the four benchmarks at these caps (565k: XQuAD-R 154k, TyDi 106k, TyDi sentences "
-      "174k, AfriQA 131k): about 14.5 min per evaluated model, so about 3.2 h on top of a "
-      "finished quick study (12 evaluations, 3 trainings) and about 4.5 h alone (also the "
-      "start and 3 hybrid runs).")
+      "0.5, 0.75 (no training) and L2-SP at strength 1.0 (trained), evaluated like every "
+      "run: 12 evaluated models and 3 trainings on top of a finished quick study.")
   return c
