@@ -623,11 +623,11 @@ def _settings_markdown(results: dict) -> list[str]:
   for name, metrics in start["metrics"].items():
     o = metrics.get("options", {})
     cut = o.get("truncated") or {}
-    cut_text = ", ".join(f"{kind} {c['truncated']:,} of {c['texts']:,}" for kind, c in cut.items()
+    cut_text = ", ".join(f"{kind} {c['truncated']} of {c['texts']}" for kind, c in cut.items()
                          ) or "not recorded"
     lines.append(f"| {name} | {o.get('split', '?')} | {len(metrics.get('languages', []))} | "
-                 f"{sum((o.get('questions') or {}).values()):,} | "
-                 f"{sum((o.get('candidates') or {}).values()):,} | {o.get('max_length', '?')} | "
+                 f"{sum((o.get('questions') or {}).values())} | "
+                 f"{sum((o.get('candidates') or {}).values())} | {o.get('max_length', '?')} | "
                  f"{o.get('max_documents') or 'all'} | {cut_text} |")
   return lines
 

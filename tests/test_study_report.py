@@ -159,8 +159,8 @@ def test_report_prints_each_benchmarks_recorded_settings_and_why_a_query_test_is
   lines = report.splitlines()
   xq = next(l for l in lines if l.startswith("| xquad_r | dev |"))
   assert [c.strip() for c in xq.strip("|").split("|")] == [
-      "xquad_r", "dev", "3", "21", "3,000", "512", "all",
-      "questions 0 of 21, candidates 12 of 3,000"]
+      "xquad_r", "dev", "3", "21", "3000", "512", "all",
+      "questions 0 of 21, candidates 12 of 3000"]
   ty = next(l for l in lines if l.startswith("| tydiqa_goldp |"))
   assert "| 192 | 120 | not recorded |" in ty
   note = next(l for l in lines if l.startswith("- Query test n/a ("))
