@@ -140,7 +140,7 @@ def load_preset(name_or_path: str, overrides=()) -> Preset:
 
 
 # The presets shipped in configs/study/ (a name; any other config file by path).
-PRESETS = ("smoke", "quick", "full", "robust")
+PRESETS = ("smoke", "quick", "robust", "gpu", "full")
 
 
 def run_id(sampling: str, alpha: float, seed: int, l2sp: float = 0.0) -> str:
@@ -399,7 +399,9 @@ def _main(argv=None) -> dict:
                       help="configs/study/NAME.py or your own preset file. smoke: ~10 min on a "
                            "2-core CPU, pipeline check only; quick: 3 seeds on a 2-core CPU, "
                            "full XQuAD-R (about 2 h); robust: quick's hybrid runs + WiSE-FT and L2-SP (reuses "
-                           "a finished quick study in the same --out); full: alpha sweep + mixed + "
+                           "a finished quick study in the same --out); gpu: the three strategies, 3 "
+                           "seeds at batch 100, everything evaluated whole, minutes on one GPU "
+                           "(benchmarks/gpu.sh runs it); full: alpha sweep + mixed + "
                            "the robustness arm, 5 seeds, a few GPU hours")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override a preset field (repeatable), e.g. --set seeds=0,1 or "

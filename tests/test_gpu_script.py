@@ -59,10 +59,10 @@ def _positive(x):
   return isinstance(x, (int, float)) and x > 0
 
 
-def test_gpu_bench_dry_run(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO))
+def test_gpu_bench_dry_run(tmp_path, data_dir):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO), MLIR_DATA_DIR=str(data_dir))
   proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), str(tmp_path), "--dry-run"],
-                        cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+                        cwd=REPO, env=env, capture_output=True, text=True, timeout=480)
   assert proc.returncode == 0, proc.stderr[-4000:]
   result = json.loads((tmp_path / "gpu_bench.json").read_text())
   device = result["device"]
@@ -89,6 +89,22 @@ def test_gpu_bench_dry_run(tmp_path):
   table = [l for l in md.splitlines() if l.startswith("| bfloat16 |") or l.startswith("| float32 |")]
   assert len(table) == len(result["train"]) + len(result["encode"])
   assert "DRY RUN" in md and "MFU" in md
+  # The study step ran (the smoke preset on the tiny model in a dry run).
+  study = json.loads((tmp_path / "study" / "results.json").read_text())
+  assert study["preset"] == "smoke" and study["model"] == "tiny-random"
+  assert {(r["sampling"], r["alpha"]) for r in study["runs"]} == {
+      ("none", None), ("mono", 1.0), ("cross", 0.0), ("hybrid", 0.5)}
+  assert (tmp_path / "study" / "report.md").is_file()
+
+
+def test_gpu_preset_is_the_issues_study():
+  """X-X-mono, X-Y and hybrid 0.5 over 3 seeds at batch 100, everything evaluated whole."""
+  import replicate
+  p = replicate.load_preset("gpu")
+  assert p.strategies == (("mono", 1.0), ("cross", 0.0), ("hybrid", 0.5))
+  assert len(p.seeds) == 3 and p.train_overrides["batch_size"] == 100
+  assert p.eval_languages is None and p.eval_max_documents is None
+  assert p.eval_max_questions is None and p.max_length("tydiqa_goldp") == 512
 
 
 def test_gpu_script_refuses_without_model_file(tmp_path):
