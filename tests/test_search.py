@@ -114,3 +114,69 @@ def test_bad_input_gives_clear_errors():
     search.top_k(q, bad, 1)
   with pytest.raises(search.SearchError, match="targets"):
     search.relevant_ranks(q, c, np.array([[5], [0]]))
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_query_blocks_searched_from_threads_equal_brute_force(workers):
+  """Blocks run concurrently (3 threads, 5 blocks, several host chunks) give the exact answer."""
+  queries, corpus = _integer_data(4, n_queries=70, n_docs=900)
+  scores, indices = search.top_k(queries, corpus, 30, chunk_size=64, query_block=16,
+                                 stream_rows=256, workers=workers, devices=jax.devices()[:1])
+  want_scores, want_indices = _brute_force(queries, corpus, 30)
+  np.testing.assert_array_equal(indices, want_indices)
+  np.testing.assert_array_equal(scores, want_scores.astype(np.float32))
+  targets = want_indices[:, ::7]
+  ranks = search.relevant_ranks(queries, corpus, targets, chunk_size=64, query_block=16,
+                                stream_rows=256, workers=workers, devices=jax.devices()[:1])
+  np.testing.assert_array_equal(ranks, np.broadcast_to(1 + np.arange(0, 30, 7), ranks.shape))
+
+
+def test_default_workers_one_per_cpu_core_on_cpu():
+  import os
+  mesh = search._mesh(jax.devices()[:1])
+  assert search._default_workers(mesh) == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("k", [1, 25, 64, 100])
+def test_grouped_selection_exact_with_ties(k):
+  """Chunks large enough for the group-maxima prefilter (chunk >= 2 * 16 * pow2(k)), many ties."""
+  queries, corpus = _integer_data(5, n_queries=20, n_docs=9000)
+  corpus[5000:5400] = corpus[:400]  # duplicates in a later chunk: ties against the running list
+  chunk = 4096
+  assert chunk % search.GROUP == 0 and chunk // search.GROUP >= 2 * (1 << (k - 1).bit_length())
+  scores, indices = search.top_k(queries, corpus, k, chunk_size=chunk, query_block=8,
+                                 devices=jax.devices()[:1])
+  want_scores, want_indices = _brute_force(queries, corpus, k)
+  assert (np.diff(want_scores, axis=1) == 0).any() or k == 1
+  np.testing.assert_array_equal(indices, want_indices)
+  np.testing.assert_array_equal(scores, want_scores.astype(np.float32))
+
+
+def test_bitonic_merge_equals_sorting_the_union():
+  rng = np.random.default_rng(6)
+  def best_first(n):
+    s = rng.integers(0, 20, size=(9, n)).astype(np.float32)
+    i = rng.permutation(10_000)[:9 * n].reshape(9, n).astype(np.int32)
+    order = np.lexsort((i, -s), axis=-1)
+    return np.take_along_axis(s, order, 1), np.take_along_axis(i, order, 1)
+  (a_s, a_i), (b_s, b_i) = best_first(64), best_first(64)
+  s, i = search._bitonic_merge(a_s, a_i, b_s, b_i)
+  all_s, all_i = np.concatenate([a_s, b_s], 1), np.concatenate([a_i, b_i], 1)
+  order = np.lexsort((all_i, -all_s), axis=-1)[:, :64]
+  np.testing.assert_array_equal(np.asarray(s), np.take_along_axis(all_s, order, 1))
+  np.testing.assert_array_equal(np.asarray(i), np.take_along_axis(all_i, order, 1))
+
+
+def test_select_breaks_ties_by_index_across_groups():
+  """A tie at the cut between a low-maximum group and a later high-maximum group."""
+  g = search.GROUP
+  s = np.full((1, 4 * g), -1.0, np.float32)
+  s[0, 0] = 3.0                       # group 0: maximum 3
+  s[0, g], s[0, g + 1] = 9.0, 3.0     # group 1: maximum 9, and a 3 tied with index 0
+  index = np.arange(4 * g, dtype=np.int32) + 1000
+  top, idx = search._select(s, index, np.full((1,), -np.inf, np.float32), kp=2)
+  np.testing.assert_array_equal(np.asarray(top), [[9.0, 3.0]])
+  np.testing.assert_array_equal(np.asarray(idx), [[1000 + g, 1000]])
+  # the threshold masks what cannot enter the running list (ties lose: later index)
+  top, idx = search._select(s, index, np.full((1,), 3.0, np.float32), kp=2)
+  np.testing.assert_array_equal(np.asarray(top), [[9.0, -np.inf]])
