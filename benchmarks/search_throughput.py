@@ -99,7 +99,7 @@ def _numpy_top_k(queries, corpus, k, block=256):
 
 def _search_options(args) -> dict:
   return dict(chunk_size=args.chunk_size, query_block=args.query_block,
-              stream_rows=args.stream_rows)
+              stream_rows=args.stream_rows, workers=args.workers or None)
 
 
 def child(args) -> dict:
@@ -215,7 +215,7 @@ def run_stream(args, guard) -> None:
     cmd = [sys.executable, __file__, "--stream_child", "--corpus_file", str(path),
            "--indices_out", str(out), *[f"--{a}={getattr(args, a)}" for a in (
                "stream_corpus", "stream_queries", "dim", "k", "chunk_size", "query_block",
-               "stream_rows")]]
+               "stream_rows", "workers")]]
     env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
     done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     run = json.loads(done.stdout.strip().splitlines()[-1])
@@ -231,7 +231,8 @@ def run_stream(args, guard) -> None:
   meta = guard.finish()
   result = {"command": "python benchmarks/search_throughput.py " + " ".join(sys.argv[1:]),
             **{a: getattr(args, a) for a in ("stream_corpus", "stream_queries", "dim", "k",
-                                             "chunk_size", "query_block", "stream_rows")},
+                                             "chunk_size", "query_block", "stream_rows",
+                                             "workers")},
             **meta, "run": run}
   print(json.dumps(result, indent=1))
   if not guard.may_write:
@@ -261,6 +262,8 @@ def main(argv=None) -> None:
   parser.add_argument("--chunk_size", type=int, default=16384, help="eval.search corpus chunk")
   parser.add_argument("--query_block", type=int, default=512, help="eval.search query block")
   parser.add_argument("--stream_rows", type=int, default=65536, help="eval.search host chunk")
+  parser.add_argument("--workers", type=int, default=0,
+                      help="eval.search host threads searching query blocks (0: one per CPU core)")
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--stream_corpus", type=int, default=0,
                       help="instead: search an N-row memmap corpus streamed from disk")
@@ -294,7 +297,7 @@ def main(argv=None) -> None:
       cmd = [sys.executable, __file__, "--method", method, "--indices_out", path,
              *[f"--{a}={getattr(args, a)}" for a in (
                  "corpus", "queries", "dim", "k", "chunk_size", "query_block", "stream_rows",
-                 "repeats")]]
+                 "workers", "repeats")]]
       env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
       print(f"running {method} ...", flush=True)
       out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
@@ -316,7 +319,8 @@ def main(argv=None) -> None:
   meta = guard.finish()
   result = {"command": command, "corpus": args.corpus, "queries": args.queries, "dim": args.dim,
             "k": args.k, "chunk_size": args.chunk_size, "query_block": args.query_block,
-            "stream_rows": args.stream_rows, "repeats": args.repeats, **meta,
+            "stream_rows": args.stream_rows, "workers": args.workers or "one per CPU core",
+            "repeats": args.repeats, **meta,
             "platform": platform.platform(), "runs": runs, "interleaved_ab": ab}
   lines = ["# Exact top-k search throughput (CPU)", "",
            f"Command: `{command}`", "", _machine.describe(meta), "",
