@@ -5,8 +5,10 @@ fixed-size host chunks (`stream_rows` rows; a numpy array, or an `np.memmap` on
 disk whose pages are released after each chunk), put each chunk on the devices
 (split over all of them, a 1-D mesh), score every query block against it one
 `chunk_size`-row block per device at a time, and merge into a running top-k
-kept on the device. Memory is therefore bounded by one host chunk plus
-`query_block x (k + chunk_size)` scores per device, whatever the corpus size
+kept on the device. Memory is therefore bounded by one host chunk plus, per
+worker thread (below), about `query_block x chunk_size x 1.2` scores per device
+(a chunk's scores, its group maxima and chosen members, the running list),
+whatever the corpus size
 (a 5M x 384 float32 corpus, 7.7 GB, is searched in a few hundred MB:
 benchmarks/search_throughput.py --stream_corpus 5000000). Every chunk has the
 same shape (the last is padded and its padding masked), so each function
@@ -23,8 +25,9 @@ blocks selecting at once nearly halve the selection time (PROFILE.md, section 3)
 The blocks are the same whatever the number of workers, and so are the results.
 
 Both use the same tie rule: equal scores are ordered by lower corpus index
-(`jax.lax.top_k` is documented to put the lower index first, and every merge
-puts the earlier, i.e. lower-index, candidates in front). Scores are float32 with
+(`jax.lax.top_k` is documented to put the lower index first and is only given
+candidates in corpus order; the bitonic merge compares indices explicitly; the
+merge across devices puts the earlier, i.e. lower-index, candidates in front). Scores are float32 with
 `Precision.HIGHEST` (no TF32 on GPUs); -0.0 is folded into 0.0 so it ties.
 """
 from __future__ import annotations
@@ -187,7 +190,7 @@ def _select(s, index, threshold, kp):
   """The chunk's kp best scores above `threshold`, best first, ties by lower index.
 
   s [Qb, C] float32, index [C] corpus indices, threshold [Qb] (the running k-th
-  score; a score <= it cannot enter the running top k: the k held ones are at
+  score; a score <= it cannot enter the running top kk: the kk held ones are at
   least as high and have lower indices). Returns ([Qb, kp], [Qb, kp]); slots
   without a candidate hold -inf.
 
@@ -339,6 +342,19 @@ def _query_blocks(queries: np.ndarray, query_block: int):
     yield start, stop, padded
 
 
+def _workers(mesh: Mesh, workers: int | None) -> int:
+  """Host threads for the query blocks: checked, or the default for the mesh's platform."""
+  if workers is None:
+    return _default_workers(mesh)
+  if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+    raise SearchError(f"workers must be a positive integer or None, got {workers!r}")
+  if workers > 1 and mesh.size > 1 and mesh.devices.flat[0].platform != "cpu":
+    # concurrent multi-device programs (collectives) may be picked up in different orders
+    raise SearchError(f"workers={workers} needs CPU devices or a single accelerator; "
+                      f"the mesh has {mesh.size} {mesh.devices.flat[0].platform} devices")
+  return workers
+
+
 def _default_workers(mesh: Mesh) -> int:
   """One thread per CPU core for CPU devices (XLA's CPU top_k is single-threaded), else 1."""
   if mesh.devices.flat[0].platform != "cpu":
@@ -407,7 +423,7 @@ def top_k(queries, corpus, k: int, chunk_size: int = 4096, query_block: int = 51
   chunk, _, rows = _stream_layout(corpus.shape[0], mesh.size, chunk_size, stream_rows)
   search = _top_k_fn(mesh, k, chunk)
   n_valid = np.int32(corpus.shape[0])
-  workers = workers or _default_workers(mesh)
+  workers = _workers(mesh, workers)
   blocks = list(_query_blocks(queries, query_block))
   q_dev = [jax.device_put(b) for _, _, b in blocks]
   best = [(jnp.full((b.shape[0], k), -jnp.inf, jnp.float32),
@@ -452,7 +468,7 @@ def relevant_ranks(queries, corpus, targets, chunk_size: int = 4096, query_block
   chunk, _, rows = _stream_layout(corpus.shape[0], mesh.size, chunk_size, stream_rows)
   find, count = _ranks_fns(mesh, chunk)
   n_valid = np.int32(corpus.shape[0])
-  workers = workers or _default_workers(mesh)
+  workers = _workers(mesh, workers)
   blocks = []
   for start, stop, block in _query_blocks(queries, query_block):
     t = np.full((block.shape[0], targets.shape[1]), -1, np.int32)

@@ -180,3 +180,10 @@ def test_select_breaks_ties_by_index_across_groups():
   # the threshold masks what cannot enter the running list (ties lose: later index)
   top, idx = search._select(s, index, np.full((1,), 3.0, np.float32), kp=2)
   np.testing.assert_array_equal(np.asarray(top), [[9.0, -np.inf]])
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True])
+def test_bad_workers_named(workers):
+  queries, corpus = _integer_data(0, n_queries=4, n_docs=30)
+  with pytest.raises(search.SearchError, match="workers"):
+    search.top_k(queries, corpus, 3, workers=workers)
