@@ -363,24 +363,13 @@ def _default_workers(mesh: Mesh) -> int:
              else (os.cpu_count() or 1))
 
 
-class _Pool:
-  """Runs fn over items from `workers` threads (inline when workers == 1), in order."""
+def _pool(workers: int, n_blocks: int) -> concurrent.futures.ThreadPoolExecutor:
+  return concurrent.futures.ThreadPoolExecutor(max(1, min(workers, n_blocks)), "search")
 
-  def __init__(self, workers: int):
-    self.executor = (concurrent.futures.ThreadPoolExecutor(workers, "search")
-                     if workers > 1 else None)
 
-  def map(self, fn, *items) -> list:
-    if self.executor is None:
-      return [jax.block_until_ready(fn(*x)) for x in zip(*items)]
-    return list(self.executor.map(lambda x: jax.block_until_ready(fn(*x)), zip(*items)))
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, *exc):
-    if self.executor is not None:
-      self.executor.shutdown()
+def _each(pool, fn, *items) -> list:
+  """fn over zipped items on the pool, each result ready, in order."""
+  return list(pool.map(lambda x: jax.block_until_ready(fn(*x)), zip(*items)))
 
 
 def _check(queries, corpus):
@@ -428,11 +417,11 @@ def top_k(queries, corpus, k: int, chunk_size: int = 4096, query_block: int = 51
   q_dev = [jax.device_put(b) for _, _, b in blocks]
   best = [(jnp.full((b.shape[0], k), -jnp.inf, jnp.float32),
            jnp.full((b.shape[0], k), _NO_INDEX, jnp.int32)) for _, _, b in blocks]
-  with _Pool(min(workers, len(blocks))) as pool:
+  with _pool(workers, len(blocks)) as pool:
     for offset, chunk_dev in _device_chunks(corpus, mesh, rows):
       # Every block is finished before the next host chunk: bounded memory.
-      best = pool.map(lambda state, q: search(*state, q, chunk_dev, offset, n_valid),
-                      best, q_dev)
+      best = _each(pool, lambda state, q: search(*state, q, chunk_dev, offset, n_valid),
+                   best, q_dev)
       del chunk_dev
   scores = np.empty((queries.shape[0], k), np.float32)
   indices = np.empty((queries.shape[0], k), np.int64)
@@ -477,15 +466,15 @@ def relevant_ranks(queries, corpus, targets, chunk_size: int = 4096, query_block
   # Pass 1: the targets' scores; pass 2: how many candidates beat each target.
   found = [jnp.full((q.shape[0], targets.shape[1]), -jnp.inf, jnp.float32)
            for _, _, q, _ in blocks]
-  with _Pool(min(workers, len(blocks))) as pool:
+  with _pool(workers, len(blocks)) as pool:
     for offset, chunk_dev in _device_chunks(corpus, mesh, rows):
-      found = pool.map(lambda f, b: find(f, b[2], chunk_dev, offset, b[3], n_valid),
-                       found, blocks)
+      found = _each(pool, lambda f, b: find(f, b[2], chunk_dev, offset, b[3], n_valid),
+                    found, blocks)
       del chunk_dev
     above = [jnp.zeros((q.shape[0], targets.shape[1]), jnp.int32) for _, _, q, _ in blocks]
     for offset, chunk_dev in _device_chunks(corpus, mesh, rows):
-      above = pool.map(lambda a, f, b: count(a, b[2], chunk_dev, offset, b[3], f, n_valid),
-                       above, found, blocks)
+      above = _each(pool, lambda a, f, b: count(a, b[2], chunk_dev, offset, b[3], f, n_valid),
+                    above, found, blocks)
       del chunk_dev
   for (start, stop, _, _), a in zip(blocks, above):
     ranks[start:stop] = np.asarray(a)[:stop - start] + 1
