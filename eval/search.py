@@ -27,8 +27,9 @@ The blocks are the same whatever the number of workers, and so are the results.
 Both use the same tie rule: equal scores are ordered by lower corpus index
 (`jax.lax.top_k` is documented to put the lower index first and is only given
 candidates in corpus order; the bitonic merge compares indices explicitly; the
-merge across devices puts the earlier, i.e. lower-index, candidates in front). Scores are float32 with
-`Precision.HIGHEST` (no TF32 on GPUs); -0.0 is folded into 0.0 so it ties.
+merge across devices puts the earlier, i.e. lower-index, candidates in front).
+Scores are float32 with `Precision.HIGHEST` (no TF32 on GPUs); -0.0 is folded
+into 0.0 so it ties.
 """
 from __future__ import annotations
 
