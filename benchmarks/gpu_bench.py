@@ -151,8 +151,11 @@ def st_side(export_dir: str, model_name: str, plan: dict) -> dict:
 
   device = "cuda" if torch.cuda.is_available() else "cpu"
   cuda = device == "cuda"
+  # Same float32 matmul precision on both sides: JAX's default on NVIDIA is TF32.
+  torch.set_float32_matmul_precision("high")
   results = {"device": torch.cuda.get_device_name(0) if cuda else "cpu",
              "torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__,
+             "float32_matmul_precision": torch.get_float32_matmul_precision(),
              "train": {}, "encode": {}}
 
   def sync():
@@ -204,17 +207,20 @@ def st_side(export_dir: str, model_name: str, plan: dict) -> dict:
         return loss
 
       reset_memory()
-      for b in batches[:2]:
-        one_step(b)
-      sync()
-      started = time.perf_counter()
-      for b in batches[2:]:
-        loss = one_step(b)
-      sync()
-      seconds = time.perf_counter() - started
-      results["train"][f"{dtype}/{cfg['name']}"] = {
-          "seconds": seconds, "steps": steps, "pairs_per_s": cfg["batch_size"] * steps / seconds,
-          "final_loss": float(loss), "peak_memory_bytes": peak_memory()}
+      try:
+        for b in batches[:2]:
+          one_step(b)
+        sync()
+        started = time.perf_counter()
+        for b in batches[2:]:
+          loss = one_step(b)
+        sync()
+        seconds = time.perf_counter() - started
+        results["train"][f"{dtype}/{cfg['name']}"] = {
+            "seconds": seconds, "steps": steps, "pairs_per_s": cfg["batch_size"] * steps / seconds,
+            "final_loss": float(loss), "peak_memory_bytes": peak_memory()}
+      except RuntimeError as e:  # out of memory, say: reported, the other configurations run
+        results["train"][f"{dtype}/{cfg['name']}"] = {"error": str(e)[-500:]}
       del model, loss_model, optimizer
       reset_memory()
 
@@ -239,8 +245,11 @@ def _subprocess(task: dict, env: dict, in_process: bool = False) -> dict:
     return json.loads(json.dumps(run_task(task)))
   argv = [sys.executable, __file__, "--task", json.dumps(task)]
   done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
-  if done.returncode:
-    raise SystemExit(f"task {task['kind']} failed:\n{done.stderr[-4000:]}")
+  if done.returncode or "RESULT " not in done.stdout:
+    # One failed configuration (say, out of memory) is reported, not fatal to the rest.
+    print(f"task {task['kind']} failed (exit {done.returncode}):\n{done.stderr[-3000:]}",
+          file=sys.stderr, flush=True)
+    return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1][-500:]}
   return json.loads(done.stdout.split("RESULT ", 1)[1].splitlines()[0])
 
 
@@ -260,6 +269,10 @@ def run_task(task: dict) -> dict:
   raise ValueError(kind)
 
 
+def _num(x, fmt: str = ".1f") -> str:
+  return "failed" if x is None else format(x, fmt)
+
+
 def _gib(x):
   return "n/a" if not x else f"{x / 2 ** 30:.2f}"
 
@@ -269,8 +282,10 @@ def report(result: dict) -> str:
   peaks = d["matmul_peak_flops"]
   lines = [f"# One-GPU benchmark: {d['device_kind']} ({d['platform']})", "",
            f"Command: `{result['command']}`  ",
-           f"jax {d['jax']}, torch {result['st']['torch']}, sentence-transformers "
-           f"{result['st']['sentence_transformers']}, model {plan['model']}"
+           f"jax {d['jax']}, torch {result['st'].get('torch')}, sentence-transformers "
+           f"{result['st'].get('sentence_transformers')}, model {plan['model']}; "
+           f"PyTorch float32 matmuls: {result['st'].get('float32_matmul_precision')} "
+           "(high = TF32, as JAX)"
            + (" (DRY RUN: tiny model, numbers mean nothing)" if result["dry_run"] else ""), "",
            f"Measured matmul peak ({plan['matmul_n']}^2, jit): bfloat16 "
            f"{peaks['bfloat16'] / 1e12:.1f} TFLOP/s, float32 {peaks['float32'] / 1e12:.1f} TFLOP/s "
@@ -279,21 +294,26 @@ def report(result: dict) -> str:
            "| dtype | configuration | ours pairs/s | PyTorch pairs/s | ratio | MFU (ours) | "
            "ours peak GiB | PyTorch peak GiB |", "|---|---|---|---|---|---|---|---|"]
   for row in result["train"]:
-    lines.append(f"| {row['dtype']} | {row['name']} | {row['ours']['pairs_per_s']:.1f} | "
-                 f"{row['st']['pairs_per_s']:.1f} | {row['ratio']:.2f} | {row['mfu']:.1%} | "
-                 f"{_gib(row['ours']['peak_memory_bytes'])} | "
-                 f"{_gib(row['st']['peak_memory_bytes'])} |")
+    ours, theirs = row["ours"], row["st"]
+    lines.append(f"| {row['dtype']} | {row['name']} | {_num(ours.get('pairs_per_s'))} | "
+                 f"{_num(theirs.get('pairs_per_s'))} | {_num(row['ratio'], '.2f')} | "
+                 f"{_num(row['mfu'], '.1%')} | {_gib(ours.get('peak_memory_bytes'))} | "
+                 f"{_gib(theirs.get('peak_memory_bytes'))} |")
+  errors = [f"{row['dtype']} {row['name']} ({side}): {row[side]['error']}"
+            for row in result["train"] for side in ("ours", "st") if "error" in row[side]]
+  if errors:
+    lines += ["", "Failed configurations:", ""] + [f"- {e}" for e in errors]
   lines += ["", "MFU = transformer-layer matmul FLOPs of a training step (3x forward; GradCache "
             "recomputes the forward, not counted) / time / measured peak of the same dtype. "
-            "PyTorch bfloat16 = torch.autocast; PyTorch float32 matmuls are full float32 unless "
-            "TF32 is enabled (torch default: off).", "",
+            "PyTorch bfloat16 = torch.autocast; float32 on both sides uses TF32 tensor-core "
+            "matmuls (JAX's default; torch.set_float32_matmul_precision('high')).", "",
             "## Encoding", "",
             "| dtype | tokens/text | texts | batch | ours texts/s | PyTorch texts/s | ratio |",
             "|---|---|---|---|---|---|---|"]
   for row in result["encode"]:
     lines.append(f"| {row['dtype']} | {row['tokens_per_text']} | {row['texts']} | "
                  f"{row['batch_size']} | {row['ours_texts_per_s']:.1f} | "
-                 f"{row['st_texts_per_s']:.1f} | {row['ratio']:.2f} |")
+                 f"{_num(row['st_texts_per_s'])} | {_num(row['ratio'], '.2f')} |")
   return "\n".join(lines) + "\n"
 
 
@@ -315,7 +335,9 @@ def main(argv=None) -> int:
   if args.model:
     plan["model"] = args.model
   args.out.mkdir(parents=True, exist_ok=True)
-  env = dict(os.environ, PYTHONPATH=str(REPO), XLA_PYTHON_CLIENT_PREALLOCATE="false",
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                 p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+             XLA_PYTHON_CLIENT_PREALLOCATE="false",
              TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
   export_dir = args.out / f"export-{plan['model']}"
   local = args.dry_run
@@ -327,41 +349,51 @@ def main(argv=None) -> int:
       subprocess.run([sys.executable, "-m", "mlir_train.export", "--model", plan["model"],
                       "--out", str(export_dir)], cwd=REPO, env=env, check=True)
   started = time.perf_counter()
-  device = _subprocess({"kind": "device", "model": plan["model"], "n": plan["matmul_n"],
-                        "lengths": plan["encode_lengths"], "texts": plan["encode_texts"],
-                        "batch": plan["encode_batch"]}, env, local)
+  result = {"command": "python benchmarks/gpu_bench.py " + " ".join(
+                sys.argv[1:] if argv is None else argv),
+            "dry_run": args.dry_run, "plan": plan, "train": [], "encode": []}
+
+  def save():  # after every stage: a later failure or timeout keeps what was measured
+    result["wall_s"] = time.perf_counter() - started
+    (args.out / "gpu_bench.json").write_text(json.dumps(result, indent=2) + "\n")
+
+  device = result["device"] = _subprocess(
+      {"kind": "device", "model": plan["model"], "n": plan["matmul_n"],
+       "lengths": plan["encode_lengths"], "texts": plan["encode_texts"],
+       "batch": plan["encode_batch"]}, env, local)
+  if "error" in device:
+    save()
+    raise SystemExit(f"the device task failed: {device['error']}")
   print(f"device: {device['device_kind']}; matmul peak {device['matmul_peak_flops']}", flush=True)
-  st = _subprocess({"kind": "st", "export_dir": str(export_dir), "model": plan["model"],
-                    "plan": plan}, env, local)
-  train_rows = []
+  save()
+  st = result["st"] = _subprocess({"kind": "st", "export_dir": str(export_dir),
+                                   "model": plan["model"], "plan": plan}, env, local)
+  save()
   for dtype in ("bfloat16", "float32"):
     for cfg in plan["train"]:
       steps = cfg.get("steps", plan["steps"])
       ours = _subprocess({"kind": "train", "model": plan["model"], "dtype": dtype, "cfg": cfg,
                           "steps": steps}, env, local)
-      theirs = st["train"][f"{dtype}/{cfg['name']}"]
+      theirs = st.get("train", {}).get(f"{dtype}/{cfg['name']}", {"error": "not run"})
+      ok = "error" not in ours and "error" not in theirs
       row = {"dtype": dtype, "name": cfg["name"], "config": cfg, "ours": ours, "st": theirs,
-             "ratio": ours["pairs_per_s"] / theirs["pairs_per_s"],
-             "mfu": ours["achieved_flops"] / device["matmul_peak_flops"][dtype]}
-      print(f"train {dtype} {cfg['name']}: ours {ours['pairs_per_s']:.1f} pairs/s, "
-            f"PyTorch {theirs['pairs_per_s']:.1f}, MFU {row['mfu']:.1%}", flush=True)
-      train_rows.append(row)
-  encode_rows = []
+             "ratio": ours["pairs_per_s"] / theirs["pairs_per_s"] if ok else None,
+             "mfu": (ours["achieved_flops"] / device["matmul_peak_flops"][dtype]
+                     if "error" not in ours else None)}
+      print(f"train {dtype} {cfg['name']}: ours {ours.get('pairs_per_s', ours.get('error'))} "
+            f"pairs/s, PyTorch {theirs.get('pairs_per_s', theirs.get('error'))}", flush=True)
+      result["train"].append(row)
+      save()
   for dtype in ("bfloat16", "float32"):
     for ours in device["encode"][dtype]:
-      theirs = st["encode"][f"{dtype}/{ours['tokens_per_text']}"]
-      encode_rows.append({"dtype": dtype, "tokens_per_text": ours["tokens_per_text"],
-                          "texts": ours["texts"], "batch_size": ours["batch_size"],
-                          "ours_texts_per_s": ours["texts_per_s"],
-                          "st_texts_per_s": theirs["texts_per_s"],
-                          "ratio": ours["texts_per_s"] / theirs["texts_per_s"],
-                          "ours_first_call_s": ours["first_call_s"]})
-  result = {"command": "python benchmarks/gpu_bench.py " + " ".join(
-                sys.argv[1:] if argv is None else argv),
-            "dry_run": args.dry_run, "plan": plan, "device": device, "st": st,
-            "train": train_rows, "encode": encode_rows,
-            "wall_s": time.perf_counter() - started}
-  (args.out / "gpu_bench.json").write_text(json.dumps(result, indent=2) + "\n")
+      theirs = st.get("encode", {}).get(f"{dtype}/{ours['tokens_per_text']}")
+      result["encode"].append({
+          "dtype": dtype, "tokens_per_text": ours["tokens_per_text"], "texts": ours["texts"],
+          "batch_size": ours["batch_size"], "ours_texts_per_s": ours["texts_per_s"],
+          "st_texts_per_s": theirs["texts_per_s"] if theirs else None,
+          "ratio": ours["texts_per_s"] / theirs["texts_per_s"] if theirs else None,
+          "ours_first_call_s": ours["first_call_s"]})
+  save()
   md = report(result)
   (args.out / "gpu_bench.md").write_text(md)
   print(md)

@@ -5,7 +5,7 @@ every model evaluated on every benchmark whole (no document cap, 512 tokens).
 `bash benchmarks/gpu.sh OUT` runs it after the speed benchmark
 (`python -m replicate --preset gpu --fold A --out OUT/study`). Sized for about 6
 minutes on one H100 from estimates (not yet measured): training is short on a GPU
-(500 steps of batch 100 at an estimated 10-20 steps/s), so start-up, compilation
+(300 steps of batch 100 at an estimated 10-20 steps/s), so start-up, compilation
 (compiled once, then read from the persistent cache) and the 10 evaluations dominate.
 """
 import ml_collections
@@ -17,7 +17,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = smoke.get_config(arg)
   c.name = "gpu"
   c.seeds = (0, 1, 2)
-  c.train_overrides = dict(total_steps=500, warmup_steps=50, batch_size=100, learning_rate=2e-5,
+  c.train_overrides = dict(total_steps=300, warmup_steps=30, batch_size=100, learning_rate=2e-5,
                            max_query_len=64, max_passage_len=128, compute_dtype="bfloat16",
                            checkpoint_every_steps=100, log_every_steps=20,
                            validation_fraction=0.1, validation_every_steps=100,
@@ -28,7 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.eval_batch_size = 256
   c.eval_max_questions = None
   c.eval_max_documents = None
-  c.note = ("GPU RUN: 500 steps of batch 100 per run (50,000 pairs: about three passes over "
+  c.note = ("GPU RUN: 300 steps of batch 100 per run (30,000 pairs: nearly two passes over "
             "fold A's pairs), bfloat16 compute, 3 seeds, 10% of the question groups held out "
             "and the checkpoint with the lowest validation loss evaluated; every benchmark "
             "evaluated whole at 512 tokens.")
