@@ -2,8 +2,9 @@
 
 Texts are tokenised once, sorted by length (so each batch holds similar
 lengths), and each batch is padded to one of a few fixed lengths
-(`tokenization.DEFAULT_BUCKETS`, capped by `max_length`) and to a full
-`batch_size` rows. The forward pass therefore compiles at most once per bucket,
+(`default_buckets()`: fine steps on a CPU, where padding costs compute; ten
+coarse ones on a GPU or TPU, where each new shape costs seconds of
+compilation; capped by `max_length`) and to a full `batch_size` rows. The forward pass therefore compiles at most once per bucket,
 however many texts are encoded. Results come back in input order.
 """
 from __future__ import annotations
@@ -32,9 +33,16 @@ def model_max_length(model, max_length: int) -> int:
   return int(min(max_length, limit, tok_limit))
 
 
+def default_buckets() -> tuple[int, ...]:
+  """Padded lengths for the default backend (see the module docstring)."""
+  if jax.default_backend() == "cpu":
+    return tokenization.DEFAULT_BUCKETS
+  return tokenization.ACCELERATOR_BUCKETS
+
+
 def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
           max_length: int = 512, progress: bool = True,
-          buckets: Sequence[int] = tokenization.DEFAULT_BUCKETS,
+          buckets: Sequence[int] | None = None,
           stats: dict | None = None) -> np.ndarray:
   """Embed `texts` with `model` (a `models.LoadedModel`).
 
@@ -64,6 +72,7 @@ def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
   out = np.zeros((len(rows), model.config.hidden_size), np.float32)  # [N, hidden]
   if not rows:
     return out
+  buckets = default_buckets() if buckets is None else buckets
   lengths = [b for b in sorted(buckets) if b < max_length] + [max_length]
   order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # longest first
   pad_id = model.tokenizer.pad_token_id

@@ -187,3 +187,48 @@ def test_bad_workers_named(workers):
   queries, corpus = _integer_data(0, n_queries=4, n_docs=30)
   with pytest.raises(search.SearchError, match="workers"):
     search.top_k(queries, corpus, 3, workers=workers)
+
+
+def _backend_compiles(fn) -> int:
+  """How many XLA backend compilations `fn()` caused (jax.monitoring events)."""
+  events = []
+  listener = lambda name, *_, **__: events.append(name)  # noqa: E731
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    fn()
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  return sum(e == "/jax/core/compile/backend_compile_duration" for e in events)
+
+
+def test_similar_corpus_sizes_share_one_compiled_search():
+  """Each language's corpus has its own size (XQuAD-R: 1,167 to 1,276 candidates): a new
+  compilation per size cost a GPU seconds each. Sizes within one grid step reuse it, exactly."""
+  queries = _integer_data(7, n_queries=40, n_docs=8)[0]
+  targets = np.zeros((40, 2), np.int64)
+  targets[:, 1] = -1
+  first = True
+  for n_docs in (1167, 1222, 1276):
+    corpus = _integer_data(n_docs, n_queries=1, n_docs=n_docs)[1]
+
+    def search_both():
+      scores, indices = search.top_k(queries, corpus, 10, devices=jax.devices()[:1])
+      ranks = search.relevant_ranks(queries, corpus, targets, devices=jax.devices()[:1])
+      return scores, indices, ranks
+
+    out = {}
+    compiles = _backend_compiles(lambda: out.update(zip("sir", search_both())))
+    if not first:
+      assert compiles == 0, n_docs
+    first = False
+    want_scores, want_indices = _brute_force(queries, corpus, 10)
+    np.testing.assert_array_equal(out["i"], want_indices)
+    _, full = _brute_force(queries, corpus, n_docs)
+    np.testing.assert_array_equal(out["r"][:, 0], np.argsort(full, axis=1)[:, 0] + 1)
+
+
+@pytest.mark.parametrize("rows", [1, 7, 8, 9, 100, 852, 1167, 1276, 4000, 4097, 15392, 99999])
+def test_grid_rounds_up_by_less_than_an_eighth(rows):
+  g = search._grid(rows)
+  assert g >= rows and g % 8 == 0
+  assert g - rows < max(8, rows / 8)
