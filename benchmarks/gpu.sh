@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One-GPU benchmark and study in one command (about 10-14 minutes on one H100, estimated):
+# One-GPU benchmark and study in one command (not yet run whole: one H100 lease measured the
+# parts in benchmarks/results/gpu_h100/ and ran out of time; budget more than 10 minutes):
 #
 #   bash benchmarks/gpu.sh [OUT_DIR] [--dry-run]
 #

@@ -76,6 +76,13 @@ def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
   lengths = [b for b in sorted(buckets) if b < max_length] + [max_length]
   order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # longest first
   pad_id = model.tokenizer.pad_token_id
+  pending = None  # the previous batch, fetched once the next one is dispatched
+
+  def fetch():
+    idx, vectors = pending
+    out[idx] = np.asarray(vectors, np.float32)[:len(idx)]
+    bar.update(len(idx))
+
   with tqdm(total=len(rows), desc=f"embed {kind or 'text'}", unit="text",
             disable=not progress) as bar:
     for start in range(0, len(rows), batch_size):
@@ -85,8 +92,13 @@ def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
       batch += [batch[-1]] * (batch_size - len(batch))
       pad_to = tokenization.bucket_length(max(len(r) for r in batch), lengths)
       arrays = tokenization.pad(batch, pad_id, pad_to)  # [batch_size, pad_to] each
+      # Dispatch is asynchronous: the device runs this batch while the host fetches
+      # the previous one and pads the next (on a GPU, host and device overlap).
       vectors = _forward(model.module, model.params, arrays["input_ids"],
-                         arrays["attention_mask"])
-      out[idx] = np.asarray(vectors, np.float32)[:len(idx)]
-      bar.update(len(idx))
+                         arrays["attention_mask"])  # [batch_size, hidden]
+      if pending is not None:
+        fetch()
+      pending = (idx, vectors)
+    if pending is not None:
+      fetch()
   return out

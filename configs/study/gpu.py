@@ -3,10 +3,11 @@ seeds at the paper's batch of 100 (query / passage 64 / 128 tokens, bfloat16 com
 every model evaluated on every benchmark whole (no document cap, 512 tokens).
 
 `bash benchmarks/gpu.sh OUT` runs it after the speed benchmark
-(`python -m replicate --preset gpu --fold A --out OUT/study`). Sized for about 6
-minutes on one H100 from estimates (not yet measured): training is short on a GPU
-(300 steps of batch 100 at an estimated 10-20 steps/s), so start-up, compilation
-(compiled once, then read from the persistent cache) and the 10 evaluations dominate.
+(`python -m replicate --preset gpu --fold A --out OUT/study`). Not yet run whole: on one
+H100 (benchmarks/results/gpu_h100/) a training step at this size took 17.7 ms (300 steps:
+about 5 s per run), and the first evaluation was bound by compilation (5-7 s per new
+shape, since cut by coarse encode buckets and shared search shapes), so start-up,
+compilation and the 10 evaluations dominate.
 """
 import ml_collections
 
