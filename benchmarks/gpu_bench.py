@@ -140,8 +140,12 @@ def ours_encode(model_name: str, dtype: str, lengths, n_texts: int, batch: int) 
   return out
 
 
-def st_side(export_dir: str, model_name: str, plan: dict) -> dict:
-  """sentence-transformers: every training configuration and the encoding runs, one process."""
+def st_side(export_dir: str, model_name: str, plan: dict, partial: str | None = None) -> dict:
+  """sentence-transformers: every training configuration and the encoding runs, one process.
+
+  After each measurement the results so far go to `partial` (a JSON path), so a stage
+  stopped by --stage_timeout still reports what it measured.
+  """
   import numpy as np
   import torch
   import sentence_transformers
@@ -157,6 +161,12 @@ def st_side(export_dir: str, model_name: str, plan: dict) -> dict:
              "torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__,
              "float32_matmul_precision": torch.get_float32_matmul_precision(),
              "train": {}, "encode": {}}
+  begun = time.perf_counter()
+
+  def record(what: str) -> None:
+    print(f"[PyTorch {time.perf_counter() - begun:6.1f} s] {what}", file=sys.stderr, flush=True)
+    if partial:
+      pathlib.Path(partial).write_text(json.dumps(results))
 
   def sync():
     if cuda:
@@ -221,6 +231,8 @@ def st_side(export_dir: str, model_name: str, plan: dict) -> dict:
             "final_loss": float(loss), "peak_memory_bytes": peak_memory()}
       except RuntimeError as e:  # out of memory, say: reported, the other configurations run
         results["train"][f"{dtype}/{cfg['name']}"] = {"error": str(e)[-500:]}
+      key = f"{dtype}/{cfg['name']}"
+      record(f"train {key}: {results['train'][key]}")
       del model, loss_model, optimizer
       reset_memory()
 
@@ -234,23 +246,38 @@ def st_side(export_dir: str, model_name: str, plan: dict) -> dict:
       results["encode"][f"{dtype}/{length}"] = {
           "texts_per_s": len(texts) / best_time(
               lambda: model.encode(texts, prompt_name="query", batch_size=batch), 2)}
+      record(f"encode {dtype} {length} tokens: {results['encode'][f'{dtype}/{length}']}")
   return results
 
 
 # -- the driver -----------------------------------------------------------------
 
 
-def _subprocess(task: dict, env: dict, in_process: bool = False) -> dict:
+def _subprocess(task: dict, env: dict, in_process: bool = False,
+                timeout: float | None = None) -> dict:
+  """Runs one task in a fresh process; its stderr streams to ours (progress shows live).
+
+  A failure (say, out of memory) or a stage past `timeout` seconds is reported as
+  {"error": ...}, not fatal to the other stages; a task that writes partial results
+  (task["partial"]) returns those with the error.
+  """
   if in_process:  # dry run: no process starts (peak memory is then not per configuration)
     return json.loads(json.dumps(run_task(task)))
   argv = [sys.executable, __file__, "--task", json.dumps(task)]
-  done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True)
-  if done.returncode or "RESULT " not in done.stdout:
-    # One failed configuration (say, out of memory) is reported, not fatal to the rest.
-    print(f"task {task['kind']} failed (exit {done.returncode}):\n{done.stderr[-3000:]}",
-          file=sys.stderr, flush=True)
-    return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1][-500:]}
-  return json.loads(done.stdout.split("RESULT ", 1)[1].splitlines()[0])
+  begun = time.perf_counter()
+  try:
+    done = subprocess.run(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True,
+                          timeout=timeout)
+    error = None if done.returncode == 0 and "RESULT " in done.stdout else (
+        f"exit status {done.returncode} (its stderr is in the log above)")
+  except subprocess.TimeoutExpired:
+    error = f"stopped by --stage_timeout after {timeout:.0f} s"
+  print(f"task {task['kind']}: {error or 'done'} in {time.perf_counter() - begun:.1f} s",
+        file=sys.stderr, flush=True)
+  if error is None:
+    return json.loads(done.stdout.split("RESULT ", 1)[1].splitlines()[0])
+  partial = pathlib.Path(task.get("partial") or "/nonexistent")
+  return dict(json.loads(partial.read_text()) if partial.exists() else {}, error=error)
 
 
 def run_task(task: dict) -> dict:
@@ -265,7 +292,7 @@ def run_task(task: dict) -> dict:
   if kind == "train":
     return ours_train(task["model"], task["dtype"], task["cfg"], task["steps"])
   if kind == "st":
-    return st_side(task["export_dir"], task["model"], task["plan"])
+    return st_side(task["export_dir"], task["model"], task["plan"], task.get("partial"))
   raise ValueError(kind)
 
 
@@ -301,8 +328,10 @@ def report(result: dict) -> str:
                  f"{_gib(theirs.get('peak_memory_bytes'))} |")
   errors = [f"{row['dtype']} {row['name']} ({side}): {row[side]['error']}"
             for row in result["train"] for side in ("ours", "st") if "error" in row[side]]
+  errors += [f"{stage} stage: {result[stage]['error']}" for stage in ("device", "st")
+             if "error" in result.get(stage, {})]
   if errors:
-    lines += ["", "Failed configurations:", ""] + [f"- {e}" for e in errors]
+    lines += ["", "Failed or stopped:", ""] + [f"- {e}" for e in errors]
   lines += ["", "MFU = transformer-layer matmul FLOPs of a training step (3x forward; GradCache "
             "recomputes the forward, not counted) / time / measured peak of the same dtype. "
             "PyTorch bfloat16 = torch.autocast; float32 on both sides uses TF32 tensor-core "
@@ -325,6 +354,9 @@ def main(argv=None) -> int:
   parser.add_argument("--dry-run", action="store_true",
                       help="tiny random model, 2 steps, small sizes: checks the script on a CPU")
   parser.add_argument("--model", default=None, help="override the model (default e5-small)")
+  parser.add_argument("--stage_timeout", type=float, default=None,
+                      help="seconds per stage (one process each); a stage past it is "
+                           "reported as stopped, with what it measured, and the rest run")
   parser.add_argument("--task", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.task:
@@ -360,20 +392,22 @@ def main(argv=None) -> int:
   device = result["device"] = _subprocess(
       {"kind": "device", "model": plan["model"], "n": plan["matmul_n"],
        "lengths": plan["encode_lengths"], "texts": plan["encode_texts"],
-       "batch": plan["encode_batch"]}, env, local)
+       "batch": plan["encode_batch"]}, env, local, args.stage_timeout)
   if "error" in device:
     save()
     raise SystemExit(f"the device task failed: {device['error']}")
   print(f"device: {device['device_kind']}; matmul peak {device['matmul_peak_flops']}", flush=True)
   save()
   st = result["st"] = _subprocess({"kind": "st", "export_dir": str(export_dir),
-                                   "model": plan["model"], "plan": plan}, env, local)
+                                   "model": plan["model"], "plan": plan,
+                                   "partial": str(args.out / "st_partial.json")},
+                                  env, local, args.stage_timeout)
   save()
   for dtype in ("bfloat16", "float32"):
     for cfg in plan["train"]:
       steps = cfg.get("steps", plan["steps"])
       ours = _subprocess({"kind": "train", "model": plan["model"], "dtype": dtype, "cfg": cfg,
-                          "steps": steps}, env, local)
+                          "steps": steps}, env, local, args.stage_timeout)
       theirs = st.get("train", {}).get(f"{dtype}/{cfg['name']}", {"error": "not run"})
       ok = "error" not in ours and "error" not in theirs
       row = {"dtype": dtype, "name": cfg["name"], "config": cfg, "ours": ours, "st": theirs,

@@ -118,3 +118,20 @@ def test_gpu_script_refuses_without_model_file(tmp_path):
   proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), str(tmp_path / "out")],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
   assert proc.returncode == 2 and "MLIR_E5_SMALL_FILE" in proc.stderr
+
+
+def test_stopped_stage_reports_what_it_measured(tmp_path):
+  """--stage_timeout: a stage killed part-way returns its partial results with the reason,
+  and the report lists it instead of failing (one lease ran out inside the PyTorch stage)."""
+  sys.path.insert(0, str(REPO / "benchmarks"))
+  import gpu_bench
+  partial = tmp_path / "st_partial.json"
+  partial.write_text(json.dumps({"train": {"bfloat16/batch 8": {"pairs_per_s": 5.0}},
+                                 "encode": {}}))
+  got = gpu_bench._subprocess({"kind": "st", "partial": str(partial)}, dict(os.environ),
+                              timeout=0.01)
+  assert got["train"] == {"bfloat16/batch 8": {"pairs_per_s": 5.0}}
+  assert "stage_timeout" in got["error"]
+  missing = gpu_bench._subprocess({"kind": "st", "partial": str(tmp_path / "none.json")},
+                                  dict(os.environ), timeout=0.01)
+  assert set(missing) == {"error"}
