@@ -364,7 +364,11 @@ def save_hf_dir(out_dir: str | os.PathLike, config: encoder_lib.EncoderConfig, p
     (out / rel).parent.mkdir(parents=True, exist_ok=True)
     (out / rel).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
-  write_json("config.json", hf_config_dict(config))
+  import transformers
+  # transformers_version, as every Hugging Face config carries: without it transformers
+  # 5.x takes a local directory for a Mistral tokenizer and warns of a wrong regex.
+  write_json("config.json", {**hf_config_dict(config),
+                             "transformers_version": transformers.__version__})
   state = to_state_dict(config, params)
   save_file(state, str(out / SAFETENSORS), metadata={"format": "pt"})
   umask = os.umask(0)

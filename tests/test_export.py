@@ -52,6 +52,10 @@ def test_round_trip_through_export_cli(tmp_path, style):
   # The sentence-transformers pooling follows the config.
   pooling = json.loads((second / "1_Pooling" / "config.json").read_text())
   assert pooling["pooling_mode_cls_token"] == (tiny.config.pooling == "cls")
+  # as every Hugging Face config (without it transformers 5.17 warns of a Mistral regex)
+  import transformers
+  config = json.loads((second / "config.json").read_text())
+  assert config["transformers_version"] == transformers.__version__
   st = SentenceTransformer(str(second), device="cpu")
   np.testing.assert_allclose(st.encode(text, prompt_name="query"),
                              encode.embed(tiny, text, "query", progress=False), atol=2e-5)
