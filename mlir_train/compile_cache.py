@@ -36,17 +36,20 @@ def enable(directory: str | os.PathLike | None = None,
   if os.environ.get("MLIR_COMPILATION_CACHE", "1").strip().lower() in ("0", "false", "off"):
     return None
   if directory is None and os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-    return pathlib.Path(os.environ["JAX_COMPILATION_CACHE_DIR"])
-  path = pathlib.Path(directory) if directory is not None else cache_dir()
-  try:
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-  except OSError as e:
-    logging.warning("compilation cache off: cannot create %s (%s)", path, e.strerror)
-    return None
+    path = pathlib.Path(os.environ["JAX_COMPILATION_CACHE_DIR"])  # jax reads it itself
+  else:
+    path = pathlib.Path(directory) if directory is not None else cache_dir()
+    try:
+      path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as e:
+      logging.warning("compilation cache off: cannot create %s (%s)", path, e.strerror)
+      return None
+    jax.config.update("jax_compilation_cache_dir", str(path))
+  # The thresholds apply wherever the directory came from (jax's own default, 1 s,
+  # would leave out most programs a CPU compiles).
   if min_compile_time_secs is None:
     min_compile_time_secs = float(os.environ.get("MLIR_COMPILE_CACHE_MIN_SECS",
                                                  DEFAULT_MIN_COMPILE_SECS))
-  jax.config.update("jax_compilation_cache_dir", str(path))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", float(min_compile_time_secs))
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
   return path

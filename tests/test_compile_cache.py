@@ -115,3 +115,21 @@ def test_tiny_training_compiles_once(tmp_path):
   assert first["hits"] == 0 and first["compiles"] > 0
   assert second["hits"] >= first["compiles"] // 2
   assert second["compile_s"] < 0.5 * first["compile_s"]
+
+
+def test_thresholds_apply_when_jax_env_names_the_directory(tmp_path, monkeypatch):
+  """$JAX_COMPILATION_CACHE_DIR picks the directory, not the thresholds: with jax's own 1 s
+  minimum most programs a CPU compiles (0.02-0.9 s each) were never written."""
+  import jax
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path))
+  monkeypatch.setenv("MLIR_COMPILE_CACHE_MIN_SECS", "0.25")
+  monkeypatch.delenv("MLIR_COMPILATION_CACHE", raising=False)
+  names = ("jax_persistent_cache_min_compile_time_secs", "jax_persistent_cache_min_entry_size_bytes")
+  before = {n: getattr(jax.config, n) for n in names}
+  try:
+    assert compile_cache.enable() == tmp_path
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == 0.25
+    assert jax.config.jax_persistent_cache_min_entry_size_bytes == 0
+  finally:
+    for n, v in before.items():
+      jax.config.update(n, v)
