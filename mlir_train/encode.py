@@ -4,8 +4,9 @@ Texts are tokenised once, sorted by length (so each batch holds similar
 lengths), and each batch is padded to one of a few fixed lengths
 (`default_buckets()`: fine steps on a CPU, where padding costs compute; ten
 coarse ones on a GPU or TPU, where each new shape costs seconds of
-compilation; capped by `max_length`) and to a full `batch_size` rows. The forward pass therefore compiles at most once per bucket,
-however many texts are encoded. Results come back in input order.
+compilation; capped by `max_length`) and to a full `batch_size` rows. The
+forward pass therefore compiles at most once per bucket, however many texts
+are encoded. Results come back in input order.
 """
 from __future__ import annotations
 
