@@ -97,6 +97,12 @@ def _numpy_top_k(queries, corpus, k, block=256):
   return indices
 
 
+def search_defaults(platforms: str) -> tuple[int, int]:
+  """eval.search's (chunk_size, query_block) defaults on the first of these JAX platforms."""
+  from eval import search
+  return search.DEFAULT_SHAPES["cpu" if platforms.split(",")[0] in ("cpu", "") else "other"]
+
+
 def _search_options(args) -> dict:
   return dict(chunk_size=args.chunk_size, query_block=args.query_block,
               stream_rows=args.stream_rows, workers=args.workers or None)
@@ -259,8 +265,10 @@ def main(argv=None) -> None:
   parser.add_argument("--queries", type=int, default=10_000, help="query vectors")
   parser.add_argument("--dim", type=int, default=384)
   parser.add_argument("--k", type=int, default=100)
-  parser.add_argument("--chunk_size", type=int, default=16384, help="eval.search corpus chunk")
-  parser.add_argument("--query_block", type=int, default=512, help="eval.search query block")
+  parser.add_argument("--chunk_size", type=int, default=None,
+                      help="eval.search corpus chunk (default: the library's for the platform)")
+  parser.add_argument("--query_block", type=int, default=None,
+                      help="eval.search query block (default: the library's)")
   parser.add_argument("--stream_rows", type=int, default=65536, help="eval.search host chunk")
   parser.add_argument("--workers", type=int, default=0,
                       help="eval.search host threads searching query blocks (0: one per CPU core)")
@@ -278,6 +286,10 @@ def main(argv=None) -> None:
   parser.add_argument("--corpus_file", help=argparse.SUPPRESS)
   parser.add_argument("--indices_out", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
+  # the children run on JAX_PLATFORMS (default cpu): the library's default shapes there
+  default = search_defaults(os.environ.get("JAX_PLATFORMS", "cpu"))
+  args.chunk_size = args.chunk_size or default[0]
+  args.query_block = args.query_block or default[1]
   if args.method:
     print(json.dumps(child(args)))
     return

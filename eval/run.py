@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 from configs import split_list
 from data_pipelines import readers
 from data_pipelines.errors import ProjectError
-from eval import benchmarks, protocols, report
+from eval import benchmarks, protocols, report, search
 from mlir_train import config_validation
 
 log = logging.getLogger(__name__)
@@ -178,8 +178,8 @@ def _json_safe(value):
 def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = None, data_dir=None,
              batch_size: int = 64, max_length: int = 512, progress: bool = True,
              out: str | os.PathLike | None = None, strict: bool = False,
-             miracl_corpus: str | None = None, chunk_size: int = 4096,
-             query_block: int = 512, per_query: bool = False,
+             miracl_corpus: str | None = None, chunk_size: int | None = None,
+             query_block: int | None = None, per_query: bool = False,
              max_questions: int | None = None, max_documents: int | None = None,
              split: str | None = None,
              files: str | Mapping[str, Sequence[str]] | None = None) -> dict:
@@ -233,6 +233,7 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
   encoded, encode_seconds, truncation = encode_sets(model, sets, batch_size, max_length, progress)
   encoded_at = time.perf_counter()
   protocol = bench.protocol
+  chunk_size, query_block = search.resolve_shapes(chunk_size, query_block)
   result = protocol(encoded, search_options={"chunk_size": chunk_size, "query_block": query_block})
   per_query_values = result.pop("per_query", None)
   finished = time.perf_counter()
@@ -304,8 +305,9 @@ def _main(argv=None) -> None:
   parser.add_argument("--batch_size", type=int, default=64, help="texts per encoder call")
   parser.add_argument("--max_length", type=int, default=512,
                       help="tokens per text incl. prefix; longer texts are truncated")
-  parser.add_argument("--chunk_size", type=int, default=4096,
-                      help="corpus rows scored at once per device (bounds search memory)")
+  parser.add_argument("--chunk_size", type=int, default=None,
+                      help="corpus rows scored at once per device (bounds search memory; "
+                           "default 2048 on CPU, 4096 on GPU/TPU)")
   parser.add_argument("--strict", action="store_true",
                       help="fail on the first unusable data record instead of logging it")
   parser.add_argument("--miracl_corpus", default=None,

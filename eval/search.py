@@ -232,6 +232,56 @@ def _select(s, index, threshold, kp):
   return top, jnp.take(index, where)
 
 
+FEW = (8, 16, 32)  # candidate counts of `_select_few`, tried before the full `_select`
+
+
+def _select_few(s, index, threshold, m, kp):
+  """`_select` for a chunk where no row has more than m scores above `threshold`.
+
+  Then the m groups with the highest maxima hold every such score, and the m
+  best of their members are all of them: two `top_k` calls with k = m instead
+  of kp (XLA's CPU `top_k` costs grow with k). Padded to kp with -inf.
+  """
+  qb, c = s.shape
+  if c % GROUP or c // GROUP < m:
+    top, pos = jax.lax.top_k(jnp.where(s > threshold[:, None], s, -jnp.inf), m)
+    where = pos
+  else:
+    groups = s.reshape(qb, c // GROUP, GROUP)  # [Qb, C / GROUP, GROUP]
+    maxima = groups.max(axis=2)
+    _, group = jax.lax.top_k(jnp.where(maxima > threshold[:, None], maxima, -jnp.inf), m)
+    group = jnp.sort(group, axis=1)  # corpus order: ties by lower index
+    members = jnp.take_along_axis(groups, group[:, :, None], axis=1).reshape(qb, m * GROUP)
+    top, pos = jax.lax.top_k(jnp.where(members > threshold[:, None], members, -jnp.inf), m)
+    where = jnp.take_along_axis(group, pos // GROUP, axis=1) * GROUP + pos % GROUP
+  pad = ((0, 0), (0, kp - m))
+  return (jnp.pad(top, pad, constant_values=-jnp.inf),
+          jnp.pad(jnp.take(index, where), pad, constant_values=_NO_INDEX))
+
+
+def _update(best, s, index, threshold, tiered: bool):
+  """The running best [Qb, kp] x2 merged with a chunk's scores s [Qb, C] above `threshold`.
+
+  tiered (CPU): most chunks after the first few hold few scores above the
+  running k-th, so the work is chosen by the largest such count n in the block:
+  nothing (n = 0), `_select_few` (n <= m for m in FEW), or the full `_select`.
+  Elsewhere always the full `_select` (a GPU reads a conditional's branch
+  index back to the host at every step).
+  """
+  kp, c = best[0].shape[1], s.shape[1]
+  if not tiered:
+    return _bitonic_merge(*best, *_select(s, index, threshold, kp))
+  n = jnp.max(jnp.sum(s > threshold[:, None], axis=1, dtype=jnp.int32))
+  few = [m for m in FEW if m < min(kp, c)]
+  branches = [lambda best, s, index, threshold: best]
+  branches += [functools.partial(lambda best, s, index, threshold, m: _bitonic_merge(
+      *best, *_select_few(s, index, threshold, m, kp)), m=m) for m in few]
+  branches.append(lambda best, s, index, threshold: _bitonic_merge(
+      *best, *_select(s, index, threshold, kp)))
+  which = jnp.searchsorted(jnp.asarray([0] + few, jnp.int32), n, side="left")
+  return jax.lax.switch(which, branches, best, s, index, threshold)
+
+
 def _merge(best_scores, best_index, scores, index, k):
   """Top k of the running best followed by new candidates (all of higher index)."""
   top, pos = jax.lax.top_k(jnp.concatenate([best_scores, scores], axis=1), k)
@@ -240,7 +290,7 @@ def _merge(best_scores, best_index, scores, index, k):
 
 
 @functools.lru_cache(maxsize=32)
-def _top_k_fn(mesh: Mesh, k: int, chunk: int):
+def _top_k_fn(mesh: Mesh, k: int, chunk: int, tiered: bool):
   """Compiled merge of one host chunk into a query block's running top k.
 
   (best_scores [Qb, k], best_index [Qb, k], queries [Qb, D], host chunk [R, D]
@@ -260,8 +310,7 @@ def _top_k_fn(mesh: Mesh, k: int, chunk: int):
       s, index = _chunk_scores(q, block, start, n_valid)  # [Qb, chunk]
       # the chunk's own best above the running k-th score, then a bitonic merge
       # (PROFILE.md, section 3)
-      new = _select(s, index, best[0][:, kk - 1], kp)  # [Qb, kp] each
-      return _bitonic_merge(*best, *new), None
+      return _update(best, s, index, best[0][:, kk - 1], tiered), None
 
     (scores, index), _ = jax.lax.scan(step, init, (blocks, starts))
     return scores[:, :kk], index[:, :kk]  # [Qb, kk] local to this shard
@@ -345,8 +394,14 @@ def _device_chunks(corpus: np.ndarray, mesh: Mesh, rows: int):
 
 
 def _query_blocks(queries: np.ndarray, query_block: int):
-  """Yields (start, stop, padded block [query_block, D]) with one fixed shape."""
-  block = min(query_block, queries.shape[0])
+  """Yields (start, stop, padded block [B, D]) with one fixed shape B <= query_block.
+
+  The queries are split evenly and B is rounded up to `_grid` (1,190 queries in
+  blocks of at most 512: three of 416 rows, not two of 512 and one of 166 padded
+  to 512). The blocks do not depend on the number of workers.
+  """
+  q = queries.shape[0]
+  block = min(query_block, _grid(math.ceil(q / math.ceil(q / query_block))))
   for start in range(0, queries.shape[0], block):
     stop = min(start + block, queries.shape[0])
     padded = np.zeros((block, queries.shape[1]), np.float32)
@@ -367,9 +422,34 @@ def _workers(mesh: Mesh, workers: int | None) -> int:
   return workers
 
 
+def _on_cpu(mesh: Mesh) -> bool:
+  return mesh.devices.flat[0].platform == "cpu"
+
+
+# (chunk_size, query_block) when not given: on CPU, [512, 384] x [384, 2048] score blocks stay
+# in cache (PROFILE.md, section 7); accelerators want fewer, larger steps.
+DEFAULT_SHAPES = {"cpu": (2048, 512), "other": (4096, 512)}
+
+
+def resolve_shapes(chunk_size: int | None = None, query_block: int | None = None,
+                   devices=None) -> tuple[int, int]:
+  """(chunk_size, query_block) that `top_k` and `relevant_ranks` use on these devices."""
+  return _shapes(_mesh(devices), chunk_size, query_block)
+
+
+def _shapes(mesh: Mesh, chunk_size: int | None, query_block: int | None) -> tuple[int, int]:
+  default = DEFAULT_SHAPES["cpu" if _on_cpu(mesh) else "other"]
+  chunk_size = default[0] if chunk_size is None else chunk_size
+  query_block = default[1] if query_block is None else query_block
+  for name, value in (("chunk_size", chunk_size), ("query_block", query_block)):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      raise SearchError(f"{name} must be a positive integer or None, got {value!r}")
+  return chunk_size, query_block
+
+
 def _default_workers(mesh: Mesh) -> int:
   """One thread per CPU core for CPU devices (XLA's CPU top_k is single-threaded), else 1."""
-  if mesh.devices.flat[0].platform != "cpu":
+  if not _on_cpu(mesh):
     return 1
   return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
              else (os.cpu_count() or 1))
@@ -396,7 +476,7 @@ def _check(queries, corpus):
   return queries, corpus
 
 
-def top_k(queries, corpus, k: int, chunk_size: int = 4096, query_block: int = 512,
+def top_k(queries, corpus, k: int, chunk_size: int | None = None, query_block: int | None = None,
           devices=None, stream_rows: int = DEFAULT_STREAM_ROWS, workers: int | None = None
           ) -> tuple[np.ndarray, np.ndarray]:
   """Exact top-k by inner product, the corpus streamed from host memory.
@@ -406,9 +486,10 @@ def top_k(queries, corpus, k: int, chunk_size: int = 4096, query_block: int = 51
     corpus: [N, D] float array: a numpy array, or an `np.memmap` (read one
       host chunk at a time; never loaded whole).
     k: results per query, 1 <= k <= N.
-    chunk_size: corpus rows scored at once per device (memory bound).
-    query_block: queries scored at once (one compiled shape); blocks are what
-      the workers share out.
+    chunk_size: corpus rows scored at once per device (memory bound; default
+      2,048 on CPU, 4,096 elsewhere: `DEFAULT_SHAPES`).
+    query_block: at most this many queries scored at once (one compiled shape;
+      default 512); blocks are what the workers share out.
     devices: devices to shard the corpus over (default: all).
     stream_rows: corpus rows put on the devices at a time (host memory bound).
     workers: host threads searching query blocks concurrently (default: one per
@@ -421,8 +502,9 @@ def top_k(queries, corpus, k: int, chunk_size: int = 4096, query_block: int = 51
   if not 1 <= k <= corpus.shape[0]:
     raise SearchError(f"k={k} must be between 1 and the corpus size {corpus.shape[0]}")
   mesh = _mesh(devices)
+  chunk_size, query_block = _shapes(mesh, chunk_size, query_block)
   chunk, _, rows = _stream_layout(corpus.shape[0], mesh.size, chunk_size, stream_rows)
-  search = _top_k_fn(mesh, k, chunk)
+  search = _top_k_fn(mesh, k, chunk, _on_cpu(mesh))
   n_valid = np.int32(corpus.shape[0])
   workers = _workers(mesh, workers)
   blocks = list(_query_blocks(queries, query_block))
@@ -443,7 +525,8 @@ def top_k(queries, corpus, k: int, chunk_size: int = 4096, query_block: int = 51
   return scores, indices
 
 
-def relevant_ranks(queries, corpus, targets, chunk_size: int = 4096, query_block: int = 512,
+def relevant_ranks(queries, corpus, targets, chunk_size: int | None = None,
+                   query_block: int | None = None,
                    devices=None, stream_rows: int = DEFAULT_STREAM_ROWS,
                    workers: int | None = None) -> np.ndarray:
   """1-based ranks of chosen corpus items in each query's full ranking.
@@ -466,6 +549,7 @@ def relevant_ranks(queries, corpus, targets, chunk_size: int = 4096, query_block
   if targets.shape[1] == 0:
     return ranks
   mesh = _mesh(devices)
+  chunk_size, query_block = _shapes(mesh, chunk_size, query_block)
   chunk, _, rows = _stream_layout(corpus.shape[0], mesh.size, chunk_size, stream_rows)
   find, count = _ranks_fns(mesh, chunk)
   n_valid = np.int32(corpus.shape[0])

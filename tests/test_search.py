@@ -232,3 +232,63 @@ def test_grid_rounds_up_by_less_than_an_eighth(rows):
   g = search._grid(rows)
   assert g >= rows and g % 8 == 0
   assert g - rows < max(8, rows / 8)
+
+
+@pytest.mark.parametrize("above,tier", [(0, 0), (1, 1), (8, 1), (9, 2), (16, 2), (17, 3), (32, 3),
+                                        (33, 4), (200, 4)])
+@pytest.mark.parametrize("kk", [100, 128])
+def test_tiered_update_equals_sorting_the_union(above, tier, kk):
+  """`_update`'s CPU tiers (nothing, `_select_few` for m = 8, 16, 32, the full `_select`)
+  against a numpy lexsort of the running list and the chunk, with many ties.
+
+  Each row's threshold (its running kk-th score) is placed so that at most `above`
+  of the chunk's scores beat it; `tier` is the branch that count must choose.
+  """
+  assert search.FEW == (8, 16, 32)
+  rng = np.random.default_rng(above + kk)
+  qb, c, kp = 6, 2048, 128
+  s = (rng.integers(0, 400, size=(qb, c)) / 4).astype(np.float32)  # ties within and across groups
+  s[0] = rng.permutation(c) / 8  # one row without ties: its count is exactly `above`
+  index = np.arange(c, dtype=np.int32) + 5000  # all after the running list's indices
+  cut = -np.sort(-s, axis=1)[:, above] if above < c else np.full(qb, -np.inf, np.float32)
+  n = (s > cut[:, None]).sum(1).max()  # ties at the cut: n <= above
+  assert n == above
+  assert int(np.searchsorted([0, 8, 16, 32], n, side="left")) == tier
+  # running list: kp best-first entries, its kk-th equal to the cut, indices < 5000
+  held = np.concatenate([np.sort(rng.uniform(cut[:, None], 300, (qb, kk - 1)), 1)[:, ::-1],
+                         cut[:, None], np.sort(rng.uniform(-50, cut[:, None], (qb, kp - kk)), 1)[
+                             :, ::-1]], 1).astype(np.float32)
+  held[:, kk - 1] = cut
+  held_index = np.tile(np.arange(kp, dtype=np.int32) * 7, (qb, 1))
+  got_s, got_i = search._update((held, held_index), s, index, cut.astype(np.float32), True)
+  all_s = np.concatenate([held, s], 1)
+  all_i = np.concatenate([held_index, np.broadcast_to(index, s.shape)], 1)
+  order = np.lexsort((all_i, -all_s), axis=-1)[:, :kk]
+  np.testing.assert_array_equal(np.asarray(got_s)[:, :kk], np.take_along_axis(all_s, order, 1))
+  np.testing.assert_array_equal(np.asarray(got_i)[:, :kk], np.take_along_axis(all_i, order, 1))
+  # the untiered path (GPU/TPU) agrees
+  full_s, full_i = search._update((held, held_index), s, index, cut.astype(np.float32), False)
+  np.testing.assert_array_equal(np.asarray(full_i)[:, :kk], np.asarray(got_i)[:, :kk])
+
+
+def test_query_blocks_split_evenly():
+  """1,190 queries in blocks of at most 512: three blocks of 416 covering every row once."""
+  queries = np.arange(1190 * 2, dtype=np.float32).reshape(1190, 2)
+  blocks = list(search._query_blocks(queries, 512))
+  assert [b.shape[0] for _, _, b in blocks] == [416] * 3
+  got = np.concatenate([b[:stop - start] for start, stop, b in blocks])
+  np.testing.assert_array_equal(got, queries)
+  assert [b.shape[0] for _, _, b in search._query_blocks(queries[:300], 512)] == [320]
+  assert [b.shape[0] for _, _, b in search._query_blocks(queries[:1024], 512)] == [512] * 2
+
+
+def test_select_few_breaks_ties_by_index_across_groups():
+  """Two tied scores in groups whose maxima rank them the other way round."""
+  g = search.GROUP
+  s = np.full((1, 40 * g), -1.0, np.float32)
+  s[0, 0], s[0, 1] = 5.0, 3.0        # group 0: maximum 5, a 3 at index 1
+  s[0, g], s[0, g + 1] = 9.0, 3.0    # group 1: maximum 9, a 3 at index g + 1
+  index = np.arange(40 * g, dtype=np.int32) + 1000
+  top, idx = search._select_few(s, index, np.full((1,), 0.0, np.float32), m=8, kp=16)
+  np.testing.assert_array_equal(np.asarray(idx)[0, :4], [1000 + g, 1000, 1001, 1001 + g])
+  np.testing.assert_array_equal(np.asarray(top)[0], [9.0, 5.0, 3.0, 3.0] + [-np.inf] * 12)
