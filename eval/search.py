@@ -276,12 +276,14 @@ def _update(best, s, index, threshold, tiered: bool):
     return _bitonic_merge(*best, *_select(s, index, threshold, kp))
   n = jnp.max(jnp.sum(s > threshold[:, None], axis=1, dtype=jnp.int32))
   few = [m for m in FEW if m < min(kp, c)]
-  branches = [lambda best, s, index, threshold: best]
-  branches += [functools.partial(lambda best, s, index, threshold, m: _bitonic_merge(
-      *best, *_select_few(s, index, threshold, m, kp)), m=m) for m in few]
-  branches.append(lambda best, s, index, threshold: _bitonic_merge(
-      *best, *_select(s, index, threshold, kp)))
-  which = jnp.searchsorted(jnp.asarray([0] + few, jnp.int32), n, side="left")
+
+  def merge_with(select):
+    return lambda best, s, index, threshold: _bitonic_merge(*best, *select(s, index, threshold))
+
+  branches = [lambda best, *_: best]
+  branches += [merge_with(functools.partial(_select_few, m=m, kp=kp)) for m in few]
+  branches.append(merge_with(functools.partial(_select, kp=kp)))
+  which = jnp.searchsorted(jnp.asarray([0] + few, jnp.int32), n, side="left")  # branch
   return jax.lax.switch(which, branches, best, s, index, threshold)
 
 

@@ -292,3 +292,12 @@ def test_select_few_breaks_ties_by_index_across_groups():
   top, idx = search._select_few(s, index, np.full((1,), 0.0, np.float32), m=8, kp=16)
   np.testing.assert_array_equal(np.asarray(idx)[0, :4], [1000 + g, 1000, 1001, 1001 + g])
   np.testing.assert_array_equal(np.asarray(top)[0], [9.0, 5.0, 3.0, 3.0] + [-np.inf] * 12)
+
+
+def test_default_shapes_and_bad_shapes_named():
+  assert search.resolve_shapes() == search.DEFAULT_SHAPES["cpu"]
+  assert search.resolve_shapes(4096, 64) == (4096, 64)
+  queries, corpus = _integer_data(0, n_queries=4, n_docs=30)
+  for bad in ({"chunk_size": 0}, {"query_block": -1}, {"chunk_size": 2.5}):
+    with pytest.raises(search.SearchError, match=next(iter(bad))):
+      search.top_k(queries, corpus, 3, **bad)
