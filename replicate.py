@@ -400,7 +400,7 @@ def _main(argv=None) -> dict:
                            "2-core CPU, pipeline check only; quick: 3 seeds on a 2-core CPU, "
                            "full XQuAD-R (about 2 h); robust: quick's hybrid runs + WiSE-FT and L2-SP (reuses "
                            "a finished quick study in the same --out); gpu: the three strategies, 3 "
-                           "seeds at batch 100, everything evaluated whole, minutes on one GPU "
+                           "seeds at batch 100, evaluated as quick is, minutes on one GPU "
                            "(benchmarks/gpu.sh runs it); full: alpha sweep + mixed + "
                            "the robustness arm, 5 seeds, a few GPU hours")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

