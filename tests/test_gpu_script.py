@@ -175,3 +175,22 @@ def test_report_of_a_stopped_run(tmp_path):
   assert "bfloat16 batch 16 GradCache 8;" in md and "float32 batch 16 GradCache 8." in md
   assert "| bfloat16 | 16 | 16 | 8 | 100.0 | 50.0 | 2.00 |" in md
   assert "| float32 | 16 | 16 | 8 | 60.0 | 40.0 | 1.50 |" in md
+
+
+def test_benchmark_texts_have_the_exact_length():
+  """`texts_of_length` (both benchmarks' inputs): distinct texts of exactly `tokens` ids with
+  the query prefix and specials, the same as cutting from the old, 30x longer source text."""
+  import transformers
+  sys.path.insert(0, str(REPO / "benchmarks"))
+  from encode_throughput import texts_of_length
+  from mlir_train import compare
+  tokenizer = transformers.AutoTokenizer.from_pretrained(str(e5_small.ensure_hf_dir()))
+  words = " ".join(list(compare.WEATHER.values()) + list(compare.HOSPITAL.values()))
+  for tokens in (16, 128, 512):
+    texts = texts_of_length(tokenizer, 40, tokens)
+    assert len(set(texts)) == 40
+    assert {len(tokenizer("query: " + t)["input_ids"]) for t in texts} == {tokens}
+    for i in (0, 7, 39):   # the cut from the long source: the first ids do not change
+      ids = tokenizer(f"{i} " + " ".join([words] * (tokens // 8 + 1)),
+                      add_special_tokens=False)["input_ids"]
+      assert texts[i] in {tokenizer.decode(ids[:n]) for n in range(tokens - 10, tokens + 8)}
