@@ -10,7 +10,9 @@ on one H100 (benchmarks/results/gpu_h100/): a training step at this size takes 1
 (300 steps: about 5 s per run, plus about 33 s of compilation the first time), and the
 start model's first whole XQuAD-R evaluation 78 s (compilation included). An earlier version
 of this preset evaluated every benchmark whole at 512 tokens and was still on the start
-model's second benchmark after 3 minutes: far past the 6 minutes asked for.
+model's second benchmark after 3 minutes. Estimated from those parts: 8-12 minutes, most of
+it encoding XQuAD-R's 26,104 texts for each of the 10 models; the accelerator issue asked
+for 6 (benchmarks/results/gpu_h100/README.md).
 """
 import ml_collections
 
