@@ -98,7 +98,7 @@ def test_switched_off(tmp_path, monkeypatch):
 
 TRAIN = """
 sys.argv = ["train", "--config", "configs/tiny.py", "--workdir", sys.argv[1],
-            "--config.total_steps=2"]
+            "--config.total_steps=2", *sys.argv[2:]]
 from absl import app
 from mlir_train import train
 train._define_flags()
@@ -117,6 +117,18 @@ def test_tiny_training_compiles_once(tmp_path):
   assert first["hits"] == 0 and first["compiles"] > 0
   assert second["hits"] >= first["compiles"] // 2
   assert second["compile_s"] < 0.5 * first["compile_s"]
+
+
+def test_study_runs_share_compiled_programs(tmp_path):
+  """A study's runs differ in seed and batch kind only: the second strategy and seed load
+  every program the first compiled (a seed or alpha baked into a program would miss)."""
+  env = _env(tmp_path)
+  run = lambda workdir, *flags: _run(PROBE + textwrap.dedent(TRAIN), env,
+                                     [str(tmp_path / workdir), *flags])[0]
+  first = run("mono0", "--config.seed=0", "--config.sampling=mono", "--config.alpha=1.0")
+  second = run("hybrid1", "--config.seed=1", "--config.sampling=hybrid", "--config.alpha=0.5")
+  assert first["hits"] == 0 and first["compiles"] > 0
+  assert second["hits"] == second["compiles"] == first["compiles"], (first, second)
 
 
 def test_thresholds_apply_when_jax_env_names_the_directory(tmp_path, monkeypatch):
