@@ -341,9 +341,11 @@ def report(result: dict) -> str:
            "|---|---|---|---|---|---|---|---|---|"]
   for row in result["train"]:
     ours, theirs = row["ours"], row["st"]
+    # PyTorch's MFU: the same analytic FLOPs per step (same model and shapes) at its rate
+    st_mfu = row["mfu"] / row["ratio"] if row["ratio"] else None
     lines.append(f"| {row['dtype']} | {row['name']} | {_num(ours.get('pairs_per_s'))} | "
                  f"{_num(theirs.get('pairs_per_s'))} | {_num(row['ratio'], '.2f')} | "
-                 f"{_num(row['mfu'], '.1%')} | {_num(row.get('st_mfu'), '.1%')} | "
+                 f"{_num(row['mfu'], '.1%')} | {_num(st_mfu, '.1%')} | "
                  f"{_gib(ours.get('peak_memory_bytes'))} | "
                  f"{_gib(theirs.get('peak_memory_bytes'))} |")
   done = {(row["dtype"], row["name"]) for row in result["train"]}
@@ -398,9 +400,6 @@ def main(argv=None) -> int:
     result = json.loads(args.report.read_text())
     if not result.get("encode") and "encode" in result.get("device", {}):
       result["encode"] = encode_rows(result["device"], result.get("st", {}))
-    for row in result["train"]:  # JSON written before the PyTorch MFU column existed
-      if "st_mfu" not in row and row["ratio"] is not None:
-        row["st_mfu"] = row["mfu"] / row["ratio"]
     md = report(result)
     args.report.with_suffix(".md").write_text(md)
     print(md)
@@ -456,13 +455,10 @@ def main(argv=None) -> int:
                           "steps": steps}, env, local, args.stage_timeout)
       theirs = st.get("train", {}).get(f"{dtype}/{cfg['name']}", {"error": "not run"})
       ok = "error" not in ours and "error" not in theirs
-      peak = device["matmul_peak_flops"][dtype]
       row = {"dtype": dtype, "name": cfg["name"], "config": cfg, "ours": ours, "st": theirs,
              "ratio": ours["pairs_per_s"] / theirs["pairs_per_s"] if ok else None,
-             "mfu": ours["achieved_flops"] / peak if "error" not in ours else None,
-             # the same analytic FLOPs per step (same model and shapes) at PyTorch's rate
-             "st_mfu": (theirs["pairs_per_s"] / cfg["batch_size"] * ours["step_flops"] / peak
-                        if ok else None)}
+             "mfu": (ours["achieved_flops"] / device["matmul_peak_flops"][dtype]
+                     if "error" not in ours else None)}
       print(f"train {dtype} {cfg['name']}: ours {ours.get('pairs_per_s', ours.get('error'))} "
             f"pairs/s, PyTorch {theirs.get('pairs_per_s', theirs.get('error'))}", flush=True)
       result["train"].append(row)

@@ -82,8 +82,6 @@ def test_gpu_bench_dry_run(tmp_path, data_dir):
     # share, so its MFU is only checked to be a plausible fraction, not a measurement.
     assert row["mfu"] < 5
     assert row["ratio"] == pytest.approx(row["ours"]["pairs_per_s"] / row["st"]["pairs_per_s"])
-    # both sides' MFU count the same FLOPs per step, so their quotient is the speed ratio
-    assert row["mfu"] / row["st_mfu"] == pytest.approx(row["ratio"])
   assert result["complete"]
   assert len(result["encode"]) == 4
   for row in result["encode"]:
@@ -91,7 +89,7 @@ def test_gpu_bench_dry_run(tmp_path, data_dir):
   md = (tmp_path / "gpu_bench.md").read_text()
   table = [l for l in md.splitlines() if l.startswith("| bfloat16 |") or l.startswith("| float32 |")]
   assert len(table) == len(result["train"]) + len(result["encode"])
-  assert "DRY RUN" in md and "MFU" in md
+  assert "DRY RUN" in md and "MFU PyTorch" in md
   # The study step ran (the smoke preset on the tiny model in a dry run).
   study = json.loads((tmp_path / "study" / "results.json").read_text())
   assert study["preset"] == "smoke" and study["model"] == "tiny-random"
@@ -146,8 +144,9 @@ def test_stopped_stage_reports_what_it_measured(tmp_path):
 
 
 def test_report_of_a_stopped_run(tmp_path):
-  """`--report` renders a gpu_bench.json that stopped after the first training row, written
-  before the PyTorch MFU column existed: the missing rows are named with PyTorch's figures."""
+  """`--report` renders a gpu_bench.json that stopped after the first training row: PyTorch's
+  MFU is ours over the ratio (same FLOPs per step), the missing rows are named with PyTorch's
+  figures, and the encoding rows come from the device and PyTorch stages."""
   sys.path.insert(0, str(REPO / "benchmarks"))
   import gpu_bench
   plan = gpu_bench.settings(dry_run=True)
