@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import _machine  # noqa: E402  (benchmarks/, on the path above)
 
 TEMPERATURE = 0.05
+DTYPES = ("bfloat16", "float32")
 
 
 def settings(dry_run: bool) -> dict:
@@ -183,7 +184,7 @@ def st_side(export_dir: str, model_name: str, plan: dict, partial: str | None = 
   def peak_memory():
     return float(torch.cuda.max_memory_allocated()) if cuda else None
 
-  for dtype in ("bfloat16", "float32"):
+  for dtype in plan.get("dtypes", DTYPES):
     autocast = dtype == "bfloat16"
     for cfg in plan["train"]:
       torch.manual_seed(0)
@@ -231,7 +232,7 @@ def st_side(export_dir: str, model_name: str, plan: dict, partial: str | None = 
         seconds = time.perf_counter() - started
         results["train"][f"{dtype}/{cfg['name']}"] = {
             "seconds": seconds, "steps": steps, "pairs_per_s": cfg["batch_size"] * steps / seconds,
-            "final_loss": float(loss), "peak_memory_bytes": peak_memory()}
+            "final_loss": float(loss.detach()), "peak_memory_bytes": peak_memory()}
       except RuntimeError as e:  # out of memory, say: reported, the other configurations run
         results["train"][f"{dtype}/{cfg['name']}"] = {"error": str(e)[-500:]}
       key = f"{dtype}/{cfg['name']}"
@@ -352,7 +353,7 @@ def report(result: dict) -> str:
   theirs_only = st.get("train", {})
   missing = [f"{d} {c['name']}" + (f" (PyTorch alone: {_num(t.get('pairs_per_s'))} pairs/s)"
                                    if (t := theirs_only.get(f"{d}/{c['name']}")) else "")
-             for d in ("bfloat16", "float32") for c in plan["train"]
+             for d in plan.get("dtypes", DTYPES) for c in plan["train"]
              if (d, c["name"]) not in done]
   if missing:
     lines += ["", "Ours not run (the benchmark stopped before them): " + "; ".join(missing) + "."]
@@ -388,6 +389,10 @@ def main(argv=None) -> int:
   parser.add_argument("--stage_timeout", type=float, default=None,
                       help="seconds per stage (one process each); a stage past it is "
                            "reported as stopped, with what it measured, and the rest run")
+  parser.add_argument("--dtypes", default=",".join(DTYPES),
+                      help="training and PyTorch rows for these compute dtypes only (comma "
+                           "list; the device stage measures both peaks and our encoding "
+                           "either way)")
   parser.add_argument("--report", type=pathlib.Path, metavar="JSON",
                       help="only write the markdown report of a saved gpu_bench.json (a run "
                            "stopped part-way, say) beside it, and print it")
@@ -406,6 +411,11 @@ def main(argv=None) -> int:
     return 0
 
   plan = settings(args.dry_run)
+  plan["dtypes"] = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+  unknown = sorted(set(plan["dtypes"]) - set(DTYPES))
+  if unknown or not plan["dtypes"]:
+    parser.error(f"--dtypes: {','.join(unknown) or 'none given'}; expected some of "
+                 f"{','.join(DTYPES)}")
   if args.model:
     plan["model"] = args.model
   args.out.mkdir(parents=True, exist_ok=True)
@@ -448,7 +458,7 @@ def main(argv=None) -> int:
                                   env, local, args.stage_timeout)
   result["encode"] = encode_rows(device, st)
   save()
-  for dtype in ("bfloat16", "float32"):
+  for dtype in plan["dtypes"]:
     for cfg in plan["train"]:
       steps = cfg.get("steps", plan["steps"])
       ours = _subprocess({"kind": "train", "model": plan["model"], "dtype": dtype, "cfg": cfg,

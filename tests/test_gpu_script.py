@@ -193,3 +193,21 @@ def test_benchmark_texts_have_the_exact_length():
       ids = tokenizer(f"{i} " + " ".join([words] * (tokens // 8 + 1)),
                       add_special_tokens=False)["input_ids"]
       assert texts[i] in {tokenizer.decode(ids[:n]) for n in range(tokens - 10, tokens + 8)}
+
+
+def test_one_dtype_runs_only_its_rows(tmp_path, capsys):
+  """`--dtypes float32` (a later lease filling in rows): both sides train in float32 only, the
+  report names no bfloat16 row as missing; an unknown dtype is refused before any work."""
+  sys.path.insert(0, str(REPO / "benchmarks"))
+  import gpu_bench
+  with pytest.raises(SystemExit):
+    gpu_bench.main(["--dry-run", "--dtypes", "float16", "--out", str(tmp_path / "bad")])
+  assert "float16" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+  assert gpu_bench.main(["--dry-run", "--dtypes", "float32", "--out", str(tmp_path)]) == 0
+  result = json.loads((tmp_path / "gpu_bench.json").read_text())
+  assert result["complete"] and result["plan"]["dtypes"] == ["float32"]
+  assert [row["dtype"] for row in result["train"]] == ["float32", "float32"]
+  assert all(row["ratio"] > 0 for row in result["train"])
+  assert sorted(result["st"]["train"]) == ["float32/batch 16 GradCache 8", "float32/batch 8"]
+  md = (tmp_path / "gpu_bench.md").read_text()
+  assert "Ours not run" not in md and "| bfloat16 | batch" not in md
