@@ -125,7 +125,8 @@ def child(args) -> dict:
     # Compiles (one-off; its memory is not counted below) on a small corpus of the same
     # chunk shapes: the full corpus is not touched before the measured run.
     rows = search._stream_layout(len(corpus), len(jax.devices()), args.chunk_size,
-                                 args.stream_rows)[2]  # one host chunk, same shapes
+                                 args.stream_rows, search._coarse(search._mesh())
+                                 )[2]  # one host chunk, same shapes
     search.top_k(queries[:args.query_block], corpus[:rows], args.k, **_search_options(args))
     compile_s = time.perf_counter() - start
   base = _reset_peak()  # libraries, corpus and queries (and the compiled search) are in
@@ -180,7 +181,7 @@ def stream_child(args) -> dict:
   corpus = np.memmap(args.corpus_file, np.float32, "r", shape=(args.stream_corpus, args.dim))
   queries = _embeddings(args.stream_queries, args.dim, seed=1)
   rows = search._stream_layout(len(corpus), len(jax.devices()), args.chunk_size,
-                               args.stream_rows)[2]
+                               args.stream_rows, search._coarse(search._mesh()))[2]
   search.top_k(queries, corpus[:rows], args.k, **_search_options(args))  # compile, same shapes
   base = _reset_peak()
   start = time.perf_counter()

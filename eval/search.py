@@ -96,25 +96,49 @@ def _grid(rows: int) -> int:
   return step * math.ceil(rows / step)
 
 
-def _layout(n: int, n_devices: int, chunk_size: int) -> tuple[int, int]:
+def _coarse(mesh: Mesh) -> bool:
+  """Off the CPU, searches take few shapes: query blocks of `query_block` rows, corpus
+  chunks of `chunk_size` rows (a power of two of them per host chunk), relevant items
+  padded to a power of two (at least 8).
+
+  There a compilation costs seconds and padding next to nothing: with `_grid` shapes,
+  TyDi's subsampled languages (105 to 4,918 candidates, 113 to 164 questions, up to
+  dozens of relevant sentences per question) met ~80 shapes and an H100 spent 200 s of
+  a study's first evaluation compiling them (benchmarks/results/gpu_h100). On a CPU
+  padding is scored like real rows, so shapes follow the data there.
+  """
+  return not _on_cpu(mesh)
+
+
+def _width(t: int) -> int:
+  """Relevant items per query padded for an accelerator: the next power of two, >= 8."""
+  return max(8, 1 << max(0, t - 1).bit_length())
+
+
+def _layout(n: int, n_devices: int, chunk_size: int, coarse: bool = False) -> tuple[int, int]:
   """(chunk, rows per device): rows per device is a multiple of chunk.
 
   The chunks are made as even as possible (at most `chunk_size` rows) and then
   rounded up to `_grid`, so that padding, which is scored like real rows, stays
   small (under 1/8) while few distinct shapes are compiled: 100k rows in chunks
-  of <= 4096 are 25 chunks of 4096 (4000 before rounding).
+  of <= 4096 are 25 chunks of 4096 (4000 before rounding). With `coarse`
+  (accelerators, `_coarse`) every chunk has `chunk_size` rows and their number is
+  a power of two (at most twice the rows needed; a streamed host chunk may then
+  hold up to twice `stream_rows` when that is not a power-of-two multiple of the chunk).
   """
   per_device = max(1, math.ceil(n / n_devices))
+  if coarse:  # full chunks, a power of two of them (`_coarse`)
+    return chunk_size, (1 << (math.ceil(per_device / chunk_size) - 1).bit_length()) * chunk_size
   n_chunks = math.ceil(per_device / min(chunk_size, per_device))
   chunk = min(chunk_size, _grid(math.ceil(per_device / n_chunks)))
   return chunk, n_chunks * chunk
 
 
-def _stream_layout(n: int, n_devices: int, chunk_size: int, stream_rows: int
-                   ) -> tuple[int, int, int]:
+def _stream_layout(n: int, n_devices: int, chunk_size: int, stream_rows: int,
+                   coarse: bool = False) -> tuple[int, int, int]:
   """(chunk, rows per device per host chunk, rows per host chunk) for an n-row corpus."""
   n_host = math.ceil(n / max(1, stream_rows))
-  chunk, per_device = _layout(math.ceil(n / n_host), n_devices, chunk_size)
+  chunk, per_device = _layout(math.ceil(n / n_host), n_devices, chunk_size, coarse)
   return chunk, per_device, n_devices * per_device
 
 
@@ -398,15 +422,17 @@ def _device_chunks(corpus: np.ndarray, mesh: Mesh, rows: int):
     yield np.int32(start), jax.device_put(chunk, sharding)
 
 
-def _query_blocks(queries: np.ndarray, query_block: int):
+def _query_blocks(queries: np.ndarray, query_block: int, coarse: bool = False):
   """Yields (start, stop, padded block [B, D]) with one fixed shape B <= query_block.
 
   The queries are split evenly and B is rounded up to `_grid` (1,190 queries in
   blocks of at most 512: three of 416 rows, not two of 512 and one of 166 padded
-  to 512). The blocks do not depend on the number of workers.
+  to 512); with `coarse` (accelerators) B is `query_block`. The blocks do not
+  depend on the number of workers.
   """
   q = queries.shape[0]
-  block = min(query_block, _grid(math.ceil(q / math.ceil(q / query_block))))
+  block = (query_block if coarse
+           else min(query_block, _grid(math.ceil(q / math.ceil(q / query_block)))))
   for start in range(0, queries.shape[0], block):
     stop = min(start + block, queries.shape[0])
     padded = np.zeros((block, queries.shape[1]), np.float32)
@@ -508,11 +534,12 @@ def top_k(queries, corpus, k: int, chunk_size: int | None = None, query_block: i
     raise SearchError(f"k={k} must be between 1 and the corpus size {corpus.shape[0]}")
   mesh = _mesh(devices)
   chunk_size, query_block = _shapes(mesh, chunk_size, query_block)
-  chunk, _, rows = _stream_layout(corpus.shape[0], mesh.size, chunk_size, stream_rows)
+  coarse = _coarse(mesh)
+  chunk, _, rows = _stream_layout(corpus.shape[0], mesh.size, chunk_size, stream_rows, coarse)
   search = _top_k_fn(mesh, k, chunk, _on_cpu(mesh))
   n_valid = np.int32(corpus.shape[0])
   workers = _workers(mesh, workers)
-  blocks = list(_query_blocks(queries, query_block))
+  blocks = list(_query_blocks(queries, query_block, coarse))
   q_dev = [jax.device_put(b) for _, _, b in blocks]
   best = [(jnp.full((b.shape[0], k), -jnp.inf, jnp.float32),
            jnp.full((b.shape[0], k), _NO_INDEX, jnp.int32)) for _, _, b in blocks]
@@ -555,28 +582,29 @@ def relevant_ranks(queries, corpus, targets, chunk_size: int | None = None,
     return ranks
   mesh = _mesh(devices)
   chunk_size, query_block = _shapes(mesh, chunk_size, query_block)
-  chunk, _, rows = _stream_layout(corpus.shape[0], mesh.size, chunk_size, stream_rows)
+  coarse = _coarse(mesh)
+  chunk, _, rows = _stream_layout(corpus.shape[0], mesh.size, chunk_size, stream_rows, coarse)
   find, count = _ranks_fns(mesh, chunk)
   n_valid = np.int32(corpus.shape[0])
   workers = _workers(mesh, workers)
+  width = _width(targets.shape[1]) if coarse else targets.shape[1]  # padded with -1
   blocks = []
-  for start, stop, block in _query_blocks(queries, query_block):
-    t = np.full((block.shape[0], targets.shape[1]), -1, np.int32)
-    t[:stop - start] = targets[start:stop]
+  for start, stop, block in _query_blocks(queries, query_block, coarse):
+    t = np.full((block.shape[0], width), -1, np.int32)
+    t[:stop - start, :targets.shape[1]] = targets[start:stop]
     blocks.append((start, stop, jax.device_put(block), jax.device_put(t)))
   # Pass 1: the targets' scores; pass 2: how many candidates beat each target.
-  found = [jnp.full((q.shape[0], targets.shape[1]), -jnp.inf, jnp.float32)
-           for _, _, q, _ in blocks]
+  found = [jnp.full((q.shape[0], width), -jnp.inf, jnp.float32) for _, _, q, _ in blocks]
   with _pool(workers, len(blocks)) as pool:
     for offset, chunk_dev in _device_chunks(corpus, mesh, rows):
       found = _each(pool, lambda f, b: find(f, b[2], chunk_dev, offset, b[3], n_valid),
                     found, blocks)
       del chunk_dev
-    above = [jnp.zeros((q.shape[0], targets.shape[1]), jnp.int32) for _, _, q, _ in blocks]
+    above = [jnp.zeros((q.shape[0], width), jnp.int32) for _, _, q, _ in blocks]
     for offset, chunk_dev in _device_chunks(corpus, mesh, rows):
       above = _each(pool, lambda a, f, b: count(a, b[2], chunk_dev, offset, b[3], f, n_valid),
                     above, found, blocks)
       del chunk_dev
   for (start, stop, _, _), a in zip(blocks, above):
-    ranks[start:stop] = np.asarray(a)[:stop - start] + 1
+    ranks[start:stop] = np.asarray(a)[:stop - start, :targets.shape[1]] + 1
   return np.where(targets >= 0, ranks, 0)

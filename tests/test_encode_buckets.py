@@ -35,3 +35,23 @@ def test_accelerator_buckets_are_coarse_and_change_nothing(monkeypatch):
   # padding is masked: the same texts give the same unit vectors with either padding
   np.testing.assert_allclose(gpu_vectors, cpu_vectors, atol=2e-5)
   assert encode.default_buckets() == tokenization.DEFAULT_BUCKETS  # this machine is a CPU
+
+
+def test_a_restored_model_reuses_the_loaded_models_compilations(tmp_path):
+  """A study evaluates the starting model (loaded) and then trained runs (restored from
+  orbax, committed to a device): the second must not compile its forward passes again."""
+  from configs import tiny
+  from mlir_train import train
+  config = tiny.get_config()
+  config.total_steps, config.checkpoint_every_steps, config.warmup_steps = 2, 2, 1
+  train.train(config, tmp_path / "run")
+  loaded = models.load_model(config.model)
+  restored = models.load_model(str(tmp_path / "run"))
+  texts = ["word " * n for n in (3, 30, 90)]
+  before = encode._forward._cache_size()
+  first = encode.embed(loaded, texts, "query", batch_size=2, progress=False)
+  compiled = encode._forward._cache_size()
+  assert compiled > before  # the loaded model's shapes were compiled here
+  second = encode.embed(restored, texts, "query", batch_size=2, progress=False)
+  assert encode._forward._cache_size() == compiled
+  assert not np.allclose(first, second)  # trained parameters, not the loaded ones

@@ -232,6 +232,43 @@ def test_grid_rounds_up_by_less_than_an_eighth(rows):
   g = search._grid(rows)
   assert g >= rows and g % 8 == 0
   assert g - rows < max(8, rows / 8)
+  w = search._width(rows)  # accelerators: relevant items per query, a power of two >= 8
+  assert w >= rows and w & (w - 1) == 0 and (w == 8 or w < 2 * rows)
+
+
+@pytest.mark.parametrize("device_set", sorted(DEVICE_SETS))
+def test_accelerator_shapes_are_full_and_exact(monkeypatch, device_set):
+  """Off the CPU (`_coarse`), query blocks and corpus chunks have their full sizes, a power
+  of two of chunks, and the relevant items' width is a power of two: TyDi-like languages
+  (their own numbers of questions, candidates and relevant items per question) share one
+  set of compiled searches, and the results stay exact (ranks and top k against numpy,
+  padding masked)."""
+  monkeypatch.setattr(search, "_coarse", lambda mesh: True)
+  one = DEVICE_SETS[device_set]()
+  # (queries, docs, T): one to three query blocks, three or four corpus chunks (-> four)
+  cases = [(97, 530, 1), (113, 777, 3), (300, 1024, 2), (100, 600, 4)]
+  shapes, compiles = set(), []
+  for i, (n_queries, n_docs, width) in enumerate(cases):
+    queries, corpus = _integer_data(i, n_queries, n_docs)
+    rng = np.random.default_rng(i)
+    targets = rng.integers(0, n_docs, size=(n_queries, width))
+    targets[::3, width - 1:] = -1  # padding as qrels_targets writes it
+    out = {}
+    compiles.append(_backend_compiles(lambda: out.update(
+        top=search.top_k(queries, corpus, 10, devices=one, chunk_size=256, query_block=128),
+        ranks=search.relevant_ranks(queries, corpus, targets, devices=one, chunk_size=256,
+                                    query_block=128))))
+    shapes.add((next(search._query_blocks(queries, 128, True))[2].shape[0],
+                search._layout(n_docs, len(one), 256, True)))
+    np.testing.assert_array_equal(out["top"][1], _brute_force(queries, corpus, 10)[1])
+    _, full = _brute_force(queries, corpus, n_docs)
+    rank_of = np.argsort(full, axis=1) + 1  # [Q, N]: rank of each corpus item
+    want = np.where(targets >= 0, np.take_along_axis(rank_of, np.maximum(targets, 0), 1), 0)
+    np.testing.assert_array_equal(out["ranks"], want)
+  assert len(shapes) == 1 and search._layout(777, 1, 256, True) == (256, 1024)
+  assert search._layout(130, 1, 256, True) == (256, 256)  # one chunk: its own program
+  assert search._layout(4000, 2, 256, True) == (256, 2048)  # 8 chunks of 256 per device
+  assert compiles[0] > 0 and compiles[1:] == [0, 0, 0]  # one set of programs for all four
 
 
 @pytest.mark.parametrize("above,tier", [(0, 0), (1, 1), (8, 1), (9, 2), (16, 2), (17, 3), (32, 3),
