@@ -1,4 +1,5 @@
 """Folds, the overlap check, training pairs and tokenised shards."""
+import copy
 import json
 
 import numpy as np
@@ -179,4 +180,12 @@ def test_shards_rebuild_only_when_inputs_change(tmp_path, data_dir, tokenizer):
   # The tokenizer identity does not change by using the tokenizer.
   ident = shards.tokenizer_identity(tokenizer)
   tokenizer(["x"], truncation=True, max_length=7, padding="max_length")
+  assert shards.tokenizer_identity(tokenizer) == ident
+  # The canonical hash is memoised by the serialised tokenizer: a changed one (an added
+  # token) is another identity, and a fresh computation agrees with the memo.
+  changed = copy.deepcopy(tokenizer)
+  changed.add_tokens(["<a-new-token>"])
+  assert (shards.tokenizer_identity(changed)["tokenizer_json_sha256"]
+          != ident["tokenizer_json_sha256"])
+  shards._CANONICAL_SHA256.clear()
   assert shards.tokenizer_identity(tokenizer) == ident
