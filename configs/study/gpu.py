@@ -5,14 +5,13 @@ tokens; TyDi (passages and sentences) and AfriQA on the first 120 gold passages 
 language. `full` evaluates everything whole.
 
 `bash benchmarks/gpu.sh OUT` runs it after the speed benchmark
-(`python -m replicate --preset gpu --fold A --out OUT/study`). Not yet run whole. Measured
-on one H100 (benchmarks/results/gpu_h100/): a training step at this size takes 17.9 ms
-(300 steps: about 5 s per run, plus about 33 s of compilation the first time), and the
-start model's first whole XQuAD-R evaluation 78 s (compilation included). An earlier version
-of this preset evaluated every benchmark whole at 512 tokens and was still on the start
-model's second benchmark after 3 minutes. Estimated from those parts: 8-12 minutes, most of
-it encoding XQuAD-R's 26,104 texts for each of the 10 models; the accelerator issue asked
-for 6 (benchmarks/results/gpu_h100/README.md).
+(`python -m replicate --preset gpu --fold A --out OUT/study`). Not yet run whole. Timed on
+one H100 for 521 s (benchmarks/results/gpu_h100/, third lease): the start model's four
+evaluations took 337 s, 246 of them compiling a search program per TyDi language's shapes
+(since fixed: full search shapes off the CPU); the first training 77 s with compilation,
+the next 30 s (300 steps at ~3,300 pairs/s are 9 s of it); a trained model's evaluations
+about 15 s once compiled. Estimated after the fixes: about 9 minutes; the accelerator
+issue asked for 6.
 """
 import ml_collections
 
