@@ -211,6 +211,56 @@ def init_state(params, tx, config) -> dict:
 
 
 # ----------------------------------------------------------------------------
+# Step functions, reused by later runs in the same process
+# ----------------------------------------------------------------------------
+# Config fields the step functions (`make_update_step`, `make_validation_step`,
+# `init_state`, `optimizer_lib.make_optimizer`) never read: runs that differ only in
+# these (a study's seeds, strategies, data and schedules of saving) share one traced and
+# compiled update step instead of tracing it again (~6 s per run on a CPU host, plus
+# loading the programs from the compilation cache). Every other field is part of the
+# key, so a field added later is safe by default;
+# tests/test_train.py::test_step_functions_read_no_field_left_out_of_the_key checks this set.
+NOT_READ_BY_STEPS = frozenset({
+    "seed", "sampling", "alpha", "mono_language_sampling", "language_temperature", "fold",
+    "train_languages", "positive", "data_source", "train_files", "strict_data", "data_dir",
+    "shards_dir", "validation_fraction", "validation_every_steps", "validation_batches",
+    "early_stopping", "checkpoint_every_steps", "keep_checkpoints", "log_every_steps",
+    "model", "query_prompt", "passage_prompt"})
+_STEP_FUNCTIONS: collections.OrderedDict = collections.OrderedDict()  # key -> (update, validation)
+_STEP_FUNCTIONS_KEPT = 4
+
+
+def step_functions(module: encoder_lib.Encoder, config, mesh, state_sharding,
+                   update_sharding, batch_sharding):
+  """(jitted update step, jitted validation step) for this module, config and mesh: the ones
+  an earlier run in this process built when they agree on everything the steps read.
+
+  "model" is left out of the key because the module (its architecture and dtype) is in
+  it and the weights are arguments; the prompts only change the data.
+  """
+  values = {k: v for k, v in config.to_dict().items() if k not in NOT_READ_BY_STEPS}
+  key = (module, tuple(d.id for d in mesh.devices.flat), mesh.devices.shape, mesh.axis_names,
+         json.dumps(values, sort_keys=True, default=repr))
+  if key in _STEP_FUNCTIONS:
+    _STEP_FUNCTIONS.move_to_end(key)
+    return _STEP_FUNCTIONS[key]
+  import ml_collections
+  frozen = ml_collections.ConfigDict(config.to_dict())  # later edits of `config` do not leak in
+  tx = optimizer_lib.make_optimizer(frozen)
+  update_step = jax.jit(make_update_step(module, tx, frozen),
+                        in_shardings=(state_sharding, update_sharding),
+                        out_shardings=(state_sharding, partitioning.replicated(mesh)),
+                        donate_argnums=0)
+  validation_step = jax.jit(make_validation_step(module, frozen),
+                            in_shardings=(state_sharding["params"], batch_sharding),
+                            out_shardings=partitioning.replicated(mesh))
+  _STEP_FUNCTIONS[key] = (update_step, validation_step)
+  while len(_STEP_FUNCTIONS) > _STEP_FUNCTIONS_KEPT:
+    _STEP_FUNCTIONS.popitem(last=False)
+  return update_step, validation_step
+
+
+# ----------------------------------------------------------------------------
 # Input
 # ----------------------------------------------------------------------------
 def input_data(config, tokenizer, vocab_size: int, start_step: int,
@@ -452,11 +502,9 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
       model.params)
   model.params = None  # the state holds them now
 
-  # --- Update step ----------------------------------------------------------
-  update_step = jax.jit(make_update_step(module, tx, config),
-                        in_shardings=(state_sharding, update_sharding),
-                        out_shardings=(state_sharding, partitioning.replicated(mesh)),
-                        donate_argnums=0)
+  # --- Update and validation steps (an earlier run's in this process when they agree) -----
+  update_step, validation_step = step_functions(module, config, mesh, state_sharding,
+                                                update_sharding, batch_sharding)
 
   # --- Restore --------------------------------------------------------------
   mngr = checkpoints.manager(workdir, max_to_keep=int(config.keep_checkpoints))
@@ -490,10 +538,6 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
       {f: getattr(b, f) for f in BATCH_FIELDS}, mesh)) for b in validation]
 
   # --- Validation and early stopping ------------------------------------------
-  validation_step = jax.jit(make_validation_step(module, config),
-                            in_shardings=(state_sharding["params"], batch_sharding),
-                            out_shardings=partitioning.replicated(mesh))
-
   def validate(params) -> dict[str, float]:
     """Mean InfoNCE loss per batch kind over the fixed validation batches, and their mean."""
     by_kind = collections.defaultdict(list)

@@ -233,3 +233,78 @@ def test_truncate_refuses_a_corrupt_line_before_the_end(tmp_path):
   path.write_text('{"step": 1}\n{"ste\n{"step": 3}\n')
   with pytest.raises(train.TrainingError, match="line 2 is not valid JSON"):
     train.truncate_metrics(path, 3)
+
+
+class _ReadRecorder:
+  """A config that records the fields read from it (attribute, item or `get`)."""
+
+  def __init__(self, config, reads: set):
+    object.__setattr__(self, "_config", config)
+    object.__setattr__(self, "_reads", reads)
+
+  def __getattr__(self, name):
+    self._reads.add(name)
+    return getattr(self._config, name)
+
+  def __getitem__(self, name):
+    self._reads.add(name)
+    return self._config[name]
+
+  def get(self, name, default=None):
+    self._reads.add(name)
+    return self._config.get(name, default)
+
+
+@pytest.mark.parametrize("variant", [{}, dict(l2sp=0.1, freeze_layers=1),
+                                     dict(gradcache_chunk_size=4, symmetric_loss=True),
+                                     dict(data_source="synthetic", hard_negatives_per_pair=2)])
+def test_step_functions_read_no_field_left_out_of_the_key(variant):
+  """`train.step_functions` reuses an earlier run's jitted steps when the configs agree on
+  every field outside NOT_READ_BY_STEPS: so the step functions (built and traced here with a
+  config that records what they read) must read none of those fields."""
+  config = tiny.get_config()
+  for key, value in variant.items():
+    config[key] = value
+  reads = set()
+  recorder = _ReadRecorder(config, reads)
+  model = models.tiny_random_model(0)
+  tx = optimizer.make_optimizer(recorder)
+  state = train.init_state(model.params, tx, recorder)
+  b = synthetic.global_batch(config, model.config.vocab_size, step=0)
+  batch = {f: jnp.asarray(getattr(b, f)) for f in train.batch_fields(config)}
+  jax.eval_shape(train.make_update_step(model.module, tx, recorder), state, batch)
+  jax.eval_shape(train.make_validation_step(model.module, recorder), model.params,
+                 {f: batch[f] for f in train.BATCH_FIELDS})
+  assert {"temperature", "learning_rate", "freeze_embeddings"} <= reads  # it does record
+  assert not reads & train.NOT_READ_BY_STEPS, reads & train.NOT_READ_BY_STEPS
+  assert reads <= set(config.to_dict()), reads - set(config.to_dict())
+
+
+def test_a_later_run_reuses_the_step_and_trains_the_same(tmp_path):
+  """A second run in the process that differs in seed and sampling reuses the first run's
+  jitted update step (no tracing) and ends with exactly the parameters it ends with in a
+  fresh cache; a changed learning rate builds new step functions."""
+  def config_of(**overrides):
+    config = tiny.get_config()
+    config.total_steps, config.warmup_steps, config.checkpoint_every_steps = 3, 1, 3
+    for key, value in overrides.items():
+      config[key] = value
+    return config
+
+  def params(name):
+    return jax.device_get(models.restore_for_inference(tmp_path / name).params)
+
+  train._STEP_FUNCTIONS.clear()
+  train.train(config_of(seed=0, sampling="mono"), tmp_path / "first")
+  assert len(train._STEP_FUNCTIONS) == 1
+  (update_step, _), = train._STEP_FUNCTIONS.values()
+  traced = update_step._cache_size()
+  train.train(config_of(seed=1, sampling="cross"), tmp_path / "reused")
+  assert len(train._STEP_FUNCTIONS) == 1 and update_step._cache_size() == traced
+  train._STEP_FUNCTIONS.clear()
+  train.train(config_of(seed=1, sampling="cross"), tmp_path / "fresh")
+  jax.tree.map(np.testing.assert_array_equal, params("reused"), params("fresh"))
+  assert not np.array_equal(params("first")["layer_0"]["output_dense"]["kernel"],
+                            params("fresh")["layer_0"]["output_dense"]["kernel"])
+  train.train(config_of(seed=1, sampling="cross", learning_rate=2e-3), tmp_path / "other_lr")
+  assert len(train._STEP_FUNCTIONS) == 2
