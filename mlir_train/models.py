@@ -22,6 +22,8 @@ new architecture needs no change there.
 """
 from __future__ import annotations
 
+import collections
+import copy
 import dataclasses
 import json
 import os
@@ -74,18 +76,44 @@ def load_model(name_or_path: str | os.PathLike, dtype=jnp.float32) -> LoadedMode
     raise ModelLoadError(f"{name}: a training workdir with no checkpoint yet (no checkpoints/); "
                          f"train it first, or pass the model it starts from")
   if path.is_dir():
+    config, params, tokenizer, prompts = _read_hf_dir(path)
+    return LoadedModel(name=name, config=config,
+                       params=jax.device_put(params),  # once, not on every forward call
+                       tokenizer=copy.deepcopy(tokenizer),  # the caller's own, to change freely
+                       module=encoder_lib.Encoder(config, dtype=dtype), prompts=dict(prompts))
+  if path.exists():
+    raise ModelLoadError(f"{name}: is a file, expected a model directory; accepted: {ACCEPTED}")
+  raise ModelLoadError(f"unknown model {name!r}: no such directory; accepted: {ACCEPTED}")
+
+
+_HF_DIRS: collections.OrderedDict = collections.OrderedDict()  # see _read_hf_dir
+_HF_DIRS_KEPT = 2
+
+
+def _read_hf_dir(path: pathlib.Path):
+  """(config, host params, tokenizer, prompts) of a model directory, read again only when
+  one of its files changed (size or modification time; the last `_HF_DIRS_KEPT` directories
+  are kept). A study loads its starting model about twenty times (each training, each
+  trained model's evaluation); for e5-small a read is ~2.5 s, mostly the tokenizer. The
+  cached arrays are read-only; `load_model` gives each caller its own device copy and
+  tokenizer."""
+  files = tuple(sorted((str(f.relative_to(path)), st.st_size, st.st_mtime_ns)
+                       for f in path.rglob("*") if f.is_file() for st in [f.stat()]))
+  key = (str(path.resolve()), files)
+  if key not in _HF_DIRS:
     config, params = hf_io.load_hf_dir(path)
-    params = jax.device_put(params)  # once, not on every forward call
+    for leaf in jax.tree.leaves(params):
+      leaf.flags.writeable = False
     tokenizer = hf_io.load_tokenizer(path)
     try:
       prompts = prompts_lib.for_model(path, json.loads((path / "config.json").read_text()))
     except prompts_lib.PromptError as e:
       raise ModelLoadError(str(e)) from None
-    return LoadedModel(name=name, config=config, params=params, tokenizer=tokenizer,
-                       module=encoder_lib.Encoder(config, dtype=dtype), prompts=prompts)
-  if path.exists():
-    raise ModelLoadError(f"{name}: is a file, expected a model directory; accepted: {ACCEPTED}")
-  raise ModelLoadError(f"unknown model {name!r}: no such directory; accepted: {ACCEPTED}")
+    _HF_DIRS[key] = (config, params, tokenizer, prompts)
+    while len(_HF_DIRS) > _HF_DIRS_KEPT:
+      _HF_DIRS.popitem(last=False)
+  _HF_DIRS.move_to_end(key)
+  return _HF_DIRS[key]
 
 
 def restore_for_inference(workdir: str | os.PathLike, dtype=jnp.float32,

@@ -83,3 +83,23 @@ def test_sentence_transformers_pooling_is_detected(tmp_path):
   (tmp_path / "modules.json").unlink()
   shutil.rmtree(tmp_path / "1_Pooling")
   assert hf_io.read_config(tmp_path).pooling == "mean"  # no sentence-transformers files
+
+
+def test_a_model_directory_is_read_again_only_when_it_changed(tmp_path):
+  """`load_model` keeps the last directories it read: a second load gives equal parameters,
+  its own tokenizer and its own prompts; rewriting the weights (another model saved in the
+  same place) is seen at once."""
+  first, second = models.tiny_random_model(seed=3), models.tiny_random_model(seed=4)
+  path = tmp_path / "model"
+  hf_io.save_hf_dir(path, first.config, first.params, first.tokenizer)
+  a = models.load_model(str(path))
+  b = models.load_model(str(path))
+  assert_same_params(a.params, first.params) and assert_same_params(b.params, first.params)
+  assert a.tokenizer is not b.tokenizer and a.prompts is not b.prompts
+  b.tokenizer.add_tokens(["<only-in-b>"])
+  assert len(a.tokenizer) == len(first.tokenizer) != len(b.tokenizer)
+  cached = jax.tree.leaves(models._HF_DIRS[next(reversed(models._HF_DIRS))][1])
+  assert not any(leaf.flags.writeable for leaf in cached)  # nobody edits the shared copy
+  shutil.rmtree(path)
+  hf_io.save_hf_dir(path, second.config, second.params, second.tokenizer)
+  assert_same_params(models.load_model(str(path)).params, second.params)
