@@ -140,7 +140,8 @@ def restore_for_inference(workdir: str | os.PathLike, dtype=jnp.float32,
   params_like = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), base.params)
   params = checkpoints.restore_params(workdir, params_like, step=step,
-                                     best=step is None and bool(run_config.get("early_stopping")))
+                                     best=step is None and bool(run_config.get("early_stopping")),
+                                     start_params=base.params)
   return dataclasses.replace(base, name=str(workdir), params=params,
                              prompts=prompts_lib.from_config(base.prompts, run_config))
 

@@ -500,6 +500,10 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
   update_sharding = {name: partitioning.batch_sharding(mesh) for name in batch_fields(config)}
   state = jax.jit(lambda p: init_state(p, tx, config), out_shardings=state_sharding)(
       model.params)
+  # Parameters held out of training are not checkpointed: their names and the sha256 of
+  # the start model's values are, and a restore takes them from the start model.
+  frozen = checkpoints.Frozen.of(model.params, optimizer_lib.frozen_names(
+      model.params, config.freeze_embeddings, config.get("freeze_layers", 0)))
   model.params = None  # the state holds them now
 
   # --- Update and validation steps (an earlier run's in this process when they agree) -----
@@ -509,7 +513,7 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
   # --- Restore --------------------------------------------------------------
   mngr = checkpoints.manager(workdir, max_to_keep=int(config.keep_checkpoints))
   meta = {"step": 0}
-  restored = checkpoints.restore_latest(mngr, state)
+  restored = checkpoints.restore_latest(mngr, state, frozen)
   if restored is not None:
     state, meta = restored
     if is_chief:
@@ -590,7 +594,7 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
         scores = validate(state["params"])
         if best_mngr is not None and (best is None or scores["validation_loss"] < best["loss"]):
           best = {"step": step, "loss": scores["validation_loss"]}
-          checkpoints.save_best(best_mngr, step, state["params"], best)
+          checkpoints.save_best(best_mngr, step, state["params"], best, frozen)
 
       if step % int(config.log_every_steps) == 0 or step == total_steps or scores:
         now = time.perf_counter()
@@ -621,7 +625,7 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
       if step % int(config.checkpoint_every_steps) == 0 or step == total_steps:
         meta = {"step": step, "skipped_nonfinite": int(state["skipped_nonfinite"]),
                 **({"best_validation": best} if best else {})}
-        checkpoints.save(mngr, step, state, meta)
+        checkpoints.save(mngr, step, state, meta, frozen)
       if step_delay_s:
         time.sleep(step_delay_s)
   finally:

@@ -1,0 +1,126 @@
+"""Checkpoints leave out the parameters a run holds out of training (`checkpoints.Frozen`).
+
+A run with frozen embeddings and a frozen first layer, from a model directory this
+test can change afterwards. The truth for what a restore must return is what the
+training loop held when it saved (captured by wrapping `checkpoints.save`) and the
+start model's own values for the frozen subtrees.
+"""
+import json
+import shutil
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from configs import tiny
+from mlir_train import checkpoints, export, hf_io, models, train
+
+FROZEN = ["embeddings", "layer_0"]
+
+
+def run_config(model, **overrides):
+  config = tiny.get_config()
+  config.model = str(model)
+  config.total_steps, config.warmup_steps, config.checkpoint_every_steps = 6, 1, 2
+  config.freeze_embeddings, config.freeze_layers = True, 1
+  config.validation_fraction, config.validation_every_steps = 0.1, 2
+  config.validation_batches, config.early_stopping = 2, True
+  for k, v in overrides.items():
+    config[k] = v
+  return config
+
+
+@pytest.fixture(scope="module")
+def frozen_run(tmp_path_factory):
+  """(model dir, workdir, {step: params the loop held when saving step}) of a 6-step run."""
+  root = tmp_path_factory.mktemp("frozen")
+  model = root / "model"
+  export.export("tiny-random", model)
+  held = {}
+  real = checkpoints.save
+
+  def capture(mngr, step, state, meta, frozen=None):
+    held[step] = jax.device_get(state["params"])
+    return real(mngr, step, state, meta, frozen)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(checkpoints, "save", capture)
+    train.train(run_config(model), root / "run")
+  return model, root / "run", held
+
+
+def start_params(model_dir):
+  return hf_io.load_hf_dir(model_dir)[1]
+
+
+def saved_names(step_dir):
+  return sorted(ocp.PyTreeCheckpointer().metadata(step_dir / "params").item_metadata.keys())
+
+
+def test_frozen_subtrees_are_not_written_but_named_with_their_hash(frozen_run):
+  model, workdir, _ = frozen_run
+  everything = sorted(start_params(model))
+  for step_dir in [workdir / "checkpoints" / "6",
+                   *(workdir / checkpoints.BEST_DIR).iterdir()]:
+    if not step_dir.name.isdigit():
+      continue
+    assert saved_names(step_dir) == sorted(set(everything) - set(FROZEN))
+    record = json.loads((step_dir / checkpoints.FROZEN_ITEM / "metadata").read_text())
+    assert record["names"] == FROZEN
+    assert record["sha256"] == checkpoints.Frozen.of(start_params(model), FROZEN).sha256
+
+
+def test_restored_parameters_are_the_trained_ones_and_the_start_models_frozen_ones(frozen_run):
+  model, workdir, held = frozen_run
+  start = start_params(model)
+  for step in (2, 4, 6):
+    restored = jax.device_get(models.restore_for_inference(workdir, step=step).params)
+    jax.tree.map(np.testing.assert_array_equal, restored, held[step])
+    for name in FROZEN:
+      jax.tree.map(np.testing.assert_array_equal, restored[name], start[name])
+  trained = held[6]["layer_1"]["output_dense"]["kernel"]
+  assert not np.array_equal(trained, start["layer_1"]["output_dense"]["kernel"])
+
+
+def test_resume_and_best_checkpoint_are_exact(frozen_run, tmp_path):
+  model, workdir, held = frozen_run
+  copy = tmp_path / "run"
+  shutil.copytree(workdir, copy)
+  shutil.rmtree(copy / "checkpoints" / "6")
+  summary = train.train(run_config(model), copy)
+  assert (summary["resumed_from_step"], summary["final_step"]) == (4, 6)
+  jax.tree.map(np.testing.assert_array_equal,
+               jax.device_get(models.restore_for_inference(copy, step=6).params), held[6])
+  read = lambda w: (w / "metrics.jsonl").read_text().splitlines()
+  strip = lambda lines: [{k: v for k, v in json.loads(l).items() if k != "examples_per_sec"}
+                         for l in lines]
+  assert strip(read(copy)) == strip(read(workdir))
+  best = summary["best_validation"]["step"]
+  jax.tree.map(np.testing.assert_array_equal,
+               jax.device_get(models.restore_for_inference(copy).params), held[best])
+
+
+def test_a_changed_start_model_is_refused(frozen_run, tmp_path):
+  model, workdir, _ = frozen_run
+  changed, copy = tmp_path / "model", tmp_path / "run"
+  shutil.copytree(model, changed)
+  shutil.copytree(workdir, copy)
+  weights = load_file(str(changed / "model.safetensors"))
+  name = next(k for k in weights if "word_embeddings" in k)
+  weights[name][3, 5] += 1.0
+  save_file(weights, str(changed / "model.safetensors"), metadata={"format": "pt"})
+  config = json.loads((copy / "config.json").read_text())
+  config["model"] = str(changed)
+  (copy / "config.json").write_text(json.dumps(config))
+  with pytest.raises(checkpoints.CheckpointError, match="not the ones this run was trained from"):
+    models.restore_for_inference(copy, step=6)
+  with pytest.raises(checkpoints.CheckpointError, match="not the ones this run was trained from"):
+    train.train(run_config(changed, total_steps=8), copy, allow_config_change=True)
+
+
+def test_without_the_start_model_a_frozen_checkpoint_says_what_is_missing(frozen_run):
+  model, workdir, _ = frozen_run
+  like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), start_params(model))
+  with pytest.raises(checkpoints.CheckpointError, match="embeddings"):
+    checkpoints.restore_params(workdir, like, step=6)
