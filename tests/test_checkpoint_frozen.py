@@ -14,22 +14,16 @@ import orbax.checkpoint as ocp
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from configs import tiny
 from mlir_train import checkpoints, export, hf_io, models, train
+from tests.test_validation import run_config as validation_run_config
 
 FROZEN = ["embeddings", "layer_0"]
 
 
 def run_config(model, **overrides):
-  config = tiny.get_config()
-  config.model = str(model)
-  config.total_steps, config.warmup_steps, config.checkpoint_every_steps = 6, 1, 2
-  config.freeze_embeddings, config.freeze_layers = True, 1
-  config.validation_fraction, config.validation_every_steps = 0.1, 2
-  config.validation_batches, config.early_stopping = 2, True
-  for k, v in overrides.items():
-    config[k] = v
-  return config
+  """test_validation's early-stopping run, from `model`, embeddings and layer_0 frozen."""
+  return validation_run_config(model=str(model), freeze_embeddings=True, freeze_layers=1,
+                               **overrides)
 
 
 @pytest.fixture(scope="module")
