@@ -48,6 +48,11 @@ class CheckpointError(ProjectError, RuntimeError):
   pass
 
 
+class FrozenMismatch(CheckpointError):
+  """The start model's frozen parameters are not the ones a checkpoint was trained with:
+  not damage (an older step would not help), so no step is skipped or moved aside."""
+
+
 def manager(workdir: str | pathlib.Path, *, max_to_keep: int | None = 3,
             async_save: bool = True, read_only: bool = False) -> ocp.CheckpointManager:
   directory = pathlib.Path(workdir).resolve() / CHECKPOINT_DIR
@@ -131,18 +136,24 @@ def _frozen_names(mngr: ocp.CheckpointManager, step: int, start_params: dict | N
     found = known.sha256
   else:
     if start_params is None:
-      raise CheckpointError(f"{what}: step {step} does not hold the frozen parameters "
+      raise FrozenMismatch(f"{what}: step {step} does not hold the frozen parameters "
                             f"{list(names)}; they come from the start model, not given here")
     missing = [n for n in names if n not in start_params]
     if missing:
-      raise CheckpointError(f"{what}: the start model has no {missing} (frozen in step {step})")
+      raise FrozenMismatch(f"{what}: the start model has no {missing} (frozen in step {step})")
     found = Frozen.of(start_params, names).sha256
   if found != record["sha256"]:
-    raise CheckpointError(
+    raise FrozenMismatch(
         f"{what}: the start model's frozen {list(names)} are not the ones this run was "
         f"trained from (sha256 {found[:12]}, checkpoint {record['sha256'][:12]}): the base "
         f"model's files changed since training; restore them, or retrain.")
   return names
+
+
+@jax.jit
+def _tree_equal(a, b):
+  """Whether two trees of (possibly sharded) arrays are equal, as one boolean scalar."""
+  return jax.tree.reduce(jax.numpy.logical_and, jax.tree.map(jax.numpy.array_equal, a, b), True)
 
 
 def _abstract(tree: Any) -> Any:
@@ -169,6 +180,8 @@ def _newest_first(mngr: ocp.CheckpointManager, restore_step, what: str):
   for step in steps:
     try:
       return step, restore_step(step)
+    except FrozenMismatch:
+      raise
     except Exception as e:  # Orbax/TensorStore raise many kinds for a damaged step
       reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
       log.warning("%s: checkpoint at step %d (%s) is unusable, trying the previous one: %s",
@@ -199,6 +212,17 @@ def restore_latest(mngr: ocp.CheckpointManager, state_like: dict,
     meta = dict(restored["meta"])
     if int(meta.get("step", -1)) != step:
       raise CheckpointError(f"meta says step {meta.get('step')}")
+    # A step that saved subtrees this run freezes (one from before frozen subtrees were
+    # left out) must hold the start model's values there: else the values recorded from now
+    # on (the start model's) would not be the ones the layers were trained with.
+    saved_frozen = [k for k in (frozen.names if frozen else ()) if k not in names]
+    changed = [k for k in saved_frozen if not bool(_tree_equal(restored["params"][k],
+                                                               state_like["params"][k]))]
+    if changed:
+      raise FrozenMismatch(
+          f"{pathlib.Path(mngr.directory).parent}: step {step} holds values of the frozen "
+          f"{changed} that differ from the start model's: the base model's files changed "
+          f"since training; restore them, or retrain.")
     params = {**{k: state_like["params"][k] for k in names}, **restored["params"]}
     return {"params": {k: params[k] for k in state_like["params"]}, **restored["train"]}, meta
 
@@ -239,7 +263,7 @@ def restore_params(workdir: str | pathlib.Path, params_like, step: int | None = 
     frozen = _frozen_names(mngr, s, start_params, str(workdir))
     restored = mngr.restore(s, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(_abstract(_without(params_like, frozen)))))["params"]
-    placed = {k: jax.tree.map(lambda x, like: jax.device_put(x, like.sharding),
+    placed = {k: jax.tree.map(lambda x, like: jax.device_put(x, getattr(like, "sharding", None)),
                               start_params[k], params_like[k]) for k in frozen}
     params = {**placed, **restored}
     return {k: params[k] for k in params_like}

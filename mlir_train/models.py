@@ -146,6 +146,12 @@ def restore_for_inference(workdir: str | os.PathLike, dtype=jnp.float32,
                              prompts=prompts_lib.from_config(base.prompts, run_config))
 
 
+def is_training_workdir(name_or_path) -> bool:
+  """Whether a model name is a training workdir (see `load_model`)."""
+  path = pathlib.Path(str(name_or_path)).expanduser()
+  return path.is_dir() and _is_training_workdir(path)
+
+
 def _is_training_workdir(path: pathlib.Path) -> bool:
   """A workdir of `mlir_train.train`: provenance.json, or a config.json holding a training
   config (its "sampling" key) rather than a Hugging Face model config."""

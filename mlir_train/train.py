@@ -482,6 +482,9 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
 
   # --- Model and optimizer --------------------------------------------------
   model = models.load_model(config.model)
+  base_is_run = models.is_training_workdir(config.model)
+  if base_is_run:  # restored onto the first device; the mesh may span more
+    model.params = jax.device_get(model.params)
   # The loaded model's own module (any architecture), at the run's dtype and remat.
   module = model.module.clone(dtype=COMPUTE_DTYPES[config.compute_dtype],
                               remat=bool(config.remat))
@@ -501,9 +504,11 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
   state = jax.jit(lambda p: init_state(p, tx, config), out_shardings=state_sharding)(
       model.params)
   # Parameters held out of training are not checkpointed: their names and the sha256 of
-  # the start model's values are, and a restore takes them from the start model.
-  frozen = checkpoints.Frozen.of(model.params, optimizer_lib.frozen_names(
-      model.params, config.freeze_embeddings, config.get("freeze_layers", 0)))
+  # the start model's values are, and a restore takes them from the start model. Not when
+  # the start model is another run's workdir, which may train on: then all are saved.
+  frozen = None if base_is_run else checkpoints.Frozen.of(
+      model.params, optimizer_lib.frozen_names(model.params, config.freeze_embeddings,
+                                               config.get("freeze_layers", 0)))
   model.params = None  # the state holds them now
 
   # --- Update and validation steps (an earlier run's in this process when they agree) -----

@@ -48,6 +48,13 @@ def start_params(model_dir):
   return hf_io.load_hf_dir(model_dir)[1]
 
 
+def change_an_embedding(model_dir):
+  weights = load_file(str(model_dir / "model.safetensors"))
+  name = next(k for k in weights if "word_embeddings" in k)
+  weights[name][3, 5] += 1.0
+  save_file(weights, str(model_dir / "model.safetensors"), metadata={"format": "pt"})
+
+
 def saved_names(step_dir):
   return sorted(ocp.PyTreeCheckpointer().metadata(step_dir / "params").item_metadata.keys())
 
@@ -100,17 +107,20 @@ def test_a_changed_start_model_is_refused(frozen_run, tmp_path):
   changed, copy = tmp_path / "model", tmp_path / "run"
   shutil.copytree(model, changed)
   shutil.copytree(workdir, copy)
-  weights = load_file(str(changed / "model.safetensors"))
-  name = next(k for k in weights if "word_embeddings" in k)
-  weights[name][3, 5] += 1.0
-  save_file(weights, str(changed / "model.safetensors"), metadata={"format": "pt"})
+  change_an_embedding(changed)
   config = json.loads((copy / "config.json").read_text())
   config["model"] = str(changed)
   (copy / "config.json").write_text(json.dumps(config))
-  with pytest.raises(checkpoints.CheckpointError, match="not the ones this run was trained from"):
+  match = "not the ones this run was trained from"
+  with pytest.raises(checkpoints.FrozenMismatch, match=match):
     models.restore_for_inference(copy, step=6)
-  with pytest.raises(checkpoints.CheckpointError, match="not the ones this run was trained from"):
+  # Not damage: neither served from an older step nor moved aside.
+  with pytest.raises(checkpoints.FrozenMismatch, match=match):
+    models.restore_for_inference(copy)
+  with pytest.raises(checkpoints.FrozenMismatch, match=match):
     train.train(run_config(changed, total_steps=8), copy, allow_config_change=True)
+  assert not (copy / checkpoints.CORRUPT_DIR).exists()
+  assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == ["2", "4", "6"]
 
 
 def test_without_the_start_model_a_frozen_checkpoint_says_what_is_missing(frozen_run):
@@ -118,3 +128,54 @@ def test_without_the_start_model_a_frozen_checkpoint_says_what_is_missing(frozen
   like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), start_params(model))
   with pytest.raises(checkpoints.CheckpointError, match="embeddings"):
     checkpoints.restore_params(workdir, like, step=6)
+
+
+def unfrozen_saves(held):
+  """checkpoints.save as before frozen subtrees were left out (everything written)."""
+  real = checkpoints.save
+
+  def save(mngr, step, state, meta, frozen=None):
+    held[step] = jax.device_get(state["params"])
+    return real(mngr, step, state, meta, None)
+  return save
+
+
+@pytest.mark.parametrize("base_changed", [False, True])
+def test_resuming_from_a_step_that_saved_everything(tmp_path, base_changed):
+  """A run whose steps were written whole (as before frozen subtrees were left out) resumes
+  from step 4 to the uninterrupted run's step 6; not if the start model changed since."""
+  model = tmp_path / "model"
+  export.export("tiny-random", model)
+  held = {}
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(checkpoints, "save", unfrozen_saves(held))
+    train.train(run_config(model), tmp_path / "run")
+  assert saved_names(tmp_path / "run" / "checkpoints" / "4") == sorted(start_params(model))
+  shutil.rmtree(tmp_path / "run" / "checkpoints" / "6")
+  if base_changed:
+    change_an_embedding(model)
+    with pytest.raises(checkpoints.FrozenMismatch, match="differ from the start model's"):
+      train.train(run_config(model), tmp_path / "run")
+    return
+  assert train.train(run_config(model), tmp_path / "run")["resumed_from_step"] == 4
+  assert saved_names(tmp_path / "run" / "checkpoints" / "6") == sorted(set(held[6]) - set(FROZEN))
+  jax.tree.map(np.testing.assert_array_equal,
+               jax.device_get(models.restore_for_inference(tmp_path / "run", step=6).params),
+               held[6])
+
+
+def test_a_run_started_from_another_run_saves_everything(frozen_run, tmp_path):
+  """Its start model (a workdir) may train on; its checkpoints must not depend on it."""
+  _, workdir, held = frozen_run
+  train.train(run_config(workdir, total_steps=2, checkpoint_every_steps=2), tmp_path / "next")
+  step = tmp_path / "next" / "checkpoints" / "2"
+  assert not (step / checkpoints.FROZEN_ITEM).exists()
+  assert saved_names(step) == sorted(held[6])
+
+
+def test_restore_params_into_numpy_arrays(frozen_run):
+  model, workdir, held = frozen_run
+  start = start_params(model)
+  like = jax.tree.map(np.zeros_like, start)
+  restored = checkpoints.restore_params(workdir, like, step=6, start_params=start)
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), held[6])
