@@ -131,7 +131,9 @@ def build_training_data(config, tokenizer, *, progress: bool = True,
   The fold's overlap check (`folds.check_fold`: training question ids, texts
   and positives against every evaluation set) runs on every call, before the
   shards are built or reused, so reused shards are checked against the
-  current readers and evaluation data too; it raises `folds.FoldOverlapError`.
+  current readers and evaluation data too (in one process, a check that passed
+  is repeated only when the training texts or a raw data file changed); it raises
+  `folds.FoldOverlapError`.
   It reads the raw training and evaluation sets and compares them: about 2 s
   of CPU time for fold A and 3 s for fold B (all languages; measured on a
   2-core machine), small next to model loading and compilation. The training

@@ -296,16 +296,38 @@ def _read_shard(path: pathlib.Path, lengths: Mapping[str, int],
   yield from ds.as_numpy_iterator()
 
 
+_TABLES: dict = {}  # see load_pair_table
+
+
 def load_pair_table(directory, use_tensorflow: bool | None = None) -> PairTable:
   """Read every shard listed in the manifest into one PairTable.
 
   With TensorFlow and the tf.data input pipeline (`use_tensorflow=None`:
   `tfrecord.input_pipeline()`), tf.data parses the shards; otherwise
-  `tfrecord` does, to the same arrays (crc32c checked).
+  `tfrecord` does, to the same arrays (crc32c checked). The last table read is
+  returned again, arrays read-only, while the directory's files keep their sizes and
+  modification times (a study's runs of one fold read the same shards: ~1.4 s each
+  on a 2-core CPU for fold A at 64 / 128 tokens).
   """
   if use_tensorflow is None:
     use_tensorflow = _use_tensorflow()
   directory = pathlib.Path(directory)
+  key = (str(directory.resolve()), use_tensorflow,
+         tuple(sorted((f.name, st.st_size, st.st_mtime_ns)
+                      for f in directory.iterdir() if f.is_file() for st in [f.stat()])))
+  if key not in _TABLES:
+    table = _read_pair_table(directory, use_tensorflow)
+    for field in dataclasses.fields(table):
+      value = getattr(table, field.name)
+      for array in (value.values() if isinstance(value, dict) else [value]):
+        if isinstance(array, np.ndarray):
+          array.flags.writeable = False
+    _TABLES.clear()
+    _TABLES[key] = table
+  return _TABLES[key]
+
+
+def _read_pair_table(directory: pathlib.Path, use_tensorflow: bool) -> PairTable:
   manifest = json.loads((directory / MANIFEST).read_text())
   lq, lp = manifest["config"]["max_query_len"], manifest["config"]["max_passage_len"]
   languages = tuple(manifest["languages"])
