@@ -78,7 +78,7 @@ class Frozen:
     for path, leaf in jax.tree_util.tree_flatten_with_path(subtree)[0]:
       array = np.ascontiguousarray(jax.device_get(leaf))
       digest.update(f"{jax.tree_util.keystr(path)} {array.dtype} {array.shape};".encode())
-      digest.update(memoryview(array).cast("B"))
+      digest.update(array.reshape(-1).view(np.uint8))  # any dtype, bfloat16 included
     return cls(tuple(sorted(names)), digest.hexdigest())
 
   def record(self) -> dict:

@@ -179,3 +179,17 @@ def test_restore_params_into_numpy_arrays(frozen_run):
   like = jax.tree.map(np.zeros_like, start)
   restored = checkpoints.restore_params(workdir, like, step=6, start_params=start)
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), held[6])
+
+
+def test_frozen_hash_is_of_names_shapes_dtypes_and_bytes():
+  import hashlib
+  import ml_dtypes
+  w = np.arange(6, dtype=np.float32).reshape(2, 3)
+  tree = {"embeddings": {"w": w}, "layer_0": {"b": np.zeros(3, ml_dtypes.bfloat16)}}
+  frozen = checkpoints.Frozen.of(tree, ["layer_0", "embeddings"])
+  expected = hashlib.sha256()
+  for key, array in (("['embeddings']['w']", w), ("['layer_0']['b']", tree["layer_0"]["b"])):
+    expected.update(f"{key} {array.dtype} {array.shape};".encode() + array.tobytes())
+  assert frozen.names == ("embeddings", "layer_0") and frozen.sha256 == expected.hexdigest()
+  for changed in ({"w": w.reshape(3, 2)}, {"w": w.astype(np.float64)}, {"w": w + 1}):
+    assert checkpoints.Frozen.of({**tree, "embeddings": changed}, frozen.names) != frozen
