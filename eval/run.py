@@ -102,7 +102,8 @@ def subsample_documents(sets: dict[str, readers.RetrievalSet], max_documents: in
 
 
 def encode_sets(model, sets: Mapping[str, readers.RetrievalSet], batch_size: int = 64,
-                max_length: int = 512, progress: bool = True) -> tuple[dict, dict, dict]:
+                max_length: int = 512, progress: bool = True,
+                batch_tokens: int | None = None) -> tuple[dict, dict, dict]:
   """Embed every question and candidate once: ({language: EncodedSet}, seconds per language,
   {kind: {"texts": n, "truncated": texts longer than max_length}}).
 
@@ -119,7 +120,8 @@ def encode_sets(model, sets: Mapping[str, readers.RetrievalSet], batch_size: int
   def pooled(texts_by_language: dict, kind: str, name: str) -> dict:
     flat = [t for texts in texts_by_language.values() for t in texts]
     vectors = encode.embed(model, flat, kind, batch_size=batch_size, max_length=max_length,
-                           progress=progress, stats=truncation.setdefault(name, {}))
+                           progress=progress, stats=truncation.setdefault(name, {}),
+                           batch_tokens=batch_tokens)
     out, start = {}, 0
     for language, texts in texts_by_language.items():
       out[language] = vectors[start:start + len(texts)]
@@ -182,11 +184,16 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
              query_block: int | None = None, per_query: bool = False,
              max_questions: int | None = None, max_documents: int | None = None,
              split: str | None = None,
-             files: str | Mapping[str, Sequence[str]] | None = None) -> dict:
+             files: str | Mapping[str, Sequence[str]] | None = None,
+             batch_tokens: int | None = None) -> dict:
   """Evaluate a model (a `LoadedModel`, or a name/path for `load_model`) on one benchmark.
 
   `split=None` is the benchmark's default split (dev; AfriQA: test); `languages=None`
   all of the benchmark's languages that have data in that split (`eval.benchmarks`).
+
+  `batch_size` and `batch_tokens` bound the texts and padded tokens of one encoder call
+  (`mlir_train.encode.embed`; batch_tokens None: the backend's default, recorded in the
+  result's options).
 
   `max_questions` keeps only that many question ids (see `subsample_questions`);
   `max_documents` only that many paragraphs or passages (see `subsample_documents`).
@@ -220,6 +227,10 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
     raise EvalError(f"{benchmark}: unknown language(s) {', '.join(unknown)}; expected some of "
                     f"{', '.join(files if files else bench.languages)}"
                     + (" (those given in --files)" if files else ""))
+  for name, value, least in (("batch_size", batch_size, 1), ("batch_tokens", batch_tokens, 0)):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < least):
+      raise EvalError(f"--{name} must be an integer >= {least}, got {value!r}")
   started = time.perf_counter()
   if isinstance(model_or_name, (str, os.PathLike)):
     from mlir_train import models
@@ -230,7 +241,10 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
 
   sets = load_sets(benchmark, languages, data_dir, strict, miracl_corpus, split, files)
   sets = subsample_questions(subsample_documents(sets, max_documents), max_questions)
-  encoded, encode_seconds, truncation = encode_sets(model, sets, batch_size, max_length, progress)
+  from mlir_train import encode
+  batch_tokens = encode.default_batch_tokens() if batch_tokens is None else batch_tokens
+  encoded, encode_seconds, truncation = encode_sets(model, sets, batch_size, max_length, progress,
+                                                    batch_tokens)
   encoded_at = time.perf_counter()
   protocol = bench.protocol
   chunk_size, query_block = search.resolve_shapes(chunk_size, query_block)
@@ -244,7 +258,8 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
       "languages": languages,
       **result,
       "data_issues": _issues(sets),
-      "options": {"batch_size": batch_size, "max_length": max_length, "chunk_size": chunk_size,
+      "options": {"batch_size": batch_size, "batch_tokens": batch_tokens,
+                  "max_length": max_length, "chunk_size": chunk_size,
                   "query_block": query_block, "strict": strict, "max_questions": max_questions,
                   "max_documents": max_documents, "split": split,
                   **({"files": {l: [str(p) for p in files[l]] for l in languages}} if files else {}),
@@ -302,7 +317,12 @@ def _main(argv=None) -> None:
                       help="data split (default: the benchmark's, dev; afriqa: test, or dev)")
   parser.add_argument("--data_dir", default=None,
                       help="raw data directory (default: $MLIR_DATA_DIR, else ../shared/data)")
-  parser.add_argument("--batch_size", type=int, default=64, help="texts per encoder call")
+  parser.add_argument("--batch_size", type=int, default=64,
+                      help="most texts per encoder call (64)")
+  parser.add_argument("--batch_tokens", type=int, default=None,
+                      help="most padded tokens per encoder call; long texts go in fewer rows "
+                           "(default: 1024 on CPU, where [1024, hidden] activations stay in "
+                           "cache; 0 on GPU/TPU: no limit beyond --batch_size)")
   parser.add_argument("--max_length", type=int, default=512,
                       help="tokens per text incl. prefix; longer texts are truncated")
   parser.add_argument("--chunk_size", type=int, default=None,
@@ -340,7 +360,7 @@ def _main(argv=None) -> None:
                     args.max_length, not args.no_progress, args.out, args.strict,
                     args.miracl_corpus, args.chunk_size, max_questions=args.max_questions,
                     max_documents=args.max_documents, split=args.split,
-                    files=args.files)
+                    files=args.files, batch_tokens=args.batch_tokens)
   print(report.headline(result))
   print_dropped(result)
   print(f"wrote {args.out} in {result['timing_seconds']['total']:.0f}s")
@@ -373,7 +393,7 @@ def _main_interpolated(args, languages) -> None:
                       args.max_length, not args.no_progress, None, args.strict,
                       args.miracl_corpus, args.chunk_size, max_questions=args.max_questions,
                       max_documents=args.max_documents, split=args.split,
-                      files=args.files)
+                      files=args.files, batch_tokens=args.batch_tokens)
     result["interpolation"] = interpolate.describe(args.model, lam)
     write(result, out)
     print(report.headline(result))

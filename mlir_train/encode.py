@@ -4,9 +4,12 @@ Texts are tokenised once, sorted by length (so each batch holds similar
 lengths), and each batch is padded to one of a few fixed lengths
 (`default_buckets()`: fine steps on a CPU, where padding costs compute; ten
 coarse ones on a GPU or TPU, where each new shape costs seconds of
-compilation; capped by `max_length`) and to a full `batch_size` rows. The
-forward pass therefore compiles at most once per bucket, however many texts
-are encoded. Results come back in input order.
+compilation; capped by `max_length`). On a CPU a batch also holds at most
+`batch_tokens` padded tokens (`default_batch_tokens()`: 1,024), so long texts
+go in fewer rows: every matmul then works on [1,024, hidden] activations that
+stay in cache (benchmarks/PROFILE.md, section 10). Each batch is filled to the
+row count of its length, so the forward pass compiles at most once per
+bucket, however many texts are encoded. Results come back in input order.
 """
 from __future__ import annotations
 
@@ -41,10 +44,28 @@ def default_buckets() -> tuple[int, ...]:
   return tokenization.ACCELERATOR_BUCKETS
 
 
+# Padded tokens per batch on a CPU. Forward passes of e5-small on 2 cores (tokens/s, quiet
+# machine): 64 rows of 128 tokens 3,162, 8 rows 4,128; 32 rows of 256 tokens 2,993, 4 rows
+# 3,930; 4 rows of 512 tokens 2,026, 2 rows 3,027 (PROFILE.md, section 10).
+CPU_BATCH_TOKENS = 1024
+
+
+def default_batch_tokens() -> int:
+  """Padded tokens per batch for the default backend (0: no limit beyond batch_size)."""
+  return CPU_BATCH_TOKENS if jax.default_backend() == "cpu" else 0
+
+
+def batch_rows(length: int, batch_size: int, batch_tokens: int) -> int:
+  """Rows of a batch padded to `length`: batch_size, fewer if they hold over batch_tokens."""
+  if not batch_tokens:
+    return batch_size
+  return max(1, min(batch_size, batch_tokens // length))
+
+
 def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
           max_length: int = 512, progress: bool = True,
           buckets: Sequence[int] | None = None,
-          stats: dict | None = None) -> np.ndarray:
+          stats: dict | None = None, batch_tokens: int | None = None) -> np.ndarray:
   """Embed `texts` with `model` (a `models.LoadedModel`).
 
   `kind` ("query", "passage" or None) selects the model's prompt
@@ -55,9 +76,17 @@ def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
   as `<s>`, the prompt's pieces and `</s>` (see `tokenization.tokenize`). Returns float32
   [N, hidden] unit vectors in input order ([0, hidden] for no texts).
 
+  A batch holds at most `batch_size` texts and, unless `batch_tokens` is 0, at most
+  `batch_tokens` padded tokens (at least one text); None: `default_batch_tokens()`.
+  Batching changes speed, not results (up to float rounding).
+
   `stats` (a dict), if given, gets `texts` and `truncated` (texts longer than the
   cap) added to it.
   """
+  batch_tokens = default_batch_tokens() if batch_tokens is None else batch_tokens
+  for name, value, least in (("batch_size", batch_size, 1), ("batch_tokens", batch_tokens, 0)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+      raise ValueError(f"embed: {name} must be an integer >= {least}, got {value!r}")
   max_length = model_max_length(model, max_length)
   # One token over the cap tells which texts were cut; those are cut again to the cap.
   rows = tokenization.token_ids(model.tokenizer, texts, kind, max_length + 1, model.prompts)
@@ -91,17 +120,21 @@ def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
 
   with tqdm(total=len(rows), desc=f"embed {kind or 'text'}", unit="text",
             disable=not progress) as bar:
-    for start in range(0, len(rows), batch_size):
-      idx = order[start:start + batch_size]
+    start = 0
+    while start < len(order):
+      # Longest first: the batch's first text sets its padded length and so its rows.
+      pad_to = tokenization.bucket_length(len(rows[order[start]]), lengths)
+      n_rows = batch_rows(pad_to, batch_size, batch_tokens)
+      idx = order[start:start + n_rows]
+      start += n_rows
       batch = [rows[i] for i in idx]
-      # Fill the last batch with copies of a short row so every call has the same shape.
-      batch += [batch[-1]] * (batch_size - len(batch))
-      pad_to = tokenization.bucket_length(max(len(r) for r in batch), lengths)
-      arrays = tokenization.pad(batch, pad_id, pad_to)  # [batch_size, pad_to] each
+      # Fill a short batch with copies of its last row: one shape per padded length.
+      batch += [batch[-1]] * (n_rows - len(batch))
+      arrays = tokenization.pad(batch, pad_id, pad_to)  # [n_rows, pad_to] each
       # Dispatch is asynchronous: the device runs this batch while the host fetches
       # the previous one and pads the next (on a GPU, host and device overlap).
       vectors = _forward(model.module, params, arrays["input_ids"],
-                         arrays["attention_mask"])  # [batch_size, hidden]
+                         arrays["attention_mask"])  # [n_rows, hidden]
       if pending is not None:
         fetch()
       pending = (idx, vectors)

@@ -1,6 +1,7 @@
 """Padded lengths per backend: fine on a CPU, ten coarse shapes on a GPU or TPU (each new
 shape costs seconds of compilation there), with the same embeddings either way."""
 import jax
+import pytest
 import numpy as np
 
 from data_pipelines import tokenization
@@ -55,3 +56,57 @@ def test_a_restored_model_reuses_the_loaded_models_compilations(tmp_path):
   second = encode.embed(restored, texts, "query", batch_size=2, progress=False)
   assert encode._forward._cache_size() == compiled
   assert not np.allclose(first, second)  # trained parameters, not the loaded ones
+
+
+def _calls(model, monkeypatch, texts, **kwargs):
+  """(shapes of every forward call, vectors) of one `embed`."""
+  shapes = []
+  forward = encode._forward
+
+  def spy(module, params, input_ids, attention_mask):
+    shapes.append(input_ids.shape)
+    return forward(module, params, input_ids, attention_mask)
+
+  monkeypatch.setattr(encode, "_forward", spy)
+  vectors = encode.embed(model, texts, "passage", progress=False, **kwargs)
+  monkeypatch.undo()
+  return shapes, vectors
+
+
+def test_a_token_budget_gives_long_texts_fewer_rows_and_the_same_vectors(monkeypatch):
+  model = models.load_model("tiny-random")
+  texts = [("word " * n).strip() for n in range(30)]  # 30 texts of 5 to 121 tokens
+  lengths = [len(r) for r in tokenization.token_ids(model.tokenizer, texts, "passage", 129,
+                                                    model.prompts)]
+  shapes, vectors = _calls(model, monkeypatch, texts, batch_size=8, batch_tokens=64)
+  rows_of = {}
+  for rows, length in shapes:
+    assert rows == max(1, min(8, 64 // length))  # worked out from the rule, per call
+    assert rows * length <= 64 or rows == 1
+    assert rows_of.setdefault(length, rows) == rows  # one shape per padded length
+  # Longest first, each batch as long as its first text's bucket: the calls cover every text
+  # once, so the rows beyond the texts are the fillers of each length's last batch only.
+  assert sum(r for r, _ in shapes) - len(texts) < len(rows_of) * 8
+  assert max(length for _, length in shapes) == tokenization.bucket_length(max(lengths))
+  # The truth: each text encoded alone (batch 1, no budget), and the old fixed batches.
+  alone = encode.embed(model, texts, "passage", batch_size=1, batch_tokens=0, progress=False)
+  fixed_shapes, fixed = _calls(model, monkeypatch, texts, batch_size=8, batch_tokens=0)
+  assert {r for r, _ in fixed_shapes} == {8}
+  np.testing.assert_allclose(vectors, alone, atol=2e-6)
+  np.testing.assert_allclose(fixed, alone, atol=2e-6)
+
+
+def test_the_budget_is_the_cpu_default_and_off_elsewhere(monkeypatch):
+  model = models.load_model("tiny-random")
+  texts = ["word " * 90, "word " * 2]
+  monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
+  assert encode.default_batch_tokens() == encode.CPU_BATCH_TOKENS == 1024
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert encode.default_batch_tokens() == 0
+  assert encode.batch_rows(512, 64, 0) == 64
+  monkeypatch.undo()
+  shapes, _ = _calls(model, monkeypatch, texts, batch_size=64)  # this machine: a CPU
+  assert [r for r, _ in shapes] == [1024 // shapes[0][1]] * len(shapes)
+  for bad in (-1, 1.5, True):
+    with pytest.raises(ValueError, match="batch_tokens"):
+      encode.embed(model, texts, "passage", batch_tokens=bad, progress=False)

@@ -58,6 +58,7 @@ def test_squad_files_passages_from_the_command_line(tmp_path, capsys):
   result = json.loads(out.read_text())
   assert result["benchmark"] == "squad" and result["languages"] == ["ar", "th"]
   assert result["options"]["files"] == {"ar": [str(ar)], "th": [str(th)]}
+  assert result["options"]["batch_tokens"] == 1024  # the CPU default, resolved and recorded
   # Unique paragraphs (the 7th repeats the 1st) and questions, counted from what we wrote.
   assert result["options"]["candidates"] == {"ar": 6, "th": 4}
   assert result["options"]["questions"] == {"ar": 6 * 2 + 1, "th": 4 * 2 + 1}

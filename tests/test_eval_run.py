@@ -198,3 +198,11 @@ def test_report_has_a_per_pair_table_with_every_cross_pair(tmp_path):
   # TyDi has no cross setting: no per-pair table
   assert not [h for h, _ in _markdown_tables(report.markdown(
       {**result, "settings": {"mono": result["settings"]["mono"]}})) if h[:2] == ["query", "corpus"]]
+
+
+def test_a_bad_batch_bound_is_refused_before_any_work(tmp_path, capsys):
+  with pytest.raises(SystemExit) as e:
+    run.main(["--model", "no-such-model", "--benchmark", "xquad_r", "--batch_tokens", "-1",
+              "--no_progress", "--out", str(tmp_path / "r.json")])
+  assert e.value.code == 2  # not the unknown model: the bound is checked first
+  assert "--batch_tokens must be an integer >= 0, got -1" in capsys.readouterr().err
