@@ -4,7 +4,9 @@
 
 Both sides use the same e5-small weights (the cached export of
 `mlir_train.e5_small`, float32), the same texts, the "query: " prompt and the
-same batch size. Texts are cut to exactly 32 and 256 tokens (prefix and
+same batch size (with `--batch_tokens T`, both sides use batch_size rows, fewer where they
+would hold over T tokens: `encode.batch_rows`; default 0, the same rows at every length,
+which is the accelerator issue's comparison). Texts are cut to exactly 32 and 256 tokens (prefix and
 special tokens included). Ours: `mlir_train.encode.embed`, after one warm-up
 call per length that compiles the forward pass (compile time reported
 separately). sentence-transformers: `SentenceTransformer.encode` with
@@ -15,11 +17,13 @@ second over a float32 matmul peak measured in this same process
 (`profile_encoder.matmul_peak`). The script records the load average before
 and after and refuses to run when the 1-minute load average is above 0.3
 (`--force`: a dry run that prints and writes nothing). Results go to
-benchmarks/results/encode_throughput.{json,md}.
+benchmarks/results/encode_throughput.{json,md} (with --batch_tokens T:
+encode_throughput_tokensT.{json,md}).
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -79,6 +83,8 @@ def main(argv=None) -> int:
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--lengths", type=int, nargs="+", default=[32, 128, 256])
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--batch_tokens", type=int, default=0,
+                      help="both sides: at most this many tokens per batch (0: batch_size rows)")
   parser.add_argument("--force", action="store_true",
                       help="run on a busy machine (dry run: print, write nothing)")
   parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results")
@@ -96,27 +102,27 @@ def main(argv=None) -> int:
   peak = matmul_peak()
   results = []
   for length in args.lengths:
+    batch = encode.batch_rows(length, args.batch_size, args.batch_tokens)  # rows, both sides
     texts = texts_of_length(model.tokenizer, args.texts, length)
     lens = {len(model.tokenizer("query: " + t)["input_ids"]) for t in texts}
     flops = sum(layer_flops(model.config, len(texts), length).values())
     start = time.perf_counter()
-    ours = encode.embed(model, texts[:args.batch_size], "query", args.batch_size,
-                        max_length=length, progress=False)
+    ours_embed = functools.partial(encode.embed, model, kind="query", batch_size=batch,
+                                   max_length=length, progress=False, batch_tokens=0)
+    ours = ours_embed(texts[:batch])
     compile_s = time.perf_counter() - start
-    st.encode(texts[:args.batch_size], prompt_name="query", batch_size=args.batch_size)
+    st.encode(texts[:batch], prompt_name="query", batch_size=batch)
     times = {"ours": [], "st": []}
     for _ in range(args.repeats):  # interleaved A/B
-      times["ours"].append(best_time(lambda: encode.embed(
-          model, texts, "query", args.batch_size, max_length=length, progress=False), 1))
+      times["ours"].append(best_time(lambda: ours_embed(texts), 1))
       times["st"].append(best_time(lambda: st.encode(
-          texts, prompt_name="query", batch_size=args.batch_size), 1))
+          texts, prompt_name="query", batch_size=batch), 1))
     t_ours, t_st = min(times["ours"]), min(times["st"])
-    ours = encode.embed(model, texts, "query", args.batch_size, max_length=length,
-                        progress=False)
-    ref = st.encode(texts, prompt_name="query", batch_size=args.batch_size)
+    ours = ours_embed(texts)
+    ref = st.encode(texts, prompt_name="query", batch_size=batch)
     row = {
         "tokens_per_text": length, "token_lengths_seen": sorted(lens), "texts": len(texts),
-        "batch_size": args.batch_size,
+        "batch_size": batch, "batch_tokens": args.batch_tokens,
         "ours_texts_per_s": len(texts) / t_ours,
         "sentence_transformers_texts_per_s": len(texts) / t_st,
         "ratio_ours_over_st": t_st / t_ours,
@@ -140,7 +146,8 @@ def main(argv=None) -> int:
   if not guard.may_write:
     return 0
   args.out.mkdir(parents=True, exist_ok=True)
-  (args.out / "encode_throughput.json").write_text(json.dumps({**meta, "results": results},
+  stem = "encode_throughput" + (f"_tokens{args.batch_tokens}" if args.batch_tokens else "")
+  (args.out / f"{stem}.json").write_text(json.dumps({**meta, "results": results},
                                                               indent=2) + "\n")
   lines = ["# Encoding throughput (CPU): mlir_train.encode vs sentence-transformers", "",
            f"Command: `{meta['command']}`  ", _machine.describe(meta) + "  ",
@@ -153,7 +160,7 @@ def main(argv=None) -> int:
                  f"{r['ours_texts_per_s']:.1f} | {r['sentence_transformers_texts_per_s']:.1f} | "
                  f"{r['ratio_ours_over_st']:.2f} | {r['mfu_ours']:.1%} | {r['mfu_st']:.1%} | "
                  f"{r['min_cosine_ours_vs_st']:.5f} |")
-  (args.out / "encode_throughput.md").write_text("\n".join(lines) + "\n")
+  (args.out / f"{stem}.md").write_text("\n".join(lines) + "\n")
   print("\n".join(lines))
   return 0
 
