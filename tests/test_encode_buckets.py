@@ -1,8 +1,8 @@
 """Padded lengths per backend: fine on a CPU, ten coarse shapes on a GPU or TPU (each new
 shape costs seconds of compilation there), with the same embeddings either way."""
 import jax
-import pytest
 import numpy as np
+import pytest
 
 from data_pipelines import tokenization
 from mlir_train import encode, models
@@ -11,8 +11,8 @@ from mlir_train import encode, models
 TEXTS = ["word " * n for n in (0, 1, 2, 3, 5, 7, 9, 11, 14, 17, 20, 24, 28, 40)]
 
 
-def _shapes_and_vectors(model, monkeypatch, backend):
-  monkeypatch.setattr(jax, "default_backend", lambda: backend)
+def _calls(model, monkeypatch, texts, **kwargs):
+  """(shapes of every forward call, vectors) of one `embed`."""
   shapes = []
   forward = encode._forward
 
@@ -21,8 +21,14 @@ def _shapes_and_vectors(model, monkeypatch, backend):
     return forward(module, params, input_ids, attention_mask)
 
   monkeypatch.setattr(encode, "_forward", spy)
-  vectors = encode.embed(model, TEXTS, "passage", batch_size=1, max_length=512, progress=False)
+  vectors = encode.embed(model, texts, "passage", progress=False, **kwargs)
   monkeypatch.undo()
+  return shapes, vectors
+
+
+def _shapes_and_vectors(model, monkeypatch, backend):
+  monkeypatch.setattr(jax, "default_backend", lambda: backend)
+  shapes, vectors = _calls(model, monkeypatch, TEXTS, batch_size=1, max_length=512)
   return {length for _, length in shapes}, vectors
 
 
@@ -58,21 +64,6 @@ def test_a_restored_model_reuses_the_loaded_models_compilations(tmp_path):
   assert not np.allclose(first, second)  # trained parameters, not the loaded ones
 
 
-def _calls(model, monkeypatch, texts, **kwargs):
-  """(shapes of every forward call, vectors) of one `embed`."""
-  shapes = []
-  forward = encode._forward
-
-  def spy(module, params, input_ids, attention_mask):
-    shapes.append(input_ids.shape)
-    return forward(module, params, input_ids, attention_mask)
-
-  monkeypatch.setattr(encode, "_forward", spy)
-  vectors = encode.embed(model, texts, "passage", progress=False, **kwargs)
-  monkeypatch.undo()
-  return shapes, vectors
-
-
 def test_a_token_budget_gives_long_texts_fewer_rows_and_the_same_vectors(monkeypatch):
   model = models.load_model("tiny-random")
   texts = [("word " * n).strip() for n in range(30)]  # 30 texts of 5 to 121 tokens
@@ -106,7 +97,7 @@ def test_the_budget_is_the_cpu_default_and_off_elsewhere(monkeypatch):
   assert encode.batch_rows(512, 64, 0) == 64
   monkeypatch.undo()
   shapes, _ = _calls(model, monkeypatch, texts, batch_size=64)  # this machine: a CPU
-  assert [r for r, _ in shapes] == [1024 // shapes[0][1]] * len(shapes)
+  assert shapes == [(1024 // 128, 128)]  # the long text (cut to 128) sets 8 rows; both fit
   for bad in (-1, 1.5, True):
     with pytest.raises(ValueError, match="batch_tokens"):
       encode.embed(model, texts, "passage", batch_tokens=bad, progress=False)
