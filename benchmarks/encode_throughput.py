@@ -4,10 +4,10 @@
 
 Both sides use the same e5-small weights (the cached export of
 `mlir_train.e5_small`, float32), the same texts, the "query: " prompt and the
-same batch size (with `--batch_tokens T`, both sides use batch_size rows, fewer where they
-would hold over T tokens: `encode.batch_rows`; default 0, the same rows at every length,
-which is the accelerator issue's comparison). Texts are cut to exactly 32 and 256 tokens (prefix and
-special tokens included). Ours: `mlir_train.encode.embed`, after one warm-up
+same batch size (with `--batch_tokens T`, both sides use batch_size rows,
+fewer where they would hold over T tokens: `encode.batch_rows`; default 0,
+the same rows at every length, which is the accelerator issue's comparison).
+Texts are cut to exactly the given lengths (prefix and special tokens included). Ours: `mlir_train.encode.embed`, after one warm-up
 call per length that compiles the forward pass (compile time reported
 separately). sentence-transformers: `SentenceTransformer.encode` with
 PyTorch, after one warm-up batch. The two are timed interleaved (ours, ST,
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
   args.out.mkdir(parents=True, exist_ok=True)
   stem = "encode_throughput" + (f"_tokens{args.batch_tokens}" if args.batch_tokens else "")
   (args.out / f"{stem}.json").write_text(json.dumps({**meta, "results": results},
-                                                              indent=2) + "\n")
+                                                 indent=2) + "\n")
   lines = ["# Encoding throughput (CPU): mlir_train.encode vs sentence-transformers", "",
            f"Command: `{meta['command']}`  ", _machine.describe(meta) + "  ",
            f"Note: {meta['note']}; torch threads {meta['torch_threads']}; MFU against a float32 "
