@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One-GPU benchmark and study in one command (not yet run whole: three 15-minute H100 leases
-# measured its parts, benchmarks/results/gpu_h100/; about 9 minutes for the benchmark and an
-# estimated 9 for the study):
+# One-GPU benchmark and study in one command (not yet run whole in one call: four 15-minute
+# H100 leases measured its parts, benchmarks/results/gpu_h100/; about 9 minutes for the
+# benchmark and 6.0 for the study):
 #
 #   bash benchmarks/gpu.sh [OUT_DIR] [--dry-run]
 #

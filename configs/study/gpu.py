@@ -5,13 +5,11 @@ tokens; TyDi (passages and sentences) and AfriQA on the first 120 gold passages 
 language. `full` evaluates everything whole.
 
 `bash benchmarks/gpu.sh OUT` runs it after the speed benchmark
-(`python -m replicate --preset gpu --fold A --out OUT/study`). Not yet run whole. Timed on
-one H100 for 521 s (benchmarks/results/gpu_h100/, third lease): the start model's four
-evaluations took 337 s, 246 of them compiling a search program per TyDi language's shapes
-(since fixed: full search shapes off the CPU); the first training 77 s with compilation,
-the next 30 s (300 steps at ~3,300 pairs/s are 9 s of it); a trained model's evaluations
-about 15 s once compiled. Estimated after the fixes: about 9 minutes; the accelerator
-issue asked for 6.
+(`python -m replicate --preset gpu --fold A --out OUT/study`). Measured on one H100
+(benchmarks/results/gpu_h100/, fourth lease; results/gpu-foldA/): 359.5 s in all, the
+start model's four evaluations 91 s, the first training 63 s with compilation, each later
+one 14-15 s, each trained model's evaluations 9-11 s. The accelerator issue asked for
+<= 6 minutes.
 """
 import ml_collections
 
