@@ -54,20 +54,22 @@ def training_flops(config, batch, q_len, p_len) -> float:
 
 
 def compiled_step(config, model):
-  """(initial train state, jit'd update step, mesh) of the trainer for `config` and `model`,
-  sharded as `mlir_train.train` shards them (shared with benchmarks/gpu_bench.py)."""
+  """(initial train state, jitted update step, mesh): the trainer's own update step
+  (`train.step_functions`: the same module, optimizer and shardings as `mlir_train.train`),
+  so a benchmark times the step a training run runs (shared with benchmarks/gpu_bench.py)."""
   import jax
   from mlir_train import partitioning, train
-  module = train.encoder_lib.Encoder(model.config, dtype=train.COMPUTE_DTYPES[config.compute_dtype])
+  module = model.module.clone(dtype=train.COMPUTE_DTYPES[config.compute_dtype],
+                              remat=bool(config.remat))
   tx = train.optimizer_lib.make_optimizer(config)
-  mesh = partitioning.make_mesh()
+  mesh = partitioning.make_mesh(fsdp=int(config.fsdp))
   init = lambda p: train.init_state(p, tx, config)
   state_sharding = partitioning.tree_shardings(jax.eval_shape(init, model.params), mesh)
+  batch_sharding = {f: partitioning.batch_sharding(mesh) for f in train.BATCH_FIELDS}
+  update_sharding = {f: partitioning.batch_sharding(mesh) for f in train.batch_fields(config)}
   state = jax.jit(init, out_shardings=state_sharding)(model.params)
-  step = jax.jit(train.make_update_step(module, tx, config),
-                 in_shardings=(state_sharding,
-                               {f: partitioning.batch_sharding(mesh) for f in train.BATCH_FIELDS}),
-                 out_shardings=(state_sharding, partitioning.replicated(mesh)), donate_argnums=0)
+  step, _ = train.step_functions(module, config, mesh, state_sharding, update_sharding,
+                                 batch_sharding)
   return state, step, mesh
 
 

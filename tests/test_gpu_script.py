@@ -78,11 +78,19 @@ def test_gpu_bench_dry_run(tmp_path, data_dir):
       assert _positive(row[key]), (row["name"], key)
     for side in ("ours", "st"):
       assert _positive(row[side]["pairs_per_s"]) and "peak_memory_bytes" in row[side]
+    # Ours: XLA's analysis of the compiled step, at least the state it updates in place.
+    assert row["ours"]["peak_memory_bytes"] > 0 and _positive(row["ours"]["compile_s"])
     # A dry run's peak and step are timed seconds apart on a CPU that other work may
     # share, so its MFU is only checked to be a plausible fraction, not a measurement.
     assert row["mfu"] < 5
     assert row["ratio"] == pytest.approx(row["ours"]["pairs_per_s"] / row["st"]["pairs_per_s"])
   assert result["complete"]
+  assert set(device["phases_s"]) >= {"load", "export_and_texts", "compile", "matmul_peak",
+                                     "train", "encode", "total"}
+  # Both sides encoded the same texts, of exactly the planned lengths.
+  texts = json.loads((tmp_path / "encode_texts.json").read_text())
+  assert sorted(map(int, texts)) == result["plan"]["encode_lengths"]
+  assert all(len(v) == result["plan"]["encode_texts"] for v in texts.values())
   assert len(result["encode"]) == 4
   for row in result["encode"]:
     assert _positive(row["ours_texts_per_s"]) and _positive(row["st_texts_per_s"])
@@ -211,3 +219,22 @@ def test_one_dtype_runs_only_its_rows(tmp_path, capsys):
   assert sorted(result["st"]["train"]) == ["float32/batch 16 GradCache 8", "float32/batch 8"]
   md = (tmp_path / "gpu_bench.md").read_text()
   assert "Ours not run" not in md and "| bfloat16 | batch" not in md
+
+
+def test_benchmark_times_the_gpu_studys_step():
+  """gpu_bench's bfloat16 batch-100 configuration is the gpu study's update step: equal on
+  every config key the steps read (`train.step_functions` builds them from those), so the
+  study after the benchmark finds that compilation in the persistent cache. The GradCache
+  configuration is another program."""
+  import replicate
+  from mlir_train import train
+  sys.path.insert(0, str(REPO / "benchmarks"))
+  import gpu_bench
+  plan = gpu_bench.settings(dry_run=False)
+  read = lambda c: {k: v for k, v in c.to_dict().items() if k not in train.NOT_READ_BY_STEPS}
+  for strategy, alpha in (("mono", 1.0), ("hybrid", 0.5)):
+    study = replicate.train_config(replicate.load_preset("gpu"), "A", strategy, alpha, 2,
+                                   "e5-small", None, pathlib.Path("shards"))
+    assert read(gpu_bench.train_config(plan["train"][0], "bfloat16")) == read(study)
+    assert read(gpu_bench.train_config(plan["train"][1], "bfloat16")) != read(study)
+    assert read(gpu_bench.train_config(plan["train"][0], "float32")) != read(study)
