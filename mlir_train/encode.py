@@ -9,11 +9,15 @@ compilation; capped by `max_length`). On a CPU a batch also holds at most
 go in fewer rows: every matmul then works on [1,024, hidden] activations that
 stay in cache (benchmarks/PROFILE.md, section 10). Each batch is filled to the
 row count of its length, so the forward pass compiles at most once per
-bucket, however many texts are encoded. Results come back in input order.
+bucket, however many texts are encoded. Off the CPU, the shapes a call needs and
+has not compiled yet compile side by side (a thread each) before the first batch
+runs. Results come back in input order.
 """
 from __future__ import annotations
 
 import functools
+import os
+from concurrent import futures
 from typing import Sequence
 
 import jax
@@ -26,6 +30,27 @@ from data_pipelines import tokenization
 @functools.partial(jax.jit, static_argnums=0)
 def _forward(module, params, input_ids, attention_mask):
   return module.apply({"params": params}, input_ids, attention_mask)  # [batch, hidden]
+
+
+_COMPILED: set = set()   # (module, rows, length, params dtype, device id) compiled here
+
+
+def compile_ahead(module, params, shapes, device) -> int:
+  """Compile the forward pass for those [rows, length] `shapes` not compiled yet, side by
+  side (a thread each: much of a compilation runs on one host core, and on a GPU each new
+  shape costs seconds); returns how many compiled. Calls with those shapes then reuse them."""
+  dtype = str(jax.tree_util.tree_leaves(params)[0].dtype)
+  new = sorted({s for s in shapes if (module, *s, dtype, device.id) not in _COMPILED})
+
+  def one(shape):  # [rows, length] of padding: only the shape matters
+    ids, mask = np.zeros(shape, np.int32), np.ones(shape, np.int32)
+    jax.block_until_ready(_forward(module, params, ids, mask))
+
+  if new:
+    with futures.ThreadPoolExecutor(min(len(new), os.cpu_count() or 1, 8)) as pool:
+      list(pool.map(one, new))
+  _COMPILED.update((module, *s, dtype, device.id) for s in new)
+  return len(new)
 
 
 def model_max_length(model, max_length: int) -> int:
@@ -65,7 +90,8 @@ def batch_rows(length: int, batch_size: int, batch_tokens: int) -> int:
 def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
           max_length: int = 512, progress: bool = True,
           buckets: Sequence[int] | None = None,
-          stats: dict | None = None, batch_tokens: int | None = None) -> np.ndarray:
+          stats: dict | None = None, batch_tokens: int | None = None,
+          ahead: bool | None = None) -> np.ndarray:
   """Embed `texts` with `model` (a `models.LoadedModel`).
 
   `kind` ("query", "passage" or None) selects the model's prompt
@@ -81,7 +107,8 @@ def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
   Batching changes speed, not results (up to float rounding).
 
   `stats` (a dict), if given, gets `texts` and `truncated` (texts longer than the
-  cap) added to it.
+  cap) added to it. `ahead`: compile the call's new shapes side by side first
+  (`compile_ahead`); None: off the CPU only (on 2 CPU cores it gained nothing).
   """
   batch_tokens = default_batch_tokens() if batch_tokens is None else batch_tokens
   for name, value, least in (("batch_size", batch_size, 1), ("batch_tokens", batch_tokens, 0)):
@@ -106,10 +133,22 @@ def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
   # (`models.restore_for_inference`): a loaded and a restored model then share one
   # compiled forward pass per shape (uncommitted parameters compiled their own; on a GPU
   # a study's first trained model paid ~25 s of compilation again).
-  params = jax.device_put(model.params, jax.local_devices()[0])
+  device = jax.local_devices()[0]
+  params = jax.device_put(model.params, device)
   buckets = default_buckets() if buckets is None else buckets
   lengths = [b for b in sorted(buckets) if b < max_length] + [max_length]
   order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # longest first
+  # The batches: longest first, so a batch's first text sets its padded length and rows.
+  plan, start = [], 0   # (indices into rows, padded length)
+  while start < len(order):
+    pad_to = tokenization.bucket_length(len(rows[order[start]]), lengths)
+    n_rows = batch_rows(pad_to, batch_size, batch_tokens)
+    plan.append((order[start:start + n_rows], pad_to))
+    start += n_rows
+  if ahead if ahead is not None else jax.default_backend() != "cpu":
+    compile_ahead(model.module, params,
+                  [(batch_rows(pad_to, batch_size, batch_tokens), pad_to) for _, pad_to in plan],
+                  device)
   pad_id = model.tokenizer.pad_token_id
   pending = None  # the previous batch, fetched once the next one is dispatched
 
@@ -120,13 +159,8 @@ def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
 
   with tqdm(total=len(rows), desc=f"embed {kind or 'text'}", unit="text",
             disable=not progress) as bar:
-    start = 0
-    while start < len(order):
-      # Longest first: the batch's first text sets its padded length and so its rows.
-      pad_to = tokenization.bucket_length(len(rows[order[start]]), lengths)
+    for idx, pad_to in plan:
       n_rows = batch_rows(pad_to, batch_size, batch_tokens)
-      idx = order[start:start + n_rows]
-      start += n_rows
       batch = [rows[i] for i in idx]
       # Fill a short batch with copies of its last row: one shape per padded length.
       batch += [batch[-1]] * (n_rows - len(batch))

@@ -101,3 +101,32 @@ def test_the_budget_is_the_cpu_default_and_off_elsewhere(monkeypatch):
   for bad in (-1, 1.5, True):
     with pytest.raises(ValueError, match="batch_tokens"):
       encode.embed(model, texts, "passage", batch_tokens=bad, progress=False)
+
+
+def test_compiling_ahead_compiles_exactly_the_shapes_the_call_runs(monkeypatch):
+  """`ahead=True` (the default off the CPU): the call's new [rows, length] shapes compile side
+  by side first, so its batches then compile nothing; the vectors are those of a call
+  without it, and a second call compiles nothing ahead."""
+  model = models.load_model("tiny-random")
+  texts = ["word " * n for n in (0, 2, 5, 9, 14, 20, 28, 40, 60)]
+  kwargs = dict(max_length=88, buckets=(8, 16, 32, 64), batch_tokens=0, progress=False)
+  plain = encode.embed(model, texts, "passage", ahead=False, batch_size=3, **kwargs)
+  forward, calls = encode._forward, []   # (shape, programs compiled before the call)
+
+  def spy(module, params, input_ids, attention_mask):
+    calls.append((input_ids.shape, forward._cache_size()))
+    return forward(module, params, input_ids, attention_mask)
+
+  monkeypatch.setattr(encode, "_forward", spy)
+  ahead = encode.embed(model, texts, "passage", ahead=True, batch_size=2, **kwargs)
+  batches = -(-len(texts) // 2)
+  warm, run = calls[:-batches], calls[-batches:]
+  assert len(warm) >= 2 and {s for s, _ in warm} == {s for s, _ in run}  # new shapes: [2, L]
+  assert {n for _, n in run} == {forward._cache_size()}   # the batches compiled nothing
+  np.testing.assert_allclose(ahead, plain, atol=2e-5)
+  calls.clear()
+  encode.embed(model, texts, "passage", ahead=True, batch_size=2, **kwargs)
+  assert len(calls) == batches                              # nothing compiled ahead again
+  device = jax.local_devices()[0]
+  params = jax.device_put(model.params, device)
+  assert encode.compile_ahead(model.module, params, [(5, 16)], device) == 1   # a new shape
