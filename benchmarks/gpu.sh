@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
-# One-GPU benchmark and study in one command (not yet run whole in one call: four 15-minute
-# H100 leases measured its parts, benchmarks/results/gpu_h100/; about 9 minutes for the
-# benchmark and 6.0 for the study):
+# One-GPU benchmark and study in one command. Measured whole on one H100 (2026-11-27,
+# benchmarks/results/gpu_h100/lease5/): 491 s, the benchmark 195 s and the study 296 s.
 #
 #   bash benchmarks/gpu.sh [OUT_DIR] [--dry-run]
 #
