@@ -59,6 +59,7 @@ def main(argv=None) -> int:
   parser.add_argument("--model", default="e5-small-shape")
   parser.add_argument("--batch", type=int, default=100)
   parser.add_argument("--repeats", type=int, default=20)
+  parser.add_argument("--peak_n", type=int, default=8192, help="the square matmul's size")
   args = parser.parse_args(argv)
   import jax
   import jax.numpy as jnp
@@ -121,7 +122,8 @@ def main(argv=None) -> int:
   optimizer_step = jax.jit(lambda g, s, p: optax.apply_updates(p, tx.update(g, s, p)[0]))
   tokens, h, f = args.batch * 128, model.config.hidden_size, model.config.intermediate_size
   gemms = {"[tokens,h]x[h,h]": (tokens, h, h), "[tokens,h]x[h,4h]": (tokens, h, f),
-           "[tokens,4h]x[4h,h]": (tokens, f, h), "8192^2": (8192, 8192, 8192)}
+           "[tokens,4h]x[4h,h]": (tokens, f, h),
+           f"{args.peak_n}^2": (args.peak_n, args.peak_n, args.peak_n)}
   mm = jax.jit(lambda a, w: a @ w)
   gemm_args = {k: (jnp.ones((m, k_), dtype), jnp.ones((k_, n), dtype))
                for k, (m, k_, n) in gemms.items()}

@@ -238,3 +238,57 @@ def test_benchmark_times_the_gpu_studys_step():
     assert read(gpu_bench.train_config(plan["train"][0], "bfloat16")) == read(study)
     assert read(gpu_bench.train_config(plan["train"][1], "bfloat16")) != read(study)
     assert read(gpu_bench.train_config(plan["train"][0], "float32")) != read(study)
+
+
+def test_step_profile_on_a_tiny_model(tmp_path):
+  """benchmarks/gpu_step_profile.py runs every part on a CPU; its FLOP counts are the
+  analytic ones (the step's `training_flops`, a matmul's 2 m k n)."""
+  sys.path.insert(0, str(REPO / "benchmarks"))
+  import gpu_step_profile
+  from train_throughput import training_flops
+  assert gpu_step_profile.main(["--out", str(tmp_path), "--model", "tiny-random", "--batch", "8",
+                                "--repeats", "2", "--peak_n", "64"]) == 0
+  result = json.loads((tmp_path / "step_profile.json").read_text())
+  config = models.load_model("tiny-random").config
+  h, f = config.hidden_size, config.intermediate_size
+  assert set(result["parts_ms"]) == {
+      "update step, batch 8", "update step, batch 32", "forward (validation loss)",
+      "forward + backward", "AdamW update", "matmul [tokens,h]x[h,h]",
+      "matmul [tokens,h]x[h,4h]", "matmul [tokens,4h]x[4h,h]", "matmul 64^2"}
+  assert all(_positive(ms) for ms in result["parts_ms"].values())
+  flops = result["flops"]
+  assert flops["update step, batch 32"] == training_flops(config, 32, 64, 128)
+  assert flops["forward + backward"] == 3 * flops["forward (validation loss)"]
+  assert flops["matmul [tokens,h]x[h,4h]"] == 2 * (8 * 128) * h * f
+  assert flops["matmul 64^2"] == 2 * 64 ** 3
+  md = (tmp_path / "step_profile.md").read_text()
+  assert md.count("\n| ") == 1 + len(result["parts_ms"])   # header and one row per part
+
+
+def test_study_timeline_from_file_times(tmp_path):
+  """benchmarks/study_timeline.py: each run's start, training and evaluation seconds from
+  its files' modification times (set here by hand)."""
+  sys.path.insert(0, str(REPO / "benchmarks"))
+  import study_timeline
+  t0 = 1_800_000_000
+
+  def touch(rel, at):
+    path = tmp_path / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{}")
+    os.utime(path, (t0 + at, t0 + at))
+
+  touch("runs/start/provenance.json", 0)
+  touch("runs/start/eval_xquad_r.json", 40)
+  touch("runs/start/eval_afriqa.json", 59)
+  touch("runs/mono-s0/provenance.json", 59)
+  touch("runs/mono-s0/train_summary.json", 88)
+  touch("runs/mono-s0/eval_xquad_r.json", 96)
+  (tmp_path / "results.json").write_text(json.dumps({"wall_time_s": 101.5}))
+  os.utime(tmp_path / "results.json", (t0 + 100, t0 + 100))
+  lines = study_timeline.timeline(tmp_path).splitlines()
+  assert lines[1].split() == ["start", "+0", "s", "start", "train", "-", "evaluations", "59", "s"]
+  assert lines[2].split() == ["start", "+59", "s", "mono-s0", "train", "29", "s",
+                              "evaluations", "8", "s"]
+  assert lines[3] == "results.json written at +100 s"
+  assert lines[4].endswith("101.5")
