@@ -292,3 +292,27 @@ def test_study_timeline_from_file_times(tmp_path):
                               "evaluations", "8", "s"]
   assert lines[3] == "results.json written at +100 s"
   assert lines[4].endswith("101.5")
+
+
+def test_matmul_dtypes_small(tmp_path):
+  """benchmarks/matmul_dtypes.py on a small shape: every variant measured or named as
+  failed, float32 products within float32 rounding of a float64 one and bfloat16 ones within
+  bfloat16's (2 x 2^-8 of sum |a_i b_i|); the report has the shape's row."""
+  sys.path.insert(0, str(REPO / "benchmarks"))
+  import matmul_dtypes
+  shapes = {"small": [64, 48, 80]}
+  rows = matmul_dtypes.measure(shapes, repeats=2)["small"]
+  assert set(rows) == {f"{v} {d}" for v in list(matmul_dtypes.XLA_VARIANTS) + ["PyTorch"]
+                       for d in ("float32", "bfloat16")}
+  for name, row in rows.items():
+    if "error" in row:
+      assert "XLA," in name        # only an XLA option a jaxlib may not know
+      continue
+    assert _positive(row["gflops"])
+    assert row["max_error"] < (1e-5 if name.endswith("float32") else 2 * 2 ** -8 + 1e-6), name
+  assert matmul_dtypes.main(["--force", "--repeats", "1", "--out", str(tmp_path),
+                             "--shapes", json.dumps(shapes)]) == 0
+  written = sorted(p.name for p in tmp_path.iterdir())   # only on a quiet machine
+  assert written in ([], ["matmul_dtypes.json", "matmul_dtypes.md"])
+  if written:
+    assert "| small: [64, 48] x [48, 80] |" in (tmp_path / "matmul_dtypes.md").read_text()
