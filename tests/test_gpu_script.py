@@ -297,7 +297,7 @@ def test_study_timeline_from_file_times(tmp_path):
 def test_matmul_dtypes_small(tmp_path):
   """benchmarks/matmul_dtypes.py on a small shape: every variant measured or named as
   failed, float32 products within float32 rounding of a float64 one and bfloat16 ones within
-  bfloat16's (2 x 2^-8 of sum |a_i b_i|); the report has the shape's row."""
+  bfloat16's (2 or 3 x 2^-8 of sum |a_i b_i|); the report has the shape's row."""
   sys.path.insert(0, str(REPO / "benchmarks"))
   import matmul_dtypes
   shapes = {"small": [64, 48, 80]}
@@ -309,7 +309,9 @@ def test_matmul_dtypes_small(tmp_path):
       assert "XLA," in name        # only an XLA option a jaxlib may not know
       continue
     assert _positive(row["gflops"])
-    assert row["max_error"] < (1e-5 if name.endswith("float32") else 2 * 2 ** -8 + 1e-6), name
+    # bfloat16 inputs: 2^-8 relative each; PyTorch also rounds its bfloat16 output (one more)
+    bound = {"float32": 1e-5, "bfloat16": (3 if name.startswith("PyTorch") else 2) * 2 ** -8}
+    assert row["max_error"] < bound[name.split()[-1]] + 1e-6, name
   assert matmul_dtypes.main(["--force", "--repeats", "1", "--out", str(tmp_path),
                              "--shapes", json.dumps(shapes)]) == 0
   written = sorted(p.name for p in tmp_path.iterdir())   # only on a quiet machine
