@@ -139,16 +139,16 @@ def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
   lengths = [b for b in sorted(buckets) if b < max_length] + [max_length]
   order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # longest first
   # The batches: longest first, so a batch's first text sets its padded length and rows.
-  plan, start = [], 0   # (indices into rows, padded length)
+  plan, start = [], 0   # (indices into rows, rows, padded length)
   while start < len(order):
     pad_to = tokenization.bucket_length(len(rows[order[start]]), lengths)
     n_rows = batch_rows(pad_to, batch_size, batch_tokens)
-    plan.append((order[start:start + n_rows], pad_to))
+    plan.append((order[start:start + n_rows], n_rows, pad_to))
     start += n_rows
-  if ahead if ahead is not None else jax.default_backend() != "cpu":
-    compile_ahead(model.module, params,
-                  [(batch_rows(pad_to, batch_size, batch_tokens), pad_to) for _, pad_to in plan],
-                  device)
+  if ahead is None:
+    ahead = jax.default_backend() != "cpu"
+  if ahead:
+    compile_ahead(model.module, params, [(n, pad_to) for _, n, pad_to in plan], device)
   pad_id = model.tokenizer.pad_token_id
   pending = None  # the previous batch, fetched once the next one is dispatched
 
@@ -159,8 +159,7 @@ def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
 
   with tqdm(total=len(rows), desc=f"embed {kind or 'text'}", unit="text",
             disable=not progress) as bar:
-    for idx, pad_to in plan:
-      n_rows = batch_rows(pad_to, batch_size, batch_tokens)
+    for idx, n_rows, pad_to in plan:
       batch = [rows[i] for i in idx]
       # Fill a short batch with copies of its last row: one shape per padded length.
       batch += [batch[-1]] * (n_rows - len(batch))
