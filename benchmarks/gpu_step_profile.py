@@ -65,7 +65,6 @@ def main(argv=None) -> int:
   import jax.numpy as jnp
   import optax
   from concurrent import futures
-  import _machine
   import gpu_bench
   from mlir_train import optimizer as optimizer_lib, partitioning, train
   from train_throughput import compiled_step, synthetic_batches, training_flops
