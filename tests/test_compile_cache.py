@@ -106,6 +106,7 @@ app.run(train.main)
 """
 
 
+@pytest.mark.slow  # test_study_runs_share_compiled_programs asserts more (every program hits)
 def test_tiny_training_compiles_once(tmp_path):
   """train.main enables the cache: the second run of the tiny config compiles (almost) nothing."""
   env = _env(tmp_path)

@@ -59,6 +59,9 @@ def _positive(x):
   return isinstance(x, (int, float)) and x > 0
 
 
+@pytest.mark.slow  # ~2.5 min: the whole gpu.sh (benchmark + smoke study) on a tiny model.
+# The default suite keeps gpu_bench's dry run (test_one_dtype_runs_only_its_rows) and the
+# study's path (tests/test_replicate.py).
 def test_gpu_bench_dry_run(tmp_path, data_dir):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO), MLIR_DATA_DIR=str(data_dir))
   proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), str(tmp_path), "--dry-run"],
@@ -240,6 +243,7 @@ def test_benchmark_times_the_gpu_studys_step():
     assert read(gpu_bench.train_config(plan["train"][0], "float32")) != read(study)
 
 
+@pytest.mark.slow  # a profiling script's check (~20 s)
 def test_step_profile_on_a_tiny_model(tmp_path):
   """benchmarks/gpu_step_profile.py runs every part on a CPU; its FLOP counts are the
   analytic ones (the step's `training_flops`, a matmul's 2 m k n)."""

@@ -30,7 +30,7 @@ def test_chunk_layout_round_trips():
   np.testing.assert_array_equal(np.asarray(gradcache._from_chunks(chunks)), x)
 
 
-@pytest.mark.parametrize("batch_size", [16, 32])
+@pytest.mark.parametrize("batch_size", [16, pytest.param(32, marks=pytest.mark.slow)])
 def test_loss_and_gradient_equal_full_batch(batch_size):
   model, embed, loss_from_embeddings, inputs = setup(batch_size)
 

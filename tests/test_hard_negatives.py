@@ -149,7 +149,7 @@ def trainer_reference(model):
   return host, loss, grads
 
 
-@pytest.mark.parametrize("chunk", [0, 2])
+@pytest.mark.parametrize("chunk", [0, pytest.param(2, marks=pytest.mark.slow)])  # GradCache: test_gradcache
 def test_trainer_parameter_gradients_with_hard_negatives(model, trainer_reference, chunk):
   config = _trainer_config(chunk)
   host, want_loss, want_grads = trainer_reference

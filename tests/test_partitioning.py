@@ -105,6 +105,7 @@ def one_step_metrics(mesh):
   return jax.device_get(metrics)
 
 
+@pytest.mark.slow  # the loss and gradient check above covers the sharded step's numbers
 def test_update_step_metrics_on_1_and_8_devices():
   m1 = one_step_metrics(partitioning.make_mesh(data=1, devices=jax.devices()[:1]))
   m8 = one_step_metrics(partitioning.make_mesh(fsdp=4))
