@@ -105,7 +105,8 @@ def search_defaults(platforms: str) -> tuple[int, int]:
 
 def _search_options(args) -> dict:
   return dict(chunk_size=args.chunk_size, query_block=args.query_block,
-              stream_rows=args.stream_rows, workers=args.workers or None)
+              stream_rows=args.stream_rows, workers=args.workers or None,
+              prefilter=None if args.prefilter == "none" else args.prefilter)
 
 
 def child(args) -> dict:
@@ -131,8 +132,11 @@ def child(args) -> dict:
     compile_s = time.perf_counter() - start
   base = _reset_peak()  # libraries, corpus and queries (and the compiled search) are in
 
+  prefilter_stats = {}
+
   def ours():
-    return search.top_k(queries, corpus, args.k, **_search_options(args))[1]
+    return search.top_k(queries, corpus, args.k, stats=prefilter_stats,
+                        **_search_options(args))[1]
 
   def flat():
     index = faiss.IndexFlatIP(args.dim)
@@ -148,7 +152,8 @@ def child(args) -> dict:
         times[name].append(time.perf_counter() - start)
     return {"method": "ab", "seconds": {n: [round(t, 3) for t in v] for n, v in times.items()},
             "speed_ratio_eval_search_over_faiss":
-                round(min(times["faiss.IndexFlatIP"]) / min(times["eval.search"]), 3)}
+                round(min(times["faiss.IndexFlatIP"]) / min(times["eval.search"]), 3),
+            "prefilter": prefilter_stats}
   fn = {"eval.search": ours, "faiss.IndexFlatIP": flat,
         "numpy": lambda: _numpy_top_k(queries, corpus, args.k)}[args.method]
   seconds = float("inf")
@@ -160,7 +165,7 @@ def child(args) -> dict:
   return {"method": args.method, "seconds": round(seconds, 3),
           "queries_per_second": round(args.queries / seconds, 1),
           "compile_seconds": round(compile_s, 3), "peak_rss_mib": round(_rss_mib(), 1),
-          "peak_rss_growth_mib": round(_rss_mib() - base, 1)}
+          "peak_rss_growth_mib": round(_rss_mib() - base, 1), "prefilter": prefilter_stats}
 
 
 def write_memmap(path: pathlib.Path, n: int, dim: int, rows: int = 65536) -> None:
@@ -185,7 +190,9 @@ def stream_child(args) -> dict:
   search.top_k(queries, corpus[:rows], args.k, **_search_options(args))  # compile, same shapes
   base = _reset_peak()
   start = time.perf_counter()
-  scores, indices = search.top_k(queries, corpus, args.k, **_search_options(args))
+  prefilter_stats = {}
+  scores, indices = search.top_k(queries, corpus, args.k, stats=prefilter_stats,
+                                 **_search_options(args))
   seconds = time.perf_counter() - start
   np.save(args.indices_out, indices)
   return {"method": "eval.search (memmap, streamed)", "seconds": round(seconds, 3),
@@ -193,7 +200,7 @@ def stream_child(args) -> dict:
           "corpus_rows_per_second": round(args.stream_corpus / seconds),
           "corpus_gib": round(args.stream_corpus * args.dim * 4 / 2 ** 30, 2),
           "peak_rss_mib": round(_rss_mib(), 1), "rss_before_search_mib": round(base, 1),
-          "peak_rss_growth_mib": round(_rss_mib() - base, 1)}
+          "peak_rss_growth_mib": round(_rss_mib() - base, 1), "prefilter": prefilter_stats}
 
 
 def _check_stream(path, n, dim, queries, indices, k, rows=65536):
@@ -222,7 +229,7 @@ def run_stream(args, guard) -> None:
     cmd = [sys.executable, __file__, "--stream_child", "--corpus_file", str(path),
            "--indices_out", str(out), *[f"--{a}={getattr(args, a)}" for a in (
                "stream_corpus", "stream_queries", "dim", "k", "chunk_size", "query_block",
-               "stream_rows", "workers")]]
+               "stream_rows", "workers", "prefilter")]]
     env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
     done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     run = json.loads(done.stdout.strip().splitlines()[-1])
@@ -239,23 +246,26 @@ def run_stream(args, guard) -> None:
   result = {"command": "python benchmarks/search_throughput.py " + " ".join(sys.argv[1:]),
             **{a: getattr(args, a) for a in ("stream_corpus", "stream_queries", "dim", "k",
                                              "chunk_size", "query_block", "stream_rows",
-                                             "workers")},
+                                             "workers", "prefilter")},
             **meta, "run": run}
   print(json.dumps(result, indent=1))
   if not guard.may_write:
     return
   out_dir = pathlib.Path(args.out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  (out_dir / "search_stream.json").write_text(json.dumps(result, indent=2) + "\n")
-  (out_dir / "search_stream.md").write_text("\n".join([
-      "# Exact top-k over a corpus streamed from disk (eval.search, CPU)", "",
+  name = "search_stream" + ("" if args.prefilter == "none" else f"_{args.prefilter}")
+  (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+  (out_dir / f"{name}.md").write_text("\n".join([
+      "# Exact top-k over a corpus streamed from disk (eval.search, CPU"
+      + ("" if args.prefilter == "none" else f", {args.prefilter} prefilter") + ")", "",
       f"Command: `{result['command']}`", "", _machine.describe(meta), "",
       f"Corpus {args.stream_corpus:,} x {args.dim} float32 ({run['corpus_gib']} GiB, np.memmap), "
       f"{args.stream_queries} queries, k={args.k}, host chunks of {args.stream_rows} rows.", "",
       "| seconds | corpus rows/s | peak RSS MiB | RSS growth during search MiB | exact vs numpy |",
       "|---|---|---|---|---|",
       f"| {run['seconds']} | {run['corpus_rows_per_second']:,} | {run['peak_rss_mib']} | "
-      f"{run['peak_rss_growth_mib']} | {run['exact_match_vs_numpy']} ({check} queries) |", ""]))
+      f"{run['peak_rss_growth_mib']} | {run['exact_match_vs_numpy']} ({check} queries) |", "",
+      f"Prefilter: {run['prefilter']}.", ""]))
 
 
 def main(argv=None) -> None:
@@ -274,6 +284,9 @@ def main(argv=None) -> None:
   parser.add_argument("--workers", type=int, default=0,
                       help="eval.search host threads searching query blocks (0: one per CPU core)")
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--prefilter", choices=("none", "bfloat16"), default="none",
+                      help="eval.search's prefilter (results still exact; written to "
+                           "search_throughput_<prefilter>.{json,md})")
   parser.add_argument("--stream_corpus", type=int, default=0,
                       help="instead: search an N-row memmap corpus streamed from disk")
   parser.add_argument("--stream_queries", type=int, default=256)
@@ -310,7 +323,7 @@ def main(argv=None) -> None:
       cmd = [sys.executable, __file__, "--method", method, "--indices_out", path,
              *[f"--{a}={getattr(args, a)}" for a in (
                  "corpus", "queries", "dim", "k", "chunk_size", "query_block", "stream_rows",
-                 "workers", "repeats")]]
+                 "workers", "repeats", "prefilter")]]
       env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
       print(f"running {method} ...", flush=True)
       out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
@@ -333,9 +346,11 @@ def main(argv=None) -> None:
   result = {"command": command, "corpus": args.corpus, "queries": args.queries, "dim": args.dim,
             "k": args.k, "chunk_size": args.chunk_size, "query_block": args.query_block,
             "stream_rows": args.stream_rows, "workers": args.workers or "one per CPU core",
+            "prefilter": args.prefilter,
             "repeats": args.repeats, **meta,
             "platform": platform.platform(), "runs": runs, "interleaved_ab": ab}
-  lines = ["# Exact top-k search throughput (CPU)", "",
+  lines = ["# Exact top-k search throughput (CPU)"
+           + ("" if args.prefilter == "none" else f", {args.prefilter} prefilter"), "",
            f"Command: `{command}`", "", _machine.describe(meta), "",
            f"Corpus {args.corpus:,} x {args.dim}, {args.queries:,} queries, k={args.k}, "
            f"{os.cpu_count()} CPU cores. Best of {args.repeats} per method; eval.search compile "
@@ -350,6 +365,11 @@ def main(argv=None) -> None:
                  f"{r['peak_rss_growth_mib']} | {r['peak_rss_mib']} | "
                  f"{r.get('eval_search_speed_ratio', 1.0)} | {r.get('eval_search_memory_ratio', 1.0)} | "
                  f"{r.get('topk_overlap_with_eval_search', 1.0)} |")
+  if args.prefilter != "none":
+    lines += ["", f"eval.search's {args.prefilter} prefilter kept {ours['prefilter']['prefilter_rows']} "
+              f"candidates per query; {ours['prefilter']['fallback_queries']} of {args.queries:,} "
+              "queries could not be certified by the error bound and were searched again in float32 "
+              "(included in the time)."]
   lines += ["", f"Interleaved A/B in one process (eval.search vs faiss, {args.repeats} rounds): "
             f"speed ratio {ab['speed_ratio_eval_search_over_faiss']}x; seconds {ab['seconds']}."]
   print("\n".join(lines))
@@ -357,8 +377,9 @@ def main(argv=None) -> None:
     return
   out_dir = pathlib.Path(args.out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  (out_dir / "search_throughput.json").write_text(json.dumps(result, indent=2) + "\n")
-  (out_dir / "search_throughput.md").write_text("\n".join(lines) + "\n")
+  name = "search_throughput" + ("" if args.prefilter == "none" else f"_{args.prefilter}")
+  (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+  (out_dir / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
