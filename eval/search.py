@@ -27,6 +27,10 @@ On CPU, a chunk where no query has more than 8, 16 or 32 scores above its runnin
 k-th takes `top_k` calls of that size (or none), which are much cheaper than k =
 128 (PROFILE.md, section 7).
 
+`top_k(..., prefilter="bfloat16")` scores the corpus in bfloat16 first and rescores each
+query's best candidates in float32, with a rigorous error bound deciding which queries
+need a float32 pass; the results are the same exact top k (PROFILE.md, section 12).
+
 Both use the same tie rule: equal scores are ordered by lower corpus index
 (`jax.lax.top_k` is documented to put the lower index first and is only given
 candidates in corpus order; the bitonic merge compares indices explicitly; the
