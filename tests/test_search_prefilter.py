@@ -8,6 +8,7 @@ import pytest
 
 from eval import search
 from tests.test_search import DEVICE_SETS, _brute_force, _integer_data
+from tests.test_search_streaming import on_disk
 
 
 def _bfloat16(x: np.ndarray) -> np.ndarray:
@@ -113,11 +114,7 @@ def test_error_bound_is_met_when_rounding_errors_align():
 
 def test_prefilter_on_a_memmap_matches_the_array(tmp_path):
   queries, corpus = _fractional_data(4, n_queries=20, n_docs=1500)
-  path = tmp_path / "corpus.f32"
-  mapped = np.memmap(path, np.float32, "w+", shape=corpus.shape)
-  mapped[:] = corpus
-  mapped.flush()
-  mapped = np.memmap(path, np.float32, "r", shape=corpus.shape)
+  mapped = on_disk(tmp_path / "corpus.f32", corpus)
   got = search.top_k(queries, mapped, 7, chunk_size=64, stream_rows=500, prefilter="bfloat16")
   want = search.top_k(queries, corpus, 7, chunk_size=64)
   np.testing.assert_array_equal(got[1], want[1])

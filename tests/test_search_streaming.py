@@ -55,16 +55,20 @@ def test_k_larger_than_a_host_chunk():
   np.testing.assert_array_equal(full[1], _brute_force(queries, corpus, 300)[1])
 
 
-def test_memmap_and_float64_corpora_give_the_same_answer(tmp_path):
-  queries, corpus = _integer_data(2, n_queries=20, n_docs=777)
-  path = tmp_path / "corpus.f32"
-  mm = np.memmap(path, np.float32, "w+", shape=corpus.shape)
-  mm[:] = corpus
+def on_disk(path, array: np.ndarray) -> np.memmap:
+  """`array` written to `path` as float32 and mapped back read-only."""
+  mm = np.memmap(path, np.float32, "w+", shape=array.shape)
+  mm[:] = array
   mm.flush()
   del mm
-  on_disk = np.memmap(path, np.float32, "r", shape=corpus.shape)
+  return np.memmap(path, np.float32, "r", shape=array.shape)
+
+
+def test_memmap_and_float64_corpora_give_the_same_answer(tmp_path):
+  queries, corpus = _integer_data(2, n_queries=20, n_docs=777)
+  on_disk_corpus = on_disk(tmp_path / "corpus.f32", corpus)
   want = _brute_force(queries, corpus, 25)[1]
-  for c in (on_disk, corpus.astype(np.float64), on_disk[:]):
+  for c in (on_disk_corpus, corpus.astype(np.float64), on_disk_corpus[:]):
     _, indices = search.top_k(queries, c, 25, chunk_size=16, stream_rows=128)
     np.testing.assert_array_equal(indices, want)
 
