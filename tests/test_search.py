@@ -116,6 +116,25 @@ def test_bad_input_gives_clear_errors():
     search.relevant_ranks(q, c, np.array([[5], [0]]))
 
 
+def test_non_finite_rows_are_named_and_large_finite_rows_pass():
+  """The row-sum shortcut: a NaN or infinity in any host chunk is named by its corpus row
+  (also +inf and -inf in one row, whose sum is NaN); finite rows whose sum overflows
+  float32 are not flagged, and their scores are exact (checked against float64)."""
+  q = np.eye(3, 4, dtype=np.float32)
+  for row, col, value in [(0, 0, np.nan), (700, 3, np.inf), (1023, 1, -np.inf)]:
+    bad = np.ones((1024, 4), np.float32)
+    bad[row, col] = value
+    if row == 700:
+      bad[row, 0] = -np.inf
+    with pytest.raises(search.SearchError, match=f"corpus row {row} holds"):
+      search.top_k(q, bad, 2, stream_rows=256)
+  big = np.ones((600, 4), np.float32)
+  big[300] = 3e38  # its row sum overflows; every score is q . x = 3e38 or 1, finite
+  scores, indices = search.top_k(q, big, 2, stream_rows=256)
+  np.testing.assert_array_equal(indices[:, 0], [300, 300, 300])
+  np.testing.assert_array_equal(scores[:, 0], np.float32(3e38))
+
+
 @pytest.mark.parametrize("workers", [1, 3])
 def test_query_blocks_searched_from_threads_equal_brute_force(workers):
   """Blocks run concurrently (3 threads, 5 blocks, several host chunks) give the exact answer."""
@@ -269,6 +288,40 @@ def test_accelerator_shapes_are_full_and_exact(monkeypatch, device_set):
   assert search._layout(130, 1, 256, True) == (256, 256)  # one chunk: its own program
   assert search._layout(4000, 2, 256, True) == (256, 2048)  # 8 chunks of 256 per device
   assert compiles[0] > 0 and compiles[1:] == [0, 0, 0]  # one set of programs for all four
+
+
+@pytest.mark.parametrize("device_set", sorted(DEVICE_SETS))
+def test_accelerator_shapes_grow_with_the_corpus(monkeypatch, device_set):
+  """Off the CPU, corpora up to SMALL_CORPUS rows per device keep SMALL_SHAPES (one program
+  for every evaluation set); larger ones get the full default chunk and query block, capped
+  by the rows each device holds per host chunk (many devices). Exact in every case."""
+  monkeypatch.setattr(search, "_coarse", lambda mesh: True)
+  monkeypatch.setattr(search, "SMALL_CORPUS", 512)
+  monkeypatch.setattr(search, "SMALL_SHAPES", (128, 32))
+  monkeypatch.setattr(search, "DEFAULT_SHAPES", {"cpu": (1024, 128), "other": (1024, 128)})
+  devices = DEVICE_SETS[device_set]()
+  used = []  # (chunk, query block) of every compiled search
+
+  def spy(mesh, k, chunk, tiered):
+    return lambda best_s, best_i, q, *rest: (used.append((chunk, q.shape[0])),
+                                             original(mesh, k, chunk, tiered)(best_s, best_i, q,
+                                                                                 *rest))[1]
+
+  original = search._top_k_fn
+  monkeypatch.setattr(search, "_top_k_fn", spy)
+  n_dev = len(devices)
+  for n_docs, stream_rows, want in [(400 * n_dev, 65536, (128, 32)),   # small: SMALL_SHAPES
+                                    (600 * n_dev, 65536, (1024, 128)),  # large: the defaults
+                                    (600 * n_dev, 256 * n_dev, (256, 128))]:  # capped by rows
+    queries, corpus = _integer_data(n_docs, 150, n_docs)
+    used.clear()
+    scores, indices = search.top_k(queries, corpus, 10, devices=devices, stream_rows=stream_rows)
+    assert set(used) == {want}, (n_docs, stream_rows, set(used))
+    np.testing.assert_array_equal(indices, _brute_force(queries, corpus, 10)[1])
+    targets = indices[:, 3:5]
+    ranks = search.relevant_ranks(queries, corpus, targets, devices=devices,
+                                  stream_rows=stream_rows)
+    np.testing.assert_array_equal(ranks, np.broadcast_to([4, 5], ranks.shape))
 
 
 @pytest.mark.parametrize("above,tier", [(0, 0), (1, 1), (8, 1), (9, 2), (16, 2), (17, 3), (32, 3),
