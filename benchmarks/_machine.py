@@ -78,3 +78,45 @@ def matmul_peak(n: int = 2048, repeats: int = 10, dtype_name: str = "float32") -
     y.block_until_ready()
     best = min(best, time.perf_counter() - t)
   return repeats * 2 * n ** 3 / best
+
+
+# OpenBLAS's fallback kernels (SSE2/SSE3 era): what it picks for a CPU it does not recognize.
+GENERIC_OPENBLAS = {"prescott", "core2", "nehalem", "atom", "katmai", "coppermine", "northwood",
+                    "banias", "dunnington", "penryn", "generic"}
+
+
+def openblas_env(import_line: str) -> tuple[dict, list]:
+  """(environment to add, [(library file, OpenBLAS architecture)]) for a rival's OpenBLAS.
+
+  An OpenBLAS older than the CPU can fail to recognize it and run its generic kernels:
+  faiss-cpu 1.15 bundles OpenBLAS 0.3.15, which on this machine's virtualized Xeon
+  ("Intel(R) Xeon(R) Processor", AVX-512) picked Prescott's and searched at 183 queries/s
+  instead of 1,000 (PROFILE.md, section 14). Looked up in a fresh process after
+  `import_line` (threadpoolctl); where a generic kernel was picked and the user has not set
+  OPENBLAS_CORETYPE, this returns the one the CPU's flags allow (SkylakeX with AVX-512F,
+  else Haswell with AVX2), to be set for every process of the benchmark.
+  """
+  import json
+  import subprocess
+  code = (f"{import_line}\nimport json, threadpoolctl\nprint(json.dumps([(i['filepath'], "
+          "i.get('architecture')) for i in threadpoolctl.threadpool_info() "
+          "if i['internal_api'] == 'openblas']))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+  if out.returncode:
+    return {}, []
+  libs = [(os.path.basename(path), arch) for path, arch in json.loads(out.stdout.splitlines()[-1])]
+  generic = any((arch or "").lower() in GENERIC_OPENBLAS for _, arch in libs)
+  if not generic or "OPENBLAS_CORETYPE" in os.environ:
+    return {}, libs
+  flags = cpu_flags()
+  core = "SkylakeX" if "avx512f" in flags else "Haswell" if "avx2" in flags else None
+  return ({"OPENBLAS_CORETYPE": core} if core else {}), libs
+
+
+def cpu_flags() -> set:
+  """The CPU's feature flags (/proc/cpuinfo; empty where there is none)."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      return set(next((line for line in f if line.startswith("flags")), "").split())
+  except OSError:
+    return set()

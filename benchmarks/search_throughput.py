@@ -316,6 +316,10 @@ def main(argv=None) -> None:
 
   command = "python benchmarks/search_throughput.py " + " ".join(
       sys.argv[1:] if argv is None else argv)
+  blas_env, blas_libs = _machine.openblas_env("import faiss")  # set for every child alike
+  if blas_env:
+    print(f"faiss's OpenBLAS picked generic kernels ({blas_libs}); every method runs with "
+          f"{blas_env}", flush=True)
   runs, indices = {}, {}
   with tempfile.TemporaryDirectory() as tmp:
     for method in METHODS + ("ab",):
@@ -324,7 +328,7 @@ def main(argv=None) -> None:
              *[f"--{a}={getattr(args, a)}" for a in (
                  "corpus", "queries", "dim", "k", "chunk_size", "query_block", "stream_rows",
                  "workers", "repeats", "prefilter")]]
-      env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
+      env = dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"), **blas_env)
       print(f"running {method} ...", flush=True)
       out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
       runs[method] = json.loads(out.strip().splitlines()[-1])
@@ -347,13 +351,16 @@ def main(argv=None) -> None:
             "k": args.k, "chunk_size": args.chunk_size, "query_block": args.query_block,
             "stream_rows": args.stream_rows, "workers": args.workers or "one per CPU core",
             "prefilter": args.prefilter,
+            "openblas_after_import_faiss": blas_libs, "environment_set": blas_env,
             "repeats": args.repeats, **meta,
             "platform": platform.platform(), "runs": runs, "interleaved_ab": ab}
   lines = ["# Exact top-k search throughput (CPU)"
            + ("" if args.prefilter == "none" else f", {args.prefilter} prefilter"), "",
            f"Command: `{command}`", "", _machine.describe(meta), "",
            f"Corpus {args.corpus:,} x {args.dim}, {args.queries:,} queries, k={args.k}, "
-           f"{os.cpu_count()} CPU cores. Best of {args.repeats} per method; eval.search compile "
+           f"{os.cpu_count()} CPU cores. OpenBLAS after `import faiss`: {blas_libs}"
+           + (f"; generic kernels, so every method ran with {blas_env}" if blas_env else "")
+           + f". Best of {args.repeats} per method; eval.search compile "
            "time excluded from queries/s and shown separately. Memory = peak RSS growth (VmHWM) over the "
            "resident size once the library, corpus and queries were loaded (and, for eval.search, "
            "its search compiled), and the total peak RSS.", "",

@@ -40,6 +40,8 @@ VARIANTS = {
     "vector width 512": {"xla_cpu_prefer_vector_width": 512},
     "fast math": {"xla_cpu_enable_fast_math": True},
     "oneDNN": {"xla_cpu_use_onednn": True},
+    "no concurrency-optimized schedule": {
+        "xla_cpu_enable_concurrency_optimized_scheduler": False},
 }
 
 
@@ -48,6 +50,8 @@ def main(argv=None) -> int:
   parser.add_argument("--length", type=int, default=256)
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                      help="the variants to compare (default: all); 'default' is always run")
   parser.add_argument("--force", action="store_true", help="run on a busy machine (dry run)")
   args = parser.parse_args(argv)
   guard = _machine.LoadGuard(force=args.force)
@@ -60,6 +64,8 @@ def main(argv=None) -> int:
   fwd = lambda p, i, a: model.module.apply({"params": p}, i, a)
   compiled, ynn = {}, {}
   for name, options in VARIANTS.items():
+    if name != "default" and name not in args.variants:
+      continue
     try:
       compiled[name] = jax.jit(fwd).lower(model.params, ids, mask).compile(
           compiler_options=options)
