@@ -5,10 +5,10 @@ fixed-size host chunks (`stream_rows` rows; a numpy array, or an `np.memmap` on
 disk whose pages are released after each chunk), put each chunk on the devices
 (split over all of them, a 1-D mesh), score every query block against it one
 `chunk_size`-row block per device at a time, and merge into a running top-k
-kept on the device; the next host chunk is prepared meanwhile by a helper thread.
-Memory is therefore bounded by two host chunks plus, per worker thread (below), about `query_block x chunk_size x 1.2` scores per device
-(a chunk's scores, its group maxima and chosen members, the running list),
-whatever the corpus size
+kept on the device; a helper thread prepares the next host chunk meanwhile.
+Memory is therefore bounded by two host chunks plus, per worker thread (below),
+about `query_block x chunk_size x 1.2` scores per device (a chunk's scores, its
+group maxima and chosen members, the running list), whatever the corpus size
 (a 5M x 384 float32 corpus, 7.7 GB, is searched in a few hundred MB:
 benchmarks/search_throughput.py --stream_corpus 5000000). Every chunk has the
 same shape (the last is padded and its padding masked), so each function
