@@ -2,7 +2,7 @@ r"""Exact top-k search on one accelerator: eval.search (float32, and with the bf
 prefilter) against sentence-transformers' `util.semantic_search` and a plain PyTorch
 matmul + `torch.topk`, on the same device in one process, repeats interleaved.
 
-  python benchmarks/search_gpu.py --out DIR                  # on a GPU (about 2 minutes)
+  python benchmarks/search_gpu.py --out DIR                  # on a GPU (4 minutes on an H200)
   python benchmarks/search_gpu.py --out DIR --dry-run        # tiny sizes, any CPU
 
 Writes DIR/search_gpu.json and DIR/search_gpu.md. Per corpus size (default 200k, 1M and
