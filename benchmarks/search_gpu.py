@@ -40,24 +40,19 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import _machine  # noqa: E402
-from benchmarks.search_throughput import _embeddings  # noqa: E402
+from benchmarks.search_throughput import _embeddings, float64_top_k  # noqa: E402
 
 TOLERANCE = 1e-5  # float32 scores of unit vectors in 384 dims vs float64
 
 
 def float64_check(queries, corpus, scores, indices, k: int, rows: int = 262144) -> dict:
   """Our results for these queries against a float64 brute force over the whole corpus."""
-  q = queries.astype(np.float64)  # [C, D]
-  best = np.full((len(q), k), -np.inf)
-  for start in range(0, len(corpus), rows):
-    s = q @ corpus[start:start + rows].astype(np.float64).T  # [C, rows]
-    both = np.concatenate([best, s], 1)
-    best = np.take_along_axis(both, np.argpartition(-both, k - 1, 1)[:, :k], 1)
-  kth = best.min(1)  # the float64 k-th score
-  ours = np.einsum("qd,qkd->qk", q, corpus[indices].astype(np.float64))  # [C, k]
+  kth = float64_top_k(queries, corpus, k, rows)[0][:, k - 1]  # the float64 k-th score [C]
+  ours = np.einsum("qd,qkd->qk", queries.astype(np.float64),
+                   corpus[indices].astype(np.float64))  # [C, k]
   score_error = float(np.abs(ours - scores).max())
   kth_shortfall = float((kth - scores[:, k - 1]).max())
-  return {"queries": len(q), "max_score_error": score_error,
+  return {"queries": len(queries), "max_score_error": score_error,
           "max_kth_shortfall": kth_shortfall,
           "exact": bool(score_error <= TOLERANCE and kth_shortfall <= TOLERANCE)}
 

@@ -203,19 +203,25 @@ def stream_child(args) -> dict:
           "peak_rss_growth_mib": round(_rss_mib() - base, 1), "prefilter": prefilter_stats}
 
 
-def _check_stream(path, n, dim, queries, indices, k, rows=65536):
-  """Exact top-k of a few queries by a chunked numpy scan of the memmap."""
-  corpus = np.memmap(path, np.float32, "r", shape=(n, dim))
+def float64_top_k(queries, corpus, k, rows=65536):
+  """(scores [Q, k] float64, indices [Q, k]): exact top k by a chunked float64 scan of the
+  corpus (an array or a memmap), ties by lower index."""
   best_s = np.full((len(queries), 0), -np.inf)
   best_i = np.zeros((len(queries), 0), np.int64)
-  for start in range(0, n, rows):
+  for start in range(0, len(corpus), rows):
     s = queries.astype(np.float64) @ np.asarray(corpus[start:start + rows], np.float64).T
     cand_s = np.concatenate([best_s, s], 1)
     cand_i = np.concatenate([best_i, np.broadcast_to(np.arange(start, start + s.shape[1]),
                                                      s.shape)], 1)
     order = np.lexsort((cand_i, -cand_s), axis=-1)[:, :k]
     best_s, best_i = np.take_along_axis(cand_s, order, 1), np.take_along_axis(cand_i, order, 1)
-  return float((best_i == indices).mean())
+  return best_s, best_i
+
+
+def _check_stream(path, n, dim, queries, indices, k, rows=65536):
+  """Exact top-k of a few queries by a chunked numpy scan of the memmap."""
+  corpus = np.memmap(path, np.float32, "r", shape=(n, dim))
+  return float((float64_top_k(queries, corpus, k, rows)[1] == indices).mean())
 
 
 def run_stream(args, guard) -> None:
