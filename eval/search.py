@@ -10,7 +10,9 @@ Memory is therefore bounded by two host chunks plus, per worker thread (below),
 about `query_block x chunk_size x 1.2` scores per device (a chunk's scores, its
 group maxima and chosen members, the running list), whatever the corpus size
 (a 5M x 384 float32 corpus, 7.7 GB, is searched in a few hundred MB:
-benchmarks/search_throughput.py --stream_corpus 5000000). Every chunk has the
+benchmarks/search_throughput.py --stream_corpus 5000000). A corpus that is already a
+`jax.Array` on the devices (an encoder's output) is walked there in the same chunks,
+without a trip through host memory. Every chunk has the
 same shape (the last is padded and its padding masked), so each function
 compiles once.
 
@@ -86,12 +88,28 @@ def _check_finite(x: np.ndarray, name: str, offset: int) -> None:
 
 
 def _as_corpus(x):
-  """The corpus as a 2-D array *without* reading it (memmaps stay on disk)."""
+  """The corpus as a 2-D array *without* reading it: memmaps stay on disk, a `jax.Array`
+  stays on its devices (float32; checked for NaN and infinity there)."""
+  if isinstance(x, jax.Array):
+    if x.ndim != 2:
+      raise SearchError(f"corpus must be a 2-D array [n, dim], got shape {x.shape}")
+    x = x.astype(jnp.float32)
+    bad = int(_first_non_finite_row(x)) if x.size else -1
+    if bad >= 0:
+      raise SearchError(f"corpus row {bad} holds a NaN or infinity")
+    return x
   if not isinstance(x, np.ndarray):
     x = np.asarray(x, dtype=np.float32)
   if x.ndim != 2:
     raise SearchError(f"corpus must be a 2-D array [n, dim], got shape {x.shape}")
   return x
+
+
+@jax.jit
+def _first_non_finite_row(x):
+  """Index of the first row of x [n, D] holding a NaN or infinity, else -1 (on x's devices)."""
+  bad = ~jnp.isfinite(x).all(axis=1)  # [n]
+  return jnp.where(bad.any(), jnp.argmax(bad), -1)
 
 
 def _mesh(devices=None) -> Mesh:
@@ -440,15 +458,28 @@ def _ranks_fns(mesh: Mesh, chunk: int):
   return find, count
 
 
-def _device_chunks(corpus: np.ndarray, mesh: Mesh, rows: int):
-  """Host chunks put on the mesh: yields (np.int32 start, device array).
+@functools.lru_cache(maxsize=8)
+def _take_rows(rows: int):
+  """Compiled: (corpus [N, D], start) -> its rows start .. start + rows - 1, zero-padded past N."""
+  return jax.jit(lambda corpus, start: jnp.take(
+      corpus, start + jnp.arange(rows, dtype=jnp.int32), axis=0, mode="fill", fill_value=0))
 
-  The next chunk is read, checked and put on the devices by a helper thread while the
-  caller searches the current one, so at most two host chunks are held at a time. On
-  one H200 the host side (copy, check, transfer) took longer than the search itself
-  (PROFILE.md, section 13).
+
+def _device_chunks(corpus, mesh: Mesh, rows: int):
+  """Corpus chunks of `rows` rows put on the mesh: yields (np.int32 start, device array).
+
+  A host corpus: the next chunk is read, checked and put on the devices by a helper
+  thread while the caller searches the current one, so at most two host chunks are held
+  at a time. On one H200 the host side (copy, check, transfer) took longer than the
+  search itself (PROFILE.md, section 13). A corpus already on devices (`jax.Array`):
+  each chunk is copied out of it there (and moved to the mesh if it lives elsewhere).
   """
   sharding = NamedSharding(mesh, P(AXIS))
+  if isinstance(corpus, jax.Array):
+    take = _take_rows(rows)
+    for start in range(0, corpus.shape[0], rows):
+      yield np.int32(start), jax.device_put(take(corpus, np.int32(start)), sharding)
+    return
   chunks = _host_chunks(corpus, rows)
 
   def next_chunk():
@@ -707,8 +738,9 @@ def top_k(queries, corpus, k: int, chunk_size: int | None = None, query_block: i
 
   Args:
     queries: [Q, D] float array.
-    corpus: [N, D] float array: a numpy array, or an `np.memmap` (read one
-      host chunk at a time; never loaded whole).
+    corpus: [N, D] float array: a numpy array, an `np.memmap` (read one host
+      chunk at a time; never loaded whole), or a `jax.Array` already on the
+      devices (an encoder's output: searched there, never copied to the host).
     k: results per query, 1 <= k <= N.
     chunk_size: at most this many corpus rows scored at once per device (memory
       bound; default 2,048 on CPU, 65,536 elsewhere: `DEFAULT_SHAPES`; off the CPU
@@ -760,7 +792,8 @@ def top_k(queries, corpus, k: int, chunk_size: int | None = None, query_block: i
   q16 = np.concatenate([np.asarray(b[:stop - start], np.float32) for start, stop, b in blocks16])
   bound = _error_bound(queries, q16, norms)  # [Q]
   # ... rescored in float32 ...
-  scores, indices = _rescore(queries, corpus, candidates, approx, bound, k, workers)
+  host_corpus = np.asarray(corpus) if isinstance(corpus, jax.Array) else corpus  # CPU: no copy
+  scores, indices = _rescore(queries, host_corpus, candidates, approx, bound, k, workers)
   # ... and kept where no row left out (bfloat16 score <= the m-th) can reach the k-th.
   exact = scores[:, k - 1] > approx[:, m - 1] + bound
   redo = np.flatnonzero(~exact)
@@ -779,7 +812,7 @@ def relevant_ranks(queries, corpus, targets, chunk_size: int | None = None,
   """1-based ranks of chosen corpus items in each query's full ranking.
 
   Args:
-    queries: [Q, D]; corpus: [N, D] (array or `np.memmap`, streamed twice).
+    queries: [Q, D]; corpus: [N, D] (array, `np.memmap` or `jax.Array`, streamed twice).
     targets: int [Q, T] corpus indices per query; -1 marks padding.
     chunk_size, query_block, devices, stream_rows, workers: as in `top_k`.
 

@@ -391,3 +391,40 @@ def test_default_shapes_and_bad_shapes_named():
   for bad in ({"chunk_size": 0}, {"query_block": -1}, {"chunk_size": 2.5}):
     with pytest.raises(search.SearchError, match=next(iter(bad))):
       search.top_k(queries, corpus, 3, **bad)
+
+
+@pytest.mark.parametrize("placement", ["one_device", "sharded", "another_device"])
+def test_corpus_on_devices_equals_brute_force_and_the_host_corpus(placement):
+  """A corpus given as a `jax.Array` (on the search's one device, sharded over its eight, or
+  on a device the search does not use) is searched in the same chunks as a host corpus,
+  the last one padded: the brute-force answer, ties by index, and the same ranks."""
+  n_docs = 640 if placement == "sharded" else 643
+  queries, corpus = _integer_data(6, n_queries=29, n_docs=n_docs)
+  device_set = jax.devices() if placement == "sharded" else jax.devices()[:1]
+  where = {"one_device": jax.devices()[0], "another_device": jax.devices()[3],
+           "sharded": jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(device_set), ("r",)),
+                                                 jax.sharding.PartitionSpec("r"))}[placement]
+  on_devices = jax.device_put(corpus, where)
+  kw = dict(chunk_size=40, query_block=16, stream_rows=100, devices=device_set)
+  scores, indices = search.top_k(queries, on_devices, 25, **kw)
+  want_scores, want_indices = _brute_force(queries, corpus, 25)
+  np.testing.assert_array_equal(indices, want_indices)
+  np.testing.assert_array_equal(scores, want_scores.astype(np.float32))
+  targets = np.stack([indices[:, 0], indices[:, 24], np.full(29, 15)], axis=1)
+  np.testing.assert_array_equal(search.relevant_ranks(queries, on_devices, targets, **kw),
+                                search.relevant_ranks(queries, corpus, targets, **kw))
+
+
+def test_corpus_on_devices_non_finite_row_named_and_prefilter_exact():
+  q = np.eye(3, 8, dtype=np.float32)
+  bad = np.ones((300, 8), np.float32)
+  bad[217, 5] = np.nan
+  with pytest.raises(search.SearchError, match="corpus row 217 holds"):
+    search.top_k(q, jax.numpy.asarray(bad), 2)
+  with pytest.raises(search.SearchError, match="2-D"):
+    search.top_k(q, jax.numpy.ones((4, 2, 4)), 1)
+  queries, corpus = _integer_data(7, n_queries=11, n_docs=500)
+  scores, indices = search.top_k(queries, jax.numpy.asarray(corpus), 20, prefilter="bfloat16")
+  want_scores, want_indices = _brute_force(queries, corpus, 20)
+  np.testing.assert_array_equal(indices, want_indices)
+  np.testing.assert_array_equal(scores, want_scores.astype(np.float32))
