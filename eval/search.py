@@ -6,7 +6,7 @@ disk whose pages are released after each chunk), put each chunk on the devices
 (split over all of them, a 1-D mesh), score every query block against it one
 `chunk_size`-row block per device at a time, and merge into a running top-k
 kept on the device; a helper thread prepares the next host chunk meanwhile.
-Memory is therefore bounded by two host chunks plus, per worker thread (below),
+Memory is therefore bounded by three host chunks plus, per worker thread (below),
 about `query_block x chunk_size x 1.2` scores per device (a chunk's scores, its
 group maxima and chosen members, the running list), whatever the corpus size
 (a 5M x 384 float32 corpus, 7.7 GB, is searched in a few hundred MB:
@@ -390,12 +390,21 @@ def _top_k_fn(mesh: Mesh, k: int, chunk: int, tiered: bool):
   sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS), P(), P()),
                           out_specs=(P(None, AXIS), P(None, AXIS)))
 
-  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  @jax.jit  # not donating the small running lists: the caller waits on them later
   def search(best_scores, best_index, q, corpus, offset, n_valid):
     scores, index = sharded(q, corpus, offset, n_valid)  # [Qb, n_devices * kk], shard order
     return _merge(best_scores, best_index, scores, index, k)
 
   return search
+
+
+def _count_above(s, index, target_scores, targets):
+  """How many of a chunk's scores s [Qb, C] (corpus indices index [C]) rank above each
+  target (scores target_scores [Qb, T], indices targets [Qb, T]).  [Qb, T] int32"""
+  t_s = target_scores[:, :, None]  # [Qb, T, 1]
+  s = s[:, None, :]  # [Qb, 1, C]
+  beats = (s > t_s) | ((s == t_s) & (index[None, None, :] < targets[:, :, None]))
+  return beats.sum(axis=-1, dtype=jnp.int32)
 
 
 @functools.lru_cache(maxsize=32)
@@ -432,10 +441,7 @@ def _ranks_fns(mesh: Mesh, chunk: int):
     def count(above, xs):
       block, start = xs
       s, index = _chunk_scores(q, block, start, n_valid)  # [Qb, chunk]
-      t_s = target_scores[:, :, None]  # [Qb, T, 1]
-      s = s[:, None, :]  # [Qb, 1, chunk]
-      beats = (s > t_s) | ((s == t_s) & (index[None, None, :] < targets[:, :, None]))
-      return above + beats.sum(axis=-1, dtype=jnp.int32), None
+      return above + _count_above(s, index, target_scores, targets), None
 
     init = jax.lax.pcast(jnp.zeros(targets.shape, jnp.int32), (AXIS,), to="varying")
     above, _ = jax.lax.scan(count, init, (blocks, starts))
@@ -446,12 +452,12 @@ def _ranks_fns(mesh: Mesh, chunk: int):
   count_sharded = jax.shard_map(local_count, mesh=mesh,
                                 in_specs=(P(), P(AXIS), P(), P(), P(), P()), out_specs=P())
 
-  @functools.partial(jax.jit, donate_argnums=0)
+  @jax.jit  # (no donation: the caller waits on these one host chunk later)
   def find(target_scores, q, corpus, offset, targets, n_valid):
     inside = (targets >= offset) & (targets < offset + corpus.shape[0])
     return jnp.where(inside, find_sharded(q, corpus, offset, targets, n_valid), target_scores)
 
-  @functools.partial(jax.jit, donate_argnums=0)
+  @jax.jit
   def count(above, q, corpus, offset, targets, target_scores, n_valid):
     return above + count_sharded(q, corpus, offset, targets, target_scores, n_valid)
 
@@ -590,8 +596,13 @@ def _pool(workers: int, n_blocks: int) -> concurrent.futures.ThreadPoolExecutor:
   return concurrent.futures.ThreadPoolExecutor(max(1, min(workers, n_blocks)), "search")
 
 
-def _each(pool, fn, *items) -> list:
-  """fn over zipped items on the pool, each result ready, in order."""
+def _each(pool, fn, *items, wait: bool = True) -> list:
+  """fn over zipped items, in order. `wait`: on the pool's threads, each result waited for
+  (how a CPU runs query blocks side by side). Else dispatched from this thread and not
+  waited for, so an accelerator never idles while the host dispatches the next call
+  (PROFILE.md, section 15); the caller then waits one host chunk behind."""
+  if not wait:
+    return [fn(*x) for x in zip(*items)]
   return list(pool.map(lambda x: jax.block_until_ready(fn(*x)), zip(*items)))
 
 
@@ -707,16 +718,19 @@ def _stream_top_k(blocks, corpus, k, mesh, chunk, rows, workers, convert=None):
   n_valid = np.int32(corpus.shape[0])
   best = [(jnp.full((b.shape[0], k), -jnp.inf, jnp.float32),
            jnp.full((b.shape[0], k), _NO_INDEX, jnp.int32)) for _, _, b in blocks]
-  norms = None
+  norms, previous, wait = None, None, min(workers, len(blocks)) > 1
   with _pool(workers, len(blocks)) as pool:
     for offset, chunk_dev in _device_chunks(corpus, mesh, rows):
       if convert is not None:
         chunk_dev, chunk_norms = convert(chunk_dev)
         chunk_norms = np.asarray(chunk_norms)
         norms = chunk_norms if norms is None else np.maximum(norms, chunk_norms)
-      # Every block is finished before the next host chunk: bounded memory.
       best = _each(pool, lambda state, b: search(*state, b[2], chunk_dev, offset, n_valid),
-                   best, blocks)
+                   best, blocks, wait=wait)
+      # The previous host chunk's blocks finished before the next is taken: at most three
+      # host chunks on the devices (that one, this one, the one being prefetched).
+      jax.block_until_ready(previous)
+      previous = best
       del chunk_dev
   return best, norms
 
@@ -844,15 +858,21 @@ def relevant_ranks(queries, corpus, targets, chunk_size: int | None = None,
     blocks.append((start, stop, jax.device_put(block), jax.device_put(t)))
   # Pass 1: the targets' scores; pass 2: how many candidates beat each target.
   found = [jnp.full((q.shape[0], width), -jnp.inf, jnp.float32) for _, _, q, _ in blocks]
+  wait = min(workers, len(blocks)) > 1  # else one host chunk behind, as in `_stream_top_k`
   with _pool(workers, len(blocks)) as pool:
+    previous = None
     for offset, chunk_dev in _device_chunks(corpus, mesh, rows):
       found = _each(pool, lambda f, b: find(f, b[2], chunk_dev, offset, b[3], n_valid),
-                    found, blocks)
+                    found, blocks, wait=wait)
+      jax.block_until_ready(previous)
+      previous = found
       del chunk_dev
     above = [jnp.zeros((q.shape[0], width), jnp.int32) for _, _, q, _ in blocks]
     for offset, chunk_dev in _device_chunks(corpus, mesh, rows):
       above = _each(pool, lambda a, f, b: count(a, b[2], chunk_dev, offset, b[3], f, n_valid),
-                    above, found, blocks)
+                    above, found, blocks, wait=wait)
+      jax.block_until_ready(previous)
+      previous = above
       del chunk_dev
   for (start, stop, _, _), a in zip(blocks, above):
     ranks[start:stop] = np.asarray(a)[:stop - start, :targets.shape[1]] + 1
