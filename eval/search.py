@@ -400,11 +400,16 @@ def _top_k_fn(mesh: Mesh, k: int, chunk: int, tiered: bool):
 
 def _count_above(s, index, target_scores, targets):
   """How many of a chunk's scores s [Qb, C] (corpus indices index [C]) rank above each
-  target (scores target_scores [Qb, T], indices targets [Qb, T]).  [Qb, T] int32"""
-  t_s = target_scores[:, :, None]  # [Qb, T, 1]
-  s = s[:, None, :]  # [Qb, 1, C]
-  beats = (s > t_s) | ((s == t_s) & (index[None, None, :] < targets[:, :, None]))
-  return beats.sum(axis=-1, dtype=jnp.int32)
+  target (scores target_scores [Qb, T], indices targets [Qb, T]).  [Qb, T] int32
+
+  One [Qb, C] comparison summed per target: on one H200 5.6x faster than a single
+  [Qb, T, C] comparison (2.9 against 16.2 ms per 2,048 x 65,536 step, T = 8), the same on
+  a CPU (PROFILE.md, section 15)."""
+  cols = []
+  for t in range(targets.shape[1]):
+    t_s, t_i = target_scores[:, t, None], targets[:, t, None]  # [Qb, 1]
+    cols.append(((s > t_s) | ((s == t_s) & (index[None, :] < t_i))).sum(axis=1, dtype=jnp.int32))
+  return jnp.stack(cols, axis=1)  # [Qb, T]
 
 
 @functools.lru_cache(maxsize=32)
