@@ -369,7 +369,7 @@ def _top_k_fn(mesh: Mesh, k: int, chunk: int, tiered: bool):
   sharded over the mesh, its global start, n_valid) -> new (best_scores, best_index).
   """
 
-  def local(q, corpus_shard, offset, n_valid):
+  def local(q, corpus_shard, offset, n_valid, floor):
     blocks, starts = _chunks(corpus_shard, chunk, offset)
     kk = min(k, corpus_shard.shape[0])  # a shard cannot contribute more than its rows
     kp = 1 << (kk - 1).bit_length()  # running list padded to a power of two (bitonic merge)
@@ -380,19 +380,24 @@ def _top_k_fn(mesh: Mesh, k: int, chunk: int, tiered: bool):
     def step(best, xs):
       block, start = xs
       s, index = _chunk_scores(q, block, start, n_valid)  # [Qb, chunk]
-      # the chunk's own best above the running k-th score, then a bitonic merge
-      # (PROFILE.md, section 3)
-      return _update(best, s, index, best[0][:, kk - 1], tiered), None
+      # the chunk's own best above the running k-th score (this scan's, or the earlier
+      # host chunks' `floor` if higher), then a bitonic merge (PROFILE.md, sections 3, 16)
+      threshold = jnp.maximum(best[0][:, kk - 1], floor)
+      return _update(best, s, index, threshold, tiered), None
 
     (scores, index), _ = jax.lax.scan(step, init, (blocks, starts))
     return scores[:, :kk], index[:, :kk]  # [Qb, kk] local to this shard
 
-  sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS), P(), P()),
+  sharded = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS), P(), P(), P()),
                           out_specs=(P(None, AXIS), P(None, AXIS)))
 
   @jax.jit  # not donating the small running lists: the caller waits on them later
   def search(best_scores, best_index, q, corpus, offset, n_valid):
-    scores, index = sharded(q, corpus, offset, n_valid)  # [Qb, n_devices * kk], shard order
+    # Every row of this host chunk comes after the running top k's rows, so a score not
+    # above its k-th cannot enter (a tie ranks by the lower index): the scan starts from
+    # that bar instead of from nothing at each host chunk.
+    floor = best_scores[:, k - 1]  # [Qb]
+    scores, index = sharded(q, corpus, offset, n_valid, floor)  # [Qb, n_devices * kk]
     return _merge(best_scores, best_index, scores, index, k)
 
   return search
