@@ -764,7 +764,8 @@ def top_k(queries, corpus, k: int, chunk_size: int | None = None, query_block: i
     queries: [Q, D] float array.
     corpus: [N, D] float array: a numpy array, an `np.memmap` (read one host
       chunk at a time; never loaded whole), or a `jax.Array` already on the
-      devices (an encoder's output: searched there, never copied to the host).
+      devices (an encoder's output: searched there; only the bfloat16 prefilter's
+      rescoring reads it on the host).
     k: results per query, 1 <= k <= N.
     chunk_size: at most this many corpus rows scored at once per device (memory
       bound; default 2,048 on CPU, 65,536 elsewhere: `DEFAULT_SHAPES`; off the CPU
