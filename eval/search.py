@@ -481,13 +481,33 @@ def _take_rows(rows: int):
       corpus, start + jnp.arange(rows, dtype=jnp.int32), axis=0, mode="fill", fill_value=0))
 
 
+# A host chunk goes to a single accelerator as this many row pieces in flight at once,
+# joined there: one put of a 96 MiB chunk from pageable memory ran at 10 GB/s on an H200,
+# eight puts of 12 MiB at 23 GB/s (PROFILE.md, section 19).
+TRANSFER_PIECES = 8
+
+
+def _transfer_pieces(mesh: Mesh) -> int:
+  """Row pieces per host chunk transfer: TRANSFER_PIECES to one accelerator, else 1 (a CPU
+  device reads host memory; several devices already receive their shards side by side)."""
+  if mesh.size > 1 or mesh.devices.flat[0].platform == "cpu":
+    return 1
+  return max(1, int(TRANSFER_PIECES))
+
+
+@jax.jit
+def _join_rows(*parts):
+  return jnp.concatenate(parts)  # [sum of rows, D]
+
+
 def _device_chunks(corpus, mesh: Mesh, rows: int):
   """Corpus chunks of `rows` rows put on the mesh: yields (np.int32 start, device array).
 
   A host corpus: the next chunk is read, checked and put on the devices by a helper
   thread while the caller searches the current one, so at most two host chunks are held
   at a time. On one H200 the host side (copy, check, transfer) took longer than the
-  search itself (PROFILE.md, section 13). A corpus already on devices (`jax.Array`):
+  search itself (PROFILE.md, section 13); to a single accelerator a chunk travels as
+  `_transfer_pieces` row pieces at once (section 19). A corpus already on devices (`jax.Array`):
   each chunk is copied out of it there (and moved to the mesh if it lives elsewhere).
   """
   sharding = NamedSharding(mesh, P(AXIS))
@@ -497,10 +517,14 @@ def _device_chunks(corpus, mesh: Mesh, rows: int):
       yield np.int32(start), jax.device_put(take(corpus, np.int32(start)), sharding)
     return
   chunks = _host_chunks(corpus, rows)
+  pieces = _transfer_pieces(mesh)
 
   def next_chunk():
     for start, chunk in chunks:
-      return np.int32(start), jax.device_put(chunk, sharding)
+      if pieces == 1:
+        return np.int32(start), jax.device_put(chunk, sharding)
+      parts = [jax.device_put(p, sharding) for p in np.array_split(chunk, pieces)]
+      return np.int32(start), _join_rows(*parts)  # [rows, D], as one put gives
     return None
 
   with concurrent.futures.ThreadPoolExecutor(1, "search-prefetch") as prefetch:

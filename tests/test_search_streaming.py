@@ -149,3 +149,38 @@ def test_chunks_larger_than_k_are_exact_with_ties(k, chunk_size):
     want_scores, want_indices = _brute_force(queries, corpus, k)
     np.testing.assert_array_equal(indices, want_indices)
     np.testing.assert_array_equal(scores, want_scores.astype(np.float32))
+
+
+@pytest.mark.parametrize("pieces", [2, 3, 64])
+def test_host_chunks_sent_in_pieces_give_the_same_answer(monkeypatch, pieces):
+  """To one accelerator a host chunk travels as several puts joined on the device
+  (`_transfer_pieces`); forced here on a CPU device, with pieces of unequal rows (and at
+  64, pieces of 1 or 0 rows)."""
+  queries, corpus = _integer_data(2, n_queries=33, n_docs=1003)
+  one = jax.devices()[:1]
+  mesh = search.Mesh(np.array(one), (search.AXIS,))
+  assert search._transfer_pieces(mesh) == 1  # a CPU device: one put per host chunk
+  monkeypatch.setattr(search, "_transfer_pieces", lambda mesh: pieces)
+  scores, indices = search.top_k(queries, corpus, 30, chunk_size=16, query_block=16,
+                                 devices=one, stream_rows=100)
+  want_scores, want_indices = _brute_force(queries, corpus, 30)
+  np.testing.assert_array_equal(indices, want_indices)
+  np.testing.assert_array_equal(scores, want_scores.astype(np.float32))
+  ranks = search.relevant_ranks(queries, corpus, want_indices[:, [0, 29]], chunk_size=16,
+                                devices=one, stream_rows=100)
+  np.testing.assert_array_equal(ranks, np.broadcast_to([1, 30], ranks.shape))
+
+
+def test_only_a_single_accelerator_gets_pieces():
+  class Device:
+    def __init__(self, platform):
+      self.platform = platform
+
+  class FakeMesh:
+    def __init__(self, platform, n):
+      self.devices, self.size = np.array([Device(platform)] * n), n
+
+  assert search._transfer_pieces(FakeMesh("gpu", 1)) == search.TRANSFER_PIECES > 1
+  assert search._transfer_pieces(FakeMesh("tpu", 1)) == search.TRANSFER_PIECES
+  assert search._transfer_pieces(FakeMesh("gpu", 8)) == 1
+  assert search._transfer_pieces(FakeMesh("cpu", 1)) == 1
