@@ -31,4 +31,10 @@ def timeline(study: pathlib.Path) -> str:
 
 
 if __name__ == "__main__":
-  print(timeline(pathlib.Path(sys.argv[1])), end="")
+  if len(sys.argv) != 2 or sys.argv[1] in ("-h", "--help"):
+    print(__doc__.strip())
+    sys.exit(0 if sys.argv[1:] in (["-h"], ["--help"]) else 2)
+  study = pathlib.Path(sys.argv[1])
+  if not any(study.glob("runs/start/provenance.json")):
+    sys.exit(f"{study}: no runs/start/provenance.json; is this a study folder?")
+  print(timeline(study), end="")
