@@ -122,8 +122,8 @@ def token_rows(model, texts: Sequence[str], kind: str | None, max_length: int
     raise TypeError("texts must be a list of strings, not a single string")
   fingerprint = tokenizer_fingerprint(model.tokenizer)
   prompt = tokenization.add_prefix([""], kind, model.prompts)[0]
-  keys = [(fingerprint, prompt, max_length, hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).digest())
-          for t in texts]
+  digest = lambda t: hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+  keys = [(fingerprint, prompt, max_length, digest(t)) for t in texts]
   found = [None if fingerprint is None else _TOKEN_IDS.get(k) for k in keys]
   missing = [i for i, f in enumerate(found) if f is None]
   if missing:
