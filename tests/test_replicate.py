@@ -1,6 +1,7 @@
 """The study driver end to end on a tiny random model: structure, provenance, resume."""
 import dataclasses
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -366,3 +367,40 @@ def test_smoke_study_numbers_match_the_golden_record(study_dir):
         benchmark, setting, metric = key.split("/")
         got = run["metrics"][benchmark]["settings"][setting]["macro"][metric]
         assert got == pytest.approx(value, abs=0.01), (rid, key)
+
+
+GOLDEN = pathlib.Path(__file__).parent / "golden"
+# Lines that name the machine, the time or the command of one invocation.
+_VOLATILE = ("- machine:", "- command:")
+
+
+def _report_shape(report: str, out) -> str:
+  """The report with every number masked as '#' and the run's own path and machine removed:
+  what the study prints and where, independent of float round-off and of the machine."""
+  lines = [l for l in report.replace(str(out), "OUT").splitlines() if not l.startswith(_VOLATILE)]
+  return "\n".join(re.sub(r"\d+(\.\d+)?", "#", l) for l in lines) + "\n"
+
+
+def _key_paths(obj, prefix="") -> list[str]:
+  """Every key path of a JSON tree (list items as [])."""
+  if isinstance(obj, dict):
+    return [p for k, v in obj.items() for p in [f"{prefix}/{k}", *_key_paths(v, f"{prefix}/{k}")]]
+  if isinstance(obj, list):
+    return sorted({p for v in obj for p in _key_paths(v, f"{prefix}[]")})
+  return []
+
+
+@pytest.mark.parametrize("which", ["smoke", "robust"])
+def test_report_and_results_shape_match_the_golden_record(which, request):
+  """The tiny smoke study's report.md (numbers masked) and results.json (every key path) are
+  pinned for refactors (tests/golden/smoke_study_tiny.{report.md,keys.json}; the numbers are
+  pinned by the golden above). MLIR_REGEN_GOLDEN=1 rewrites them."""
+  out = request.getfixturevalue("study_dir") if which == "smoke" else request.getfixturevalue("robust_dir")[0]
+  shape = _report_shape((out / "report.md").read_text(), out)
+  keys = sorted(set(_key_paths(json.loads((out / "results.json").read_text()))))
+  report_file, keys_file = GOLDEN / f"{which}_study_tiny.report.md", GOLDEN / f"{which}_study_tiny.keys.json"
+  if os.environ.get("MLIR_REGEN_GOLDEN"):
+    report_file.write_text(shape)
+    keys_file.write_text(json.dumps(keys, indent=0) + "\n")
+  assert shape == report_file.read_text()
+  assert keys == json.loads(keys_file.read_text())
