@@ -772,6 +772,73 @@ def read_miracl(topics_tsv, qrels_trec, corpus_jsonl, language: str, strict: boo
 
 
 # ----------------------------------------------------------------------------
+# NTREX-128: 1,997 English news sentences and their human translations (bitext)
+# ----------------------------------------------------------------------------
+# Project code -> NTREX file code, for the languages evaluated by default: the training
+# languages of both folds, every TyDi language, the AfriQA languages NTREX has (not fon,
+# twi), and a low-resource set (NTREX_GROUPS). The codes are the ones the other
+# benchmarks use (sw, not swa), so seen / unseen and groups line up across benchmarks.
+NTREX_FILES = {
+    "ar": "arb", "de": "deu", "el": "ell", "es": "spa", "hi": "hin", "ru": "rus", "th": "tha",
+    "tr": "tur", "vi": "vie", "zh": "zho-CN", "bn": "ben", "fi": "fin", "id": "ind",
+    "ko": "kor", "sw": "swa", "te": "tel", "bem": "bem", "ewe": "ewe", "hau": "hau",
+    "ibo": "ibo", "kin": "kin", "wol": "wol", "yor": "yor", "zul": "zul", "amh": "amh",
+    "nso": "nso", "nya": "nya", "som": "som", "sna": "sna-Latn", "tir": "tir", "tsn": "tsn",
+    "xho": "xho",
+}
+NTREX_LANGUAGES = tuple(NTREX_FILES)
+# Named groups the study reports beside seen / unseen: the low-resource languages (TyDi's
+# bn, sw, te; the AfriQA languages; eight more African languages with few web texts), the
+# mid-resource languages no fold trains on (TyDi's fi, id, ko; ru, trained only in fold B),
+# and the AfriQA languages alone.
+NTREX_GROUPS = {
+    "low-resource": ("bn", "sw", "te", "amh", "bem", "ewe", "hau", "ibo", "kin", "nso", "nya",
+                     "sna", "som", "tir", "tsn", "wol", "xho", "yor", "zul"),
+    "mid-resource": ("fi", "id", "ko", "ru"),
+    "AfriQA": ("bem", "ewe", "hau", "ibo", "kin", "sw", "wol", "yor", "zul"),
+}
+NTREX_SOURCE = "newstest2019-src.eng.txt"
+
+
+def _aligned_lines(path: pathlib.Path, issues: IssueLog) -> list[str]:
+  """Every line of a line-aligned file; a line that is not UTF-8 is logged and kept empty."""
+  out = []
+  for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
+    try:
+      out.append(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+      issues.add(path, f"line {number}", "bad UTF-8", f"byte {e.start}: {e.reason}; read as empty",
+                 dropped=False)  # its query is dropped (and logged) by the reader
+      out.append("")
+  return out
+
+
+def read_ntrex128(data_dir, language: str, split: str = "test", strict: bool = False) -> RetrievalSet:
+  """NTREX-128 bitext: the language's 1,997 lines are the questions, the 1,997 English
+  source lines the candidates; line i's relevant candidate is English line i (question ids
+  are line numbers, shared across languages). An empty line on either side is dropped
+  with an issue (its English line stays a candidate)."""
+  _check_language(language, NTREX_LANGUAGES, "ntrex128")
+  if split != "test":
+    raise DataError(f"ntrex128: unknown split {split!r}; NTREX-128 has one split, test")
+  issues = IssueLog(strict=strict)
+  english_path = _data_path(data_dir, "ntrex128", NTREX_SOURCE)
+  path = _data_path(data_dir, "ntrex128", f"newstest2019-ref.{NTREX_FILES[language]}.txt")
+  english, lines = _aligned_lines(english_path, issues), _aligned_lines(path, issues)
+  if len(lines) != len(english):
+    raise DataError(f"{path}: {len(lines)} lines, but {english_path} has {len(english)}; "
+                    "NTREX files are line-aligned")
+  candidates = [Candidate(text, text, f"line{i}") for i, text in enumerate(english)]
+  questions = []
+  for i, (text, source) in enumerate(zip(lines, english)):
+    if not text.strip() or not source.strip():
+      issues.add(path, f"line {i + 1}", "empty line or bad UTF-8 on one side", "query dropped")
+      continue
+    questions.append(Question(qid=str(i), text=text, relevant={i: 1}))
+  return RetrievalSet("ntrex128", language, questions, candidates, issues)
+
+
+# ----------------------------------------------------------------------------
 # The readers of the benchmarks in the data dir, by name: the one dispatch table
 # (folds, eval.benchmarks and the command line below use it)
 # ----------------------------------------------------------------------------
@@ -782,6 +849,7 @@ DATA_DIR_READERS = {
     "tydiqa_goldp": (TYDI_LANGUAGES, "dev", read_tydi_goldp),
     "tydiqa_goldp_sentences": (TYDI_LANGUAGES, "dev", read_tydi_goldp_sentences),
     "afriqa": (AFRIQA_LANGUAGES, "test", read_afriqa),
+    "ntrex128": (NTREX_LANGUAGES, "test", read_ntrex128),
 }
 
 

@@ -31,6 +31,41 @@ class BenchmarkError(ProjectError, ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class StudySection:
+  """How a study reports a benchmark: a section of report.md, results.json's
+  `summary[key]` and a plot, made by the generic code of `study` for its layout.
+
+  layouts: "lareqa" (the paper-style table of the fold's LAReQA benchmark: mono / cross /
+  multi mAP, R@1, R@10, language bias); "languages" (one score per language of `setting`
+  and `metric`, change against the start, worst language, spread, seen / unseen and the
+  `groups` means, and the pooled `multi` setting when `pooled` names it); "views"
+  (several settings per language, e.g. AfriQA native / translated / "gap", the
+  protocol's robustness_gap).
+  """
+  key: str                          # results.json summary key and report anchor
+  layout: str                       # "lareqa", "languages" or "views"
+  title: str = ""                   # report heading
+  setting: str = "mono"             # "languages": the per-language setting
+  metric: str = "map"
+  views: tuple[str, ...] = ()       # "views": the settings shown, in order
+  pooled: str = ""                  # "languages": title of the pooled (multi) table; "" none
+  intro: str = ""                   # a paragraph under the heading
+  plot: str = ""                    # per-language plot file ("" none)
+  plot_title: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyTarget:
+  """A macro score the study compares strategies on (paired tests; Holm within the
+  planned or the exploratory family). setting "gap": the robustness_gap."""
+  setting: str
+  metric: str
+  label: str                        # "{benchmark}" is replaced by the benchmark's name
+  planned: bool                     # a primary target, named before the data
+  group: str = ""                   # the macro over this `groups` entry only ("" all languages)
+
+
+@dataclasses.dataclass(frozen=True)
 class Benchmark:
   name: str
   languages: tuple[str, ...]          # every language the reader accepts
@@ -48,6 +83,14 @@ class Benchmark:
   # the data dir; then any language code `train_files.is_language_code` accepts works, and
   # `languages` only lists the common ones.
   needs_files: int = 0               # how many paths per language (0: reads the data dir)
+  # What a study reports of it (`study` package): its sections and the targets it compares
+  # strategies on; a benchmark without sections is evaluated by `eval.run` only.
+  study: tuple[StudySection, ...] = ()
+  targets: tuple[StudyTarget, ...] = ()
+  # Named language groups reported beside seen / unseen (e.g. by resource level).
+  groups: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+  # Question ids are shared across languages (parallel groups: the unit of a query test).
+  parallel: bool = False
 
   @property
   def default_split(self) -> str:
@@ -165,30 +208,86 @@ def _file_languages() -> tuple[str, ...]:
 # Training folds use MLQA-R (fold A) or XQuAD-R (fold B) languages; none of these.
 _TRAINED = frozenset(readers.XQUAD_R_LANGUAGES) | frozenset(readers.MLQA_R_LANGUAGES)
 
+# What a study reports of each LAReQA benchmark (the fold's in-domain evaluation), of TyDi
+# passages and sentences and of AfriQA.
+_LAREQA_STUDY = dict(
+    study=(StudySection("lareqa", "lareqa", "paper-style table"),),
+    targets=(StudyTarget("multi", "map", "{benchmark} multi mAP", True),
+             StudyTarget("cross", "map", "{benchmark} cross mAP", False)),
+    parallel=True)
+
+
+def _tydi_study(key: str, title: str, pooled: str, intro: str, plot: str, plot_title: str,
+                label: str) -> dict:
+  return dict(
+      study=(StudySection(key, "languages", title, "mono", "map", pooled=pooled, intro=intro,
+                          plot=plot, plot_title=plot_title),),
+      targets=(StudyTarget("mono", "map", f"{label} mono mAP (macro)", True),
+               StudyTarget("multi", "map", f"{label} multi mAP", False)))
+
+
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("xquad_r", readers.XQUAD_R_LANGUAGES, _data_dir("xquad_r"), protocols.lareqa,
               main_setting="multi", main_metric="map",
               description="XQuAD-R (LAReQA): sentences, mono / cross / multi, mAP, R@1, R@10, "
-                          "language bias"),
+                          "language bias", **_LAREQA_STUDY),
     Benchmark("mlqa_r", readers.MLQA_R_LANGUAGES, _data_dir("mlqa_r"), protocols.lareqa,
               main_setting="multi", main_metric="map",
-              description="MLQA-R (LAReQA): sentences, mono / cross / multi"),
+              description="MLQA-R (LAReQA): sentences, mono / cross / multi", **_LAREQA_STUDY),
     Benchmark("tydiqa_goldp", readers.TYDI_LANGUAGES, _data_dir("tydiqa_goldp"), protocols.tydi,
               main_setting="mono", main_metric="mrr@10",
               unseen_languages=tuple(l for l in readers.TYDI_LANGUAGES if l not in _TRAINED),
-              description="TyDi QA GoldP dev: unique gold passages, mono and pooled"),
+              description="TyDi QA GoldP dev: unique gold passages, mono and pooled",
+              **_tydi_study("tydi", "TyDi QA GoldP: robustness across languages",
+                            "Pooled (multilingual) TyDi corpus:", "", "tydi_per_language.png",
+                            "TyDi QA GoldP", "TyDi")),
     Benchmark("tydiqa_goldp_sentences", readers.TYDI_LANGUAGES, _data_dir("tydiqa_goldp_sentences"),
               protocols.tydi_sentences, main_setting="mono", main_metric="map",
               unseen_languages=tuple(l for l in readers.TYDI_LANGUAGES if l not in _TRAINED),
               description="TyDi QA GoldP dev at sentence level (sentencex): mono mAP, R@1; "
-                          "pooled nine languages mAP, R@10"),
+                          "pooled nine languages mAP, R@10",
+              **_tydi_study("tydi_sentences", "TyDi QA GoldP sentences: robustness across languages",
+                            "Pooled nine-language sentence corpus:",
+                            "Candidates are the sentences of each language's gold passages; the "
+                            "relevant one holds the answer start.",
+                            "tydi_sentences_per_language.png", "TyDi QA GoldP sentences",
+                            "TyDi sentences")),
     Benchmark("afriqa", readers.AFRIQA_LANGUAGES, _data_dir("afriqa"), protocols.afriqa,
               main_setting="native", main_metric="ndcg@10", splits=("test", "dev"),
               default_languages_by_split={s: readers.AFRIQA_GOLD_PASSAGE_LANGUAGES[s]
                                           for s in ("test", "dev")},
               unseen_languages=readers.AFRIQA_LANGUAGES,
               description="AfriQA: native and translated questions -> the language's gold "
-                          "passages (en / fr); nDCG@10, MRR@10, R@1, R@10, robustness gap"),
+                          "passages (en / fr); nDCG@10, MRR@10, R@1, R@10, robustness gap",
+              study=(StudySection(
+                  "afriqa", "views", "AfriQA: native against translated questions",
+                  metric="ndcg@10", views=("native", "translated", "gap"),
+                  intro="Per-language {metric} of the native questions and of their human "
+                        "translations (English; French for fon) against the same gold passages, "
+                        "and the gap native - translated (negative = the model loses by the "
+                        "question being in the African language); mean ± 95% interval over "
+                        "seeds. Every AfriQA language is unseen by training: {unseen}.",
+                  plot="afriqa_per_language.png", plot_title="AfriQA (native questions)"),),
+              targets=(StudyTarget("native", "ndcg@10", "AfriQA native nDCG@10 (macro)", True),
+                       StudyTarget("gap", "ndcg@10", "AfriQA gap nDCG@10 (native - translated)",
+                                   False))),
+    Benchmark("ntrex128", readers.NTREX_LANGUAGES, _data_dir("ntrex128"), protocols.bitext,
+              main_setting="x_to_en", main_metric="acc@1", splits=("test",),
+              unseen_languages=tuple(l for l in readers.NTREX_LANGUAGES if l not in _TRAINED),
+              groups=readers.NTREX_GROUPS, parallel=True,
+              description="NTREX-128 bitext: each language's 1,997 news sentences against the "
+                          "English ones, both ways (accuracy@1, MRR@10) and pooled",
+              study=(StudySection("ntrex", "languages", "NTREX-128 bitext: translation retrieval "
+                                  "by language", "x_to_en", "acc@1",
+                                  intro="Each language's 1,997 human-translated news sentences "
+                                        "retrieve their English source among all 1,997 English "
+                                        "lines (accuracy@1; the reverse direction and the pooled "
+                                        "setting are in results.json).",
+                                  plot="ntrex_per_language.png", plot_title="NTREX-128 X->en"),),
+              targets=(StudyTarget("x_to_en", "acc@1", "NTREX X->en accuracy@1, low-resource "
+                                               "languages", False, "low-resource"),
+                       StudyTarget("x_to_en", "acc@1", "NTREX X->en accuracy@1 (macro)", False),
+                       StudyTarget("en_to_x", "acc@1", "NTREX en->X accuracy@1 (macro)", False))),
     Benchmark("miracl", readers.MIRACL_LANGUAGES, _miracl, protocols.miracl,
               main_setting="mono", main_metric="ndcg@10",
               description="MIRACL-format data (your corpus): nDCG@10, R@100"),
@@ -221,5 +320,10 @@ def languages() -> dict[str, tuple[str, ...]]:
 
 
 def main_metrics() -> dict[str, str]:
-  """Benchmark name -> its main metric (eval.report.MAIN_METRIC must agree)."""
+  """Benchmark name -> its main metric."""
   return {name: b.main_metric for name, b in BENCHMARKS.items()}
+
+
+def main_metric(name: str, default: str = "map") -> str:
+  """A benchmark's main metric; `default` for a name the registry does not have."""
+  return BENCHMARKS[name].main_metric if name in BENCHMARKS else default

@@ -360,6 +360,71 @@ def _afriqa_counts(encoded: Mapping[str, EncodedSet]) -> dict:
   return counts
 
 
-PROTOCOLS = {"xquad_r": lareqa, "mlqa_r": lareqa, "tydiqa_goldp": tydi,
-             "tydiqa_goldp_sentences": tydi_sentences, "afriqa": afriqa, "miracl": miracl,
-             "squad": tydi, "squad_sentences": tydi_sentences, "miracl_files": miracl}
+
+# ----------------------------------------------------------------------------
+# Bitext retrieval (NTREX-128)
+
+BITEXT_METRICS = ("acc@1", "mrr@10", "map")  # map: reciprocal rank of the one translation
+
+
+def bitext(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = None) -> dict:
+  """Translation retrieval per language X against the same English lines, both ways:
+  `x_to_en` (each X line's questions embedding against every English line's candidate
+  embedding) and `en_to_x` (each English line against every X line, from the same
+  embeddings; cosine is symmetric), accuracy@1, MRR@10 and the full-rank reciprocal rank
+  (`map`); and `pooled`: each English line against the X lines of every language at once
+  (relevant: its translation in each language; mAP, accuracy@1, and the share of the
+  top-L in one language, L = number of languages: low when the translations rank together).
+  Question ids are line numbers, shared across languages."""
+  languages = list(encoded)
+  settings = {"x_to_en": {}, "en_to_x": {}}
+  per_query = {"x_to_en": {}, "en_to_x": {}, "by_metric": {"acc@1": {"x_to_en": {}, "en_to_x": {}}}}
+  qids = {"x_to_en": {}, "en_to_x": {}}
+  for language, enc in encoded.items():
+    questions = enc.data.questions
+    qrels = [q.relevant for q in questions]
+    table, _, _ = retrieve(enc.questions, enc.candidates, qrels, BITEXT_METRICS, search_options)
+    settings["x_to_en"][language] = _means(table)
+    per_query["x_to_en"][language] = table["map"].tolist()
+    per_query["by_metric"]["acc@1"]["x_to_en"][language] = table["acc@1"].tolist()
+    qids["x_to_en"][language] = [q.qid for q in questions]
+    # en -> X: the English lines that some kept X line translates, against those X lines.
+    back: dict[int, dict[int, int]] = {}
+    for i, q in enumerate(questions):
+      for j in q.relevant:
+        back.setdefault(j, {})[i] = 1
+    english = sorted(back)
+    table, _, _ = retrieve(enc.candidates[english], enc.questions, [back[j] for j in english],
+                           BITEXT_METRICS, search_options)
+    settings["en_to_x"][language] = _means(table)
+    per_query["en_to_x"][language] = table["map"].tolist()
+    per_query["by_metric"]["acc@1"]["en_to_x"][language] = table["acc@1"].tolist()
+    qids["en_to_x"][language] = [enc.data.candidates[j].doc_id.removeprefix("line") for j in english]
+
+  # Pooled: English line j (the first language's candidate embedding) against every X line.
+  sizes = [len(encoded[l].questions) for l in languages]
+  offsets = np.cumsum([0] + sizes[:-1])
+  pool = np.concatenate([encoded[l].questions for l in languages])
+  language_id = np.repeat(np.arange(len(languages)), sizes)
+  targets: dict[int, dict[int, int]] = {}
+  for offset, language in zip(offsets, languages):
+    for i, q in enumerate(encoded[language].data.questions):
+      for j in q.relevant:
+        targets.setdefault(j, {})[int(offset) + i] = 1
+  english = sorted(targets)
+  first = encoded[languages[0]]
+  top = len(languages)
+  names = ("map", "acc@1", f"r@{top}")
+  table, ranked, _ = retrieve(first.candidates[english], pool, [targets[j] for j in english],
+                              names, search_options)
+  ids = language_id[ranked[:, :top]]  # [Q, L]
+  same = np.array([np.bincount(row, minlength=len(languages)).max() / row.size for row in ids])
+  pooled = {"map": _mean(table["map"]), "acc@1": _mean(table["acc@1"]),
+            "max_share_one_language_top_l": _mean(same)}
+  return {
+      "settings": {"x_to_en": {"macro": _macro(settings["x_to_en"]), "per_language": settings["x_to_en"]},
+                   "en_to_x": {"macro": _macro(settings["en_to_x"]), "per_language": settings["en_to_x"]},
+                   "pooled": {"macro": pooled, "per_language": {}}},
+      "counts": _counts(encoded, pool_size=len(pool)),
+      "per_query": {**per_query, "qids": qids},
+  }

@@ -12,13 +12,6 @@ import pathlib
 
 import numpy as np
 
-# Must agree with eval.benchmarks (tests/test_benchmarks_registry.py checks it); kept
-# here as a plain dict so that reports need no model or search stack.
-MAIN_METRIC = {"xquad_r": "map", "mlqa_r": "map", "tydiqa_goldp": "mrr@10",
-               "tydiqa_goldp_sentences": "map", "afriqa": "ndcg@10", "miracl": "ndcg@10",
-               "squad": "mrr@10", "squad_sentences": "map", "miracl_files": "ndcg@10"}
-
-
 def fmt(value, digits: int = 3, missing: str = "n/a") -> str:
   """A table cell: floats to `digits` decimals, None as `missing`, anything else as text."""
   if value is None:
@@ -153,7 +146,8 @@ def plot_per_language(result: dict, path: pathlib.Path) -> None:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  metric = MAIN_METRIC.get(result["benchmark"], "map")
+  from eval import benchmarks  # the registry's main metric (imported here: it loads the search stack)
+  metric = benchmarks.main_metric(result["benchmark"])
   languages = result["languages"]
   # cross contributes its mean over corpus languages per query language
   tables = {s: t.get("per_language", t.get("per_query_language"))

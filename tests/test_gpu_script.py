@@ -113,7 +113,8 @@ def test_gpu_preset_is_the_issues_study():
   """X-X-mono, X-Y and hybrid 0.5 over 3 seeds at batch 100, evaluated as the quick study
   evaluates (the study issue's evaluation: XQuAD-R whole at 512 tokens)."""
   import replicate
-  p, quick = replicate.load_preset("gpu"), replicate.load_preset("quick")
+  from study import plan
+  p, quick = plan.load_preset("gpu"), plan.load_preset("quick")
   assert p.strategies == (("mono", 1.0), ("cross", 0.0), ("hybrid", 0.5))
   assert len(p.seeds) == 3 and p.train_overrides["batch_size"] == 100
   assert (p.train_overrides["max_query_len"], p.train_overrides["max_passage_len"]) == (64, 128)
@@ -236,7 +237,7 @@ def test_benchmark_times_the_gpu_studys_step():
   plan = gpu_bench.settings(dry_run=False)
   read = lambda c: {k: v for k, v in c.to_dict().items() if k not in train.NOT_READ_BY_STEPS}
   for strategy, alpha in (("mono", 1.0), ("hybrid", 0.5)):
-    study = replicate.train_config(replicate.load_preset("gpu"), "A", strategy, alpha, 2,
+    study = plan.train_config(plan.load_preset("gpu"), "A", strategy, alpha, 2,
                                    "e5-small", None, pathlib.Path("shards"))
     assert read(gpu_bench.train_config(plan["train"][0], "bfloat16")) == read(study)
     assert read(gpu_bench.train_config(plan["train"][1], "bfloat16")) != read(study)

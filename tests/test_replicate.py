@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 import replicate
+from study import driver, plan
 
 
 def _numbers_in(obj, out):
@@ -174,9 +175,9 @@ def test_changed_evaluation_of_a_new_benchmark_is_refused(study_dir):
   assert stored["eval"]["splits"]["afriqa"] == "test"
   changed = json.loads(json.dumps(stored))
   changed["eval"]["languages"]["afriqa"] = ["hau"]
-  with pytest.raises(replicate.StudyError, match=r"start \(eval\.languages\.afriqa: \['hau', 'swa'\] -> \['hau'\]"):
-    replicate.check_run_dirs(study_dir, {"start": changed})
-  replicate.check_run_dirs(study_dir, {"start": stored})  # the same settings pass
+  with pytest.raises(plan.StudyError, match=r"start \(eval\.languages\.afriqa: \['hau', 'swa'\] -> \['hau'\]"):
+    plan.check_run_dirs(study_dir, {"start": changed})
+  plan.check_run_dirs(study_dir, {"start": stored})  # the same settings pass
 
 
 # ----------------------------------------------------------------------------
@@ -257,8 +258,8 @@ def test_wise_run_evaluated_the_interpolated_weights(robust_dir, data_dir, tmp_p
     got = flat(model.params)
     for k in mixed:
       np.testing.assert_allclose(got[k], mixed[k], rtol=1e-6, atol=1e-7, err_msg=k)
-    preset = replicate.load_preset("smoke")
-    mine = replicate.evaluate_into(model, "xquad_r", EVAL_LANGUAGES["xquad_r"], preset,
+    preset = plan.load_preset("smoke")
+    mine = driver.evaluate_into(model, "xquad_r", EVAL_LANGUAGES["xquad_r"], preset,
                                    str(data_dir), tmp_path / f"{lam}.json")
     theirs = json.loads((out / "runs" / rid / "eval_xquad_r.json").read_text())
     # the same weights give the same rankings: per-query AP equal (and the start's and the
@@ -277,8 +278,8 @@ def test_wise_endpoints_reproduce_start_and_hybrid(robust_dir, data_dir, tmp_pat
   out, _ = robust_dir
   workdir = out / "runs" / "hybrid-a0.5-s0" / "train"
   for lam, rid in ((0.0, "start"), (1.0, "hybrid-a0.5-s0")):
-    mine = replicate.evaluate_into(interpolate.interpolate(workdir, lam), "xquad_r",
-                                   EVAL_LANGUAGES["xquad_r"], replicate.load_preset("smoke"),
+    mine = driver.evaluate_into(interpolate.interpolate(workdir, lam), "xquad_r",
+                                   EVAL_LANGUAGES["xquad_r"], plan.load_preset("smoke"),
                                    str(data_dir), tmp_path / f"{lam}.json")
     theirs = json.loads((out / "runs" / rid / "eval_xquad_r.json").read_text())
     assert mine["per_query"] == theirs["per_query"] and mine["settings"] == theirs["settings"]
@@ -342,10 +343,10 @@ def test_robust_preset_adopts_finished_runs_without_redoing_them(robust_dir, dat
   assert {r["run_id"] for r in results["runs"]} == {"start", "mono-s0", "cross-s0", "hybrid-a0.5-s0"} | ROBUST_IDS
   assert results["summary"]["robust"]["methods"][:3] == ["none", "mono", "cross"]
   mono = json.loads((out / "runs" / "mono-s0" / "provenance.json").read_text())
-  assert replicate._finished(out / "runs" / "mono-s0", mono, EVAL_LANGUAGES)
+  assert plan.finished(out / "runs" / "mono-s0", mono, EVAL_LANGUAGES)
   other = json.loads(json.dumps(mono))
   other["train_config"]["total_steps"] = 5
-  assert not replicate._finished(out / "runs" / "mono-s0", other, EVAL_LANGUAGES)
+  assert not plan.finished(out / "runs" / "mono-s0", other, EVAL_LANGUAGES)
 
 
 def test_smoke_study_numbers_match_the_golden_record(study_dir):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from eval import study
+from study import methods, plots, render, statistics, summaries
 from tests.test_replicate import check_report_numbers
 from tests.test_study_report import TY, _run
 
@@ -33,25 +33,25 @@ def _robust_runs():
 
 
 def _summary(runs):
-  return study.summarize(runs, lareqa_benchmark="xquad_r", train_languages=["ar", "de", "en"])
+  return summaries.summarize(runs, lareqa_benchmark="xquad_r", train_languages=["ar", "de", "en"])
 
 
 def _by_key(runs, key):
-  return [r for r in runs if study.strategy_key(r) == key]
+  return [r for r in runs if methods.strategy_key(r) == key]
 
 
 def test_method_table_gives_keys_labels_and_order():
-  assert study.strategy_key({"sampling": "hybrid", "alpha": 0.5, "method": "wise", "lambda": 0.25}) == "wise@0.25"
-  assert study.strategy_key({"sampling": "hybrid", "alpha": 0.5, "method": "l2sp", "l2sp": 1.0}) == "l2sp@1"
-  assert study.strategy_key({"sampling": "hybrid", "alpha": 0.25}) == "hybrid@0.25"
-  assert study.strategy_label("wise@0.75") == "Hybrid + WiSE-FT (lambda=0.75)"
-  assert study.strategy_label("l2sp@0.1") == "Hybrid + L2-SP (strength 0.1)"
-  assert study.strategy_label("hybrid@0.5") == "Hybrid (alpha=0.5)"
-  assert study.strategy_label("mono") == study.STRATEGY_NAMES["mono"] == "X-X-mono"
+  assert methods.strategy_key({"sampling": "hybrid", "alpha": 0.5, "method": "wise", "lambda": 0.25}) == "wise@0.25"
+  assert methods.strategy_key({"sampling": "hybrid", "alpha": 0.5, "method": "l2sp", "l2sp": 1.0}) == "l2sp@1"
+  assert methods.strategy_key({"sampling": "hybrid", "alpha": 0.25}) == "hybrid@0.25"
+  assert methods.strategy_label("wise@0.75") == "Hybrid + WiSE-FT (lambda=0.75)"
+  assert methods.strategy_label("l2sp@0.1") == "Hybrid + L2-SP (strength 0.1)"
+  assert methods.strategy_label("hybrid@0.5") == "Hybrid (alpha=0.5)"
+  assert methods.strategy_label("mono") == methods.STRATEGY_NAMES["mono"] == "X-X-mono"
   keys = ["l2sp@1", "wise@0.75", "mixed", "hybrid@0.75", "wise@0.25", "none", "cross", "hybrid@0.25", "mono"]
-  assert study.strategy_order(keys) == ["none", "mono", "cross", "hybrid@0.25", "hybrid@0.75", "mixed",
+  assert methods.strategy_order(keys) == ["none", "mono", "cross", "hybrid@0.25", "hybrid@0.75", "mixed",
                                         "wise@0.25", "wise@0.75", "l2sp@1"]
-  assert [study.is_robust(k) for k in ("wise@0.5", "l2sp@1", "hybrid@0.5", "none")] == [True, True, False, False]
+  assert [methods.is_robust(k) for k in ("wise@0.5", "l2sp@1", "hybrid@0.5", "none")] == [True, True, False, False]
 
 
 def test_robust_section_numbers_come_from_the_runs():
@@ -98,7 +98,7 @@ def test_robust_tests_against_the_hybrid_and_holm_within_the_family():
       pq = lambda rs: np.mean([np.concatenate([x["per_query"]["tydiqa_goldp"]["mono"][l] for l in UNSEEN])
                                for x in rs], axis=0)
       strata = np.repeat(np.arange(len(UNSEEN)), [TY[l] for l in UNSEEN])
-      want = study.paired_query_test(pq(method), pq(hybrid), None, strata)
+      want = statistics.paired_query_test(pq(method), pq(hybrid), None, strata)
       assert row["across_queries"]["p_value"] == want["p_value"]
       assert row["across_queries"]["mean_diff"] == pytest.approx(want["mean_diff"])
       assert row["across_queries"]["n"] == sum(TY[l] for l in UNSEEN)
@@ -124,12 +124,12 @@ def _results(runs):
 
 def test_robust_report_prints_only_numbers_from_results():
   results = _results(_robust_runs())
-  report = study.render_markdown(results)
+  report = render.render_markdown(results)
   section = report[report.index("## Robust fine-tuning"):]
   assert check_report_numbers(results, section) > 100
   cell = results["summary"]["robust"]["per_method"]["wise@0.25"]["tydi_unseen"]
   assert f"| Hybrid + WiSE-FT (lambda=0.25) | 3 | " in section
-  assert f"{study.fmt(cell['score'])} | {study.fmt_signed(cell['delta_vs_start'])} |" in section
+  assert f"{render.fmt(cell['score'])} | {render.fmt_signed(cell['delta_vs_start'])} |" in section
 
 
 def test_tradeoff_plot_points_and_wise_curve(tmp_path, monkeypatch):
@@ -142,7 +142,7 @@ def test_tradeoff_plot_points_and_wise_curve(tmp_path, monkeypatch):
     return save(fig, path, *args, **kwargs)
   monkeypatch.setattr(Figure, "savefig", record)
   results = _results(_robust_runs())
-  assert "robust_tradeoff.png" in study.write_plots(results, tmp_path)
+  assert "robust_tradeoff.png" in plots.write_plots(results, tmp_path)
   assert (tmp_path / "robust_tradeoff.png").stat().st_size > 1000
   ax = figures["robust_tradeoff.png"].axes[0]
   r = results["summary"]["robust"]

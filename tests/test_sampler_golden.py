@@ -129,7 +129,7 @@ def test_a_new_batch_kind_is_one_entry(monkeypatch):
   """ARCHITECTURE.md's example: X->en pivot batches added as one source and one mode."""
   import importlib
   from data_pipelines import sampler as s
-  from eval import study
+  from study import methods
 
   def pivot_rows(plan, language, ordinal):
     units = plan.table.shard_rows[(plan.languages[language], "en")]
@@ -160,7 +160,7 @@ def test_a_new_batch_kind_is_one_entry(monkeypatch):
   assert with_pivot.num_sources == without.num_sources + len(data.languages)
   np.testing.assert_array_equal(with_pivot.sources(np.arange(500)), without.sources(np.arange(500)))
   # The report takes the new mode's label and alpha axis from the same entry.
-  reloaded = importlib.reload(study)
+  reloaded = importlib.reload(methods)
   assert reloaded.strategy_label("hybrid_pivot@0.25") == "Hybrid pivot (alpha=0.25)"
   monkeypatch.delitem(s.SAMPLING_MODES, "hybrid_pivot")
-  importlib.reload(study)
+  importlib.reload(methods)

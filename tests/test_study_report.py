@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from eval import study
+from study import methods, plots, render, summaries
 
 XQ = ["de", "en", "es"]
 TY = {"ar": 5, "bn": 8, "sw": 12}  # language -> number of TyDi questions
@@ -48,7 +48,7 @@ def _runs(qids=True):
 
 def test_query_test_statistic_is_the_rows_macro_difference_and_question_is_the_unit():
   runs = _runs()
-  sig = study.summarize(runs, lareqa_benchmark="xquad_r", train_languages=["de", "en"])["significance"]
+  sig = summaries.summarize(runs, lareqa_benchmark="xquad_r", train_languages=["de", "en"])["significance"]
   assert {r["baseline"] for r in sig} == {"none", "mono", "cross"}
   for row in sig:
     q, a = row["across_queries"], row["across_seeds"]
@@ -59,7 +59,7 @@ def test_query_test_statistic_is_the_rows_macro_difference_and_question_is_the_u
     if row["target"] == "TyDi mono mAP (macro)":
       assert (q["n"], q["groups"], q["unit"]) == (sum(TY.values()), sum(TY.values()), "query")
   # Without ids, XQuAD-R's parallel lists group by position: the same test.
-  no_ids = study.summarize(_runs(qids=False), lareqa_benchmark="xquad_r", train_languages=["de"])
+  no_ids = summaries.summarize(_runs(qids=False), lareqa_benchmark="xquad_r", train_languages=["de"])
   for with_id, by_position in zip(sig, no_ids["significance"]):
     assert by_position["across_queries"]["p_value"] == with_id["across_queries"]["p_value"]
 
@@ -68,13 +68,13 @@ def test_parallel_lists_of_unequal_length_without_ids_give_no_p_value():
   runs = _runs(qids=False)
   for r in runs:  # MLQA-R-like: languages hold different subsets of the questions
     r["per_query"]["xquad_r"]["multi"]["es"] = r["per_query"]["xquad_r"]["multi"]["es"][:15]
-  sig = study.summarize(runs, lareqa_benchmark="xquad_r", train_languages=["de"])["significance"]
+  sig = summaries.summarize(runs, lareqa_benchmark="xquad_r", train_languages=["de"])["significance"]
   row = next(r for r in sig if r["target"] == "xquad_r multi mAP")
   assert row["across_queries"]["p_value"] is None and "question ids" in row["across_queries"]["note"]
 
 
 def test_planned_family_and_holm_columns():
-  s = study.summarize(_runs(), lareqa_benchmark="xquad_r", train_languages=["de"])
+  s = summaries.summarize(_runs(), lareqa_benchmark="xquad_r", train_languages=["de"])
   planned = [r for r in s["significance"] if r["family"] == "planned"]
   assert {r["target"] for r in planned} == {"TyDi mono mAP (macro)", "xquad_r multi mAP"}
   assert len(planned) == 6 and len(s["significance"]) == 12
@@ -95,13 +95,13 @@ def test_worst_language_is_the_worst_of_the_means():
   runs = [_run("mono", 1.0, seed, 0.0, rng, tydi_levels=lv) for seed, lv in enumerate(levels)]
   for r, lv in zip(runs, levels):  # exact levels, no noise
     r["metrics"]["tydiqa_goldp"]["settings"]["mono"]["per_language"] = {l: {"map": v} for l, v in lv.items()}
-  e = study.summarize(runs, lareqa_benchmark="xquad_r", train_languages=["ar"])["tydi"]["per_strategy"]["mono"]
+  e = summaries.summarize(runs, lareqa_benchmark="xquad_r", train_languages=["ar"])["tydi"]["per_strategy"]["mono"]
   assert e["worst_language"] == "sw"
   assert e["worst_score"]["mean"] == pytest.approx(0.3) and e["worst_score"]["ci95"] == pytest.approx(0.0)
 
 
 def _results(runs):
-  summary = study.summarize(runs, lareqa_benchmark="xquad_r", train_languages=["ar"])
+  summary = summaries.summarize(runs, lareqa_benchmark="xquad_r", train_languages=["ar"])
   return {"preset": "synthetic", "fold": "A", "model": "m", "train_languages": ["ar"], "seeds": [0, 1, 2],
           "train_overrides": {}, "eval_languages": {"xquad_r": XQ, "tydiqa_goldp": list(TY)},
           "summary": summary, "plots": []}
@@ -129,7 +129,7 @@ def test_report_names_planned_comparisons_prints_holm_and_na_from_results_only()
     if r["sampling"] == "cross":
       r["metrics"]["tydiqa_goldp"]["settings"]["multi"]["macro"]["map"] = 0.38 + 0.01 * r["seed"]
   results = _results(runs)
-  report = study.render_markdown(results)
+  report = render.render_markdown(results)
   assert "Planned comparisons" in report and "Holm p (queries)" in report
   row = next(l for l in report.splitlines() if "| X-Y | TyDi multi mAP | exploratory |" in l)
   assert row.split("|")[7].strip() == "n/a"  # p (seeds)
@@ -155,7 +155,7 @@ def test_report_prints_each_benchmarks_recorded_settings_and_why_a_query_test_is
   runs[0]["metrics"]["tydiqa_goldp"]["options"] = {"max_length": 192, "max_documents": 120}
   results = _results(runs)
   results["runs"] = [{k: v for k, v in r.items() if k != "per_query"} for r in runs]
-  report = study.render_markdown(results)
+  report = render.render_markdown(results)
   lines = report.splitlines()
   xq = next(l for l in lines if l.startswith("| xquad_r | dev |"))
   assert [c.strip() for c in xq.strip("|").split("|")] == [
@@ -166,7 +166,7 @@ def test_report_prints_each_benchmarks_recorded_settings_and_why_a_query_test_is
   note = next(l for l in lines if l.startswith("- Query test n/a ("))
   assert "question ids" in note and "xquad_r multi mAP" in note
   planned = next(l for l in lines if l.startswith("Planned comparisons:"))
-  assert planned.startswith(f"Planned comparisons: {study.strategy_label('hybrid@0.5')} against "
+  assert planned.startswith(f"Planned comparisons: {methods.strategy_label('hybrid@0.5')} against "
                             "each baseline (")
 
 
@@ -180,7 +180,7 @@ def test_per_language_plot_shows_change_against_start_with_legend_outside(tmp_pa
     return save(fig, path, *args, **kwargs)
   monkeypatch.setattr(Figure, "savefig", record)
   results = _results(_runs())
-  written = study.write_plots(results, tmp_path)
+  written = plots.write_plots(results, tmp_path)
   assert "tydi_per_language.png" in written and (tmp_path / "tydi_per_language.png").stat().st_size > 1000
   t = results["summary"]["tydi"]
   fig = figures["tydi_per_language.png"]

@@ -5,7 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from eval import study
+from study import plots, render, statistics, summaries
 from tests.test_study_report import XQ, _numbers_in, _run
 
 SENT = {"ar": 6, "en": 9, "sw": 7}          # TyDi sentences: language -> questions
@@ -48,7 +48,7 @@ def _runs(seed=0):
 
 
 def _summary(runs):
-  return study.summarize(runs, lareqa_benchmark="xquad_r", train_languages=["ar", "en"])
+  return summaries.summarize(runs, lareqa_benchmark="xquad_r", train_languages=["ar", "en"])
 
 
 def test_sentence_and_afriqa_sections_hold_means_changes_worst_and_seen_split():
@@ -122,7 +122,7 @@ def test_gap_query_test_flips_native_minus_translated_per_question():
     return np.mean([np.concatenate([np.subtract(p["native"][l], p["translated"][l]) for l in sorted(AFRI)])
                     for p in pq], axis=0)
   strata = np.repeat(np.arange(3), [AFRI[l] for l in sorted(AFRI)])
-  want = study.paired_query_test(gaps(hybrid), gaps(cross), np.arange(strata.size), strata)
+  want = statistics.paired_query_test(gaps(hybrid), gaps(cross), np.arange(strata.size), strata)
   row = next(r for r in _summary(runs)["significance"]
              if r["target"].startswith("AfriQA gap") and r["baseline"] == "cross")
   assert row["across_queries"]["p_value"] == want["p_value"]
@@ -157,7 +157,7 @@ def _results(runs):
 
 def test_report_sections_print_only_numbers_from_results():
   results = _results(_runs())
-  report = study.render_markdown(results)
+  report = render.render_markdown(results)
   for heading in ("## TyDi QA GoldP sentences: robustness across languages",
                   "## AfriQA: native against translated questions", "Gap native - translated",
                   "Change of native ndcg@10 against the starting model", "AfriQA native nDCG@10 (macro)"):
@@ -174,7 +174,7 @@ def test_report_sections_print_only_numbers_from_results():
   assert checked > 100
   # the hybrid's AfriQA native hau cell is its mean ± interval
   cell = results["summary"]["afriqa"]["per_strategy"]["hybrid@0.5"]["native"]["per_language"]["hau"]
-  assert f"| Hybrid (alpha=0.5) | {study.fmt(cell)} |" in report
+  assert f"| Hybrid (alpha=0.5) | {render.fmt(cell)} |" in report
 
 
 def test_per_language_plots_for_sentences_and_afriqa(tmp_path, monkeypatch):
@@ -187,7 +187,7 @@ def test_per_language_plots_for_sentences_and_afriqa(tmp_path, monkeypatch):
     return save(fig, path, *args, **kwargs)
   monkeypatch.setattr(Figure, "savefig", record)
   results = _results(_runs())
-  written = study.write_plots(results, tmp_path)
+  written = plots.write_plots(results, tmp_path)
   s = results["summary"]
   for name, cells in (("tydi_sentences_per_language.png",
                        s["tydi_sentences"]["per_strategy"]["hybrid@0.5"]["delta_vs_start"]),

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from eval import study
+from study import render, statistics
 
 
 def _parallel_null(rng, groups=60, copies=11, effect=0.0):
@@ -22,9 +22,9 @@ def test_grouped_test_holds_its_level_under_within_question_correlation():
   studies, grouped, naive = 1000, 0, 0
   for i in range(studies):
     d, ids, language = _parallel_null(rng)
-    grouped += study.paired_query_test(d, 0 * d, ids, language, seed=i, resamples=400)["p_value"] <= 0.05
+    grouped += statistics.paired_query_test(d, 0 * d, ids, language, seed=i, resamples=400)["p_value"] <= 0.05
     if i < 200:  # the old test: every value its own unit
-      naive += study.paired_query_test(d, 0 * d, None, language, seed=i, resamples=400)["p_value"] <= 0.05
+      naive += statistics.paired_query_test(d, 0 * d, None, language, seed=i, resamples=400)["p_value"] <= 0.05
   assert 0.03 <= grouped / studies <= 0.07  # measured 0.054
   assert naive / 200 > 0.3  # measured 0.575: the independence assumption is badly wrong here
 
@@ -34,7 +34,7 @@ def test_grouped_test_detects_a_planted_effect():
   detected = 0
   for i in range(100):
     d, ids, language = _parallel_null(rng, effect=1.0)
-    detected += study.paired_query_test(d, 0 * d, ids, language, seed=i, resamples=400)["p_value"] <= 0.05
+    detected += statistics.paired_query_test(d, 0 * d, ids, language, seed=i, resamples=400)["p_value"] <= 0.05
   assert detected >= 95  # measured 100 of 100
 
 
@@ -42,7 +42,7 @@ def test_ungrouped_test_agrees_with_scipy_permutation_test():
   rng = np.random.default_rng(3)
   x = rng.random(200)
   y = x - 0.02 + 0.15 * rng.standard_normal(200)  # p near 0.14
-  ours = study.paired_query_test(x, y, resamples=20000, seed=5)["p_value"]
+  ours = statistics.paired_query_test(x, y, resamples=20000, seed=5)["p_value"]
   theirs = stats.permutation_test((x, y), lambda a, b, axis: np.mean(a - b, axis=axis),
                                   permutation_type="samples", n_resamples=20000,
                                   random_state=7).pvalue
@@ -57,7 +57,7 @@ def test_grouped_test_equals_sign_flip_on_question_means_by_exact_enumeration():
   d = 0.5 + rng.standard_normal((3, 12))  # [language, question]; exact p 0.051
   ids = np.tile(np.arange(12), 3)
   language = np.repeat(["ar", "de", "en"], 12)
-  got = study.paired_query_test(d.ravel(), np.zeros(36), ids, language, resamples=40000, seed=0)
+  got = statistics.paired_query_test(d.ravel(), np.zeros(36), ids, language, resamples=40000, seed=0)
   exact = stats.permutation_test((d.mean(axis=0),), np.mean, permutation_type="samples",
                                  n_resamples=np.inf).pvalue
   assert got["mean_diff"] == pytest.approx(d.mean())
@@ -71,7 +71,7 @@ def test_statistic_is_the_macro_average_with_unequal_languages_and_missing_copie
   d = np.array([0.4, -0.1, 0.2, 0.3, 0.5, -0.2])
   ids = np.array([0, 1, 2, 3, 0, 2])
   language = np.array(["a", "a", "a", "a", "b", "b"])
-  got = study.paired_query_test(d, np.zeros(6), ids, language, resamples=20000, seed=1)
+  got = statistics.paired_query_test(d, np.zeros(6), ids, language, resamples=20000, seed=1)
   macro = (np.mean(d[:4]) + np.mean(d[4:])) / 2
   assert got["mean_diff"] == pytest.approx(macro)
   # Exact null by hand: group contributions c_g = sum of value / (2 * n_language).
@@ -86,8 +86,8 @@ def test_statistic_is_the_macro_average_with_unequal_languages_and_missing_copie
 def test_holm_matches_hand_values():
   p = [0.01, 0.04, None, 0.03, 0.005]
   # sorted 0.005, 0.01, 0.03, 0.04 -> 4*0.005, 3*0.01, 2*0.03, max(1*0.04, 0.06)
-  assert study.holm(p) == pytest.approx([0.03, 0.06, None, 0.06, 0.02])
-  assert study.holm([None, None]) == [None, None]
+  assert statistics.holm(p) == pytest.approx([0.03, 0.06, None, 0.06, 0.02])
+  assert statistics.holm([None, None]) == [None, None]
 
 
 @pytest.mark.slow  # importing statsmodels on a fresh install takes ~30 s on 2 cores
@@ -97,13 +97,13 @@ def test_holm_matches_statsmodels():
   for _ in range(20):
     raw = rng.random(8) ** 3
     want = multitest.multipletests(raw, method="holm")[1]
-    assert study.holm(list(raw)) == pytest.approx(list(want))
+    assert statistics.holm(list(raw)) == pytest.approx(list(want))
 
 
 def test_seed_test_gives_no_p_value_at_zero_variance():
-  same = study.paired_seed_test({0: 0.7, 1: 0.8, 2: 0.9}, {0: 0.6, 1: 0.7, 2: 0.8})
+  same = statistics.paired_seed_test({0: 0.7, 1: 0.8, 2: 0.9}, {0: 0.6, 1: 0.7, 2: 0.8})
   assert same["p_value"] is None and same["mean_diff"] == pytest.approx(0.1)
-  zero = study.paired_seed_test({0: 0.5, 1: 0.5}, {0: 0.5, 1: 0.5})
+  zero = statistics.paired_seed_test({0: 0.5, 1: 0.5}, {0: 0.5, 1: 0.5})
   assert zero["p_value"] is None
-  assert study.fmt_p(same["p_value"]) == "n/a"
-  assert study.paired_seed_test({0: 0.5}, {0: 0.4})["p_value"] is None  # one seed
+  assert render.fmt_p(same["p_value"]) == "n/a"
+  assert statistics.paired_seed_test({0: 0.5}, {0: 0.4})["p_value"] is None  # one seed

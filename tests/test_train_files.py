@@ -225,6 +225,7 @@ def test_overlap_with_the_folds_evaluation_sets_is_refused(tmp_path, tokenizer, 
 def test_trainer_and_replicate_on_files(tmp_path, data_dir):
   from configs import tiny
   import replicate
+  from study import plan
   from mlir_train import train
   records, queries, _ = _dataset(16)
   path = _write_jsonl(tmp_path / "pairs.jsonl", records)
@@ -240,11 +241,11 @@ def test_trainer_and_replicate_on_files(tmp_path, data_dir):
     assert sum(line["language_pairs"].values()) == 8
     assert {tuple(k.split("-")) for k in line["language_pairs"]} <= held
 
-  preset = replicate.load_preset("smoke")
-  cfg = replicate.train_config(preset, "A", "hybrid", 0.5, 0, "tiny-random", str(data_dir),
+  preset = plan.load_preset("smoke")
+  cfg = plan.train_config(preset, "A", "hybrid", 0.5, 0, "tiny-random", str(data_dir),
                                tmp_path / "s", train_files=str(path))
   assert cfg.data_source == "files" and cfg.train_files == str(path) and cfg.train_languages == ""
-  provenance = replicate.run_provenance(preset, "A", "hybrid", 0.5, 0, "tiny-random", None,
+  provenance = plan.run_provenance(preset, "A", "hybrid", 0.5, 0, "tiny-random", None,
                                         tmp_path / "s", {}, train_files=str(path))
   assert provenance["train_files"] == {str(path): hashlib.sha256(path.read_bytes()).hexdigest()}
   assert provenance["train_config"]["data_source"] == "files"

@@ -1,0 +1,189 @@
+"""The study's comparisons: which macro scores (targets) the hybrid is compared on, and
+the paired tests over seeds and over questions (Holm within each family).
+
+Targets come from the registry (`eval.benchmarks`: each entry's `targets`), planned ones
+first. The query-level test takes the question as the unit: per-query values of a run are
+`per_query[benchmark][setting][language]` (one number per query, fixed order) with the
+question ids in `per_query[benchmark]["qids"][setting][language]`; a benchmark whose
+entry is `parallel` shares ids across languages, so a question and its translations flip
+sign together.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from eval import benchmarks
+from study import methods
+from study.statistics import holm, paired_query_test, paired_seed_test
+
+
+def _per_seed(runs, fn):
+  return {r["seed"]: fn(r) for r in runs if r.get("seed") is not None}
+
+
+def _evaluated(runs, benchmark) -> bool:
+  return any(benchmark in r["metrics"] for r in runs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+  """One macro score that the hybrid is compared on. setting "gap" = AfriQA's
+  robustness_gap (native - translated)."""
+  benchmark: str
+  setting: str
+  metric: str
+  label: str
+  planned: bool  # a primary target, named before the data
+  languages: tuple[str, ...] | None = None  # the macro over these languages only (None: all)
+
+  def value(self, run) -> float | None:
+    m = run["metrics"].get(self.benchmark)
+    if m is None:
+      return None
+    if self.languages is not None:
+      per_language = m["settings"].get(self.setting, {}).get("per_language", {})
+      # the macro over those of `languages` that were evaluated
+      values = [per_language[l].get(self.metric) for l in self.languages if l in per_language]
+      return None if not values or None in values else float(np.mean(values))
+    if self.setting == "gap":
+      return (m.get("robustness_gap") or {}).get("macro", {}).get(self.metric)
+    return m["settings"].get(self.setting, {}).get("macro", {}).get(self.metric)
+
+
+
+def targets(lareqa_benchmark: str, evaluated) -> list[Target]:
+  """The comparisons of the evaluated benchmarks (registry `targets`), planned ones first;
+  a LAReQA benchmark's only where it is the fold's in-domain one."""
+  found = []
+  for name in evaluated:
+    bench = benchmarks.BENCHMARKS.get(name)
+    if bench is None or (any(s.layout == "lareqa" for s in bench.study) and name != lareqa_benchmark):
+      continue
+    found += [Target(name, t.setting, t.metric, t.label.format(benchmark=name), t.planned,
+                     tuple(bench.groups[t.group]) if t.group else None)
+              for t in bench.targets]
+  return [t for t in found if t.planned] + [t for t in found if not t.planned]
+
+
+def significance(by_strategy, order, targets):
+  hybrids = [k for k in order if k.startswith("hybrid@")]
+  if not hybrids:
+    return []
+  hybrid = "hybrid@0.5" if "hybrid@0.5" in hybrids else hybrids[0]
+  out = []
+  for target in targets:
+    for baseline in order:
+      if baseline.startswith("hybrid@") or methods.is_robust(baseline):
+        continue  # robust fine-tuning methods are compared in their own family
+      value = target.value
+      a = {s: v for s, v in _per_seed(by_strategy[hybrid], value).items() if v is not None}
+      if baseline == "none":  # the starting model has one deterministic result
+        start_values = [value(r) for r in by_strategy["none"] if value(r) is not None]
+        b = {s: start_values[0] for s in a} if start_values else {}
+      else:
+        b = {s: v for s, v in _per_seed(by_strategy[baseline], value).items() if v is not None}
+      out.append({"hybrid": hybrid, "baseline": baseline, "target": target.label,
+                  "benchmark": target.benchmark, "setting": target.setting, "metric": target.metric,
+                  "family": "planned" if target.planned else "exploratory",
+                  "across_seeds": paired_seed_test(a, b),
+                  "across_queries": _query_test(by_strategy[hybrid], by_strategy[baseline], target)})
+  # Holm within each family (planned / exploratory) and each kind of test.
+  for family in ("planned", "exploratory"):
+    rows = [r for r in out if r["family"] == family]
+    for kind in ("across_seeds", "across_queries"):
+      for row, p in zip(rows, holm([r[kind]["p_value"] for r in rows])):
+        row[kind]["p_holm"] = p
+  return out
+
+
+def _per_query_table(pq, setting, metric):
+  """{unit: [values]} of one setting and metric (None where absent); "gap" = native - translated."""
+  if setting == "gap":
+    native, translated = (_per_query_table(pq, s, metric) for s in ("native", "translated"))
+    if not native or not translated or set(native) != set(translated) or any(
+        len(native[u]) != len(translated[u]) for u in native):
+      return None
+    return {u: (np.asarray(native[u], np.float64) - np.asarray(translated[u], np.float64)).tolist()
+            for u in native}
+  if metric == "map":
+    return pq.get(setting)
+  return ((pq.get("by_metric") or {}).get(metric) or {}).get(setting)
+
+
+def _query_units(run, benchmark, setting, metric="map", languages=None):
+  """One run's per-query values as (values, strata, groups, unit), or (None, .., reason).
+
+  Strata are the languages (or pairs) the macro average runs over. Groups are
+  questions: `per_query[benchmark]["qids"][setting][language]` when present (for a
+  non-parallel benchmark the pair (language, id), since its ids are not shared
+  across languages: AfriQA numbers each language's questions from 0); else, for a
+  parallel benchmark whose lists all have one length, the position (XQuAD-R's files
+  hold the same ids in the same order); else each query alone for a non-parallel
+  benchmark (TyDi, MIRACL).
+  """
+  pq = (run.get("per_query") or {}).get(benchmark) or {}
+  table = _per_query_table(pq, setting, metric)
+  if table and languages is not None:  # a macro over some languages (e.g. the unseen ones)
+    table = {u: v for u, v in table.items() if u in languages}
+  if not table:
+    return None, None, None, "no per-query values"
+  units = sorted(table)
+  sizes = [len(table[u]) for u in units]
+  values = np.concatenate([np.asarray(table[u], np.float64) for u in units])
+  strata = np.repeat(np.arange(len(units)), sizes)
+  qids = (pq.get("qids") or {}).get("native" if setting == "gap" else setting) or {}
+  parallel = benchmarks.BENCHMARKS[benchmark].parallel if benchmark in benchmarks.BENCHMARKS else False
+  if qids and all(len(qids.get(u, ())) == n for u, n in zip(units, sizes)):
+    groups = np.concatenate([np.asarray([q if parallel else f"{u}\x1f{q}" for q in map(str, qids[u])],
+                                        dtype=object) for u in units]).astype(str)
+    return values, strata, groups, "question id"
+  if not parallel:
+    return values, strata, np.arange(values.size), "query"
+  if len(set(sizes)) == 1:
+    return values, strata, np.concatenate([np.arange(n) for n in sizes]), "question (position)"
+  return None, None, None, "parallel benchmark without question ids: no grouping"
+
+
+def _query_test(runs_a, runs_b, target: Target):
+  """Grouped, language-stratified sign-flip test on per-query values averaged over seeds."""
+  parts = [_query_units(r, target.benchmark, target.setting, target.metric, target.languages)
+           for r in list(runs_a) + list(runs_b)]
+  bad = next((p[3] for p in parts if p[0] is None), None)
+  first = parts[0] if parts else (None,) * 4
+  if bad is None and parts and not all(
+      np.array_equal(p[1], first[1]) and np.array_equal(p[2], first[2]) for p in parts):
+    bad = "runs hold different queries"
+  if bad is not None or not parts:
+    return {"n": 0, "groups": 0, "mean_diff": None, "p_value": None, "note": bad or "no runs"}
+  a = np.mean([p[0] for p in parts[:len(runs_a)]], axis=0)
+  b = np.mean([p[0] for p in parts[len(runs_a):]], axis=0)
+  return {**paired_query_test(a, b, groups=first[2], strata=first[1]), "unit": first[3]}
+
+
+def robust_tests(by_strategy, robust, hybrid, lareqa_benchmark, tydi_benchmark, unseen) -> list[dict]:
+  """Each robust method against its hybrid on the LAReQA multi mAP and, when TyDi was
+  evaluated, the unseen-language TyDi mono mAP: exploratory, Holm within this family."""
+  if not hybrid:
+    return []
+  found = [Target(lareqa_benchmark, "multi", "map", f"{lareqa_benchmark} multi mAP", False)]
+  if unseen:
+    found.insert(0, Target(tydi_benchmark, "mono", "map",
+                           "TyDi mono mAP, unseen languages (change against the start)",
+                           False, tuple(unseen)))
+  tests = []
+  for target in found:
+    for key in robust:
+      a = {s: v for s, v in _per_seed(by_strategy[key], target.value).items() if v is not None}
+      b = {s: v for s, v in _per_seed(by_strategy[hybrid], target.value).items() if v is not None}
+      tests.append({"method": key, "against": hybrid, "target": target.label,
+                    "benchmark": target.benchmark, "setting": target.setting,
+                    "languages": list(target.languages) if target.languages else None,
+                    "family": "robust (exploratory)",
+                    "across_seeds": paired_seed_test(a, b),
+                    "across_queries": _query_test(by_strategy[key], by_strategy[hybrid], target)})
+  for kind in ("across_seeds", "across_queries"):
+    for row, p in zip(tests, holm([r[kind]["p_value"] for r in tests])):
+      row[kind]["p_holm"] = p
+  return tests
