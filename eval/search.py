@@ -10,7 +10,7 @@ Memory is therefore bounded by three host chunks plus, per worker thread (below)
 about `query_block x chunk_size x 1.2` scores per device (a chunk's scores, its
 group maxima and chosen members, the running list), whatever the corpus size
 (a 5M x 384 float32 corpus, 7.7 GB, is searched in a few hundred MB:
-benchmarks/search_throughput.py --stream_corpus 5000000). A corpus that is already a
+perf/search_throughput.py --stream_corpus 5000000). A corpus that is already a
 `jax.Array` on the devices (an encoder's output) is walked there in the same chunks,
 without a trip through host memory. Every chunk has the
 same shape (the last is padded and its padding masked), so each function
@@ -135,7 +135,7 @@ def _coarse(mesh: Mesh) -> bool:
   There a compilation costs seconds and padding next to nothing: with `_grid` shapes,
   TyDi's subsampled languages (105 to 4,918 candidates, 113 to 164 questions, up to
   dozens of relevant sentences per question) met ~80 shapes and an H100 spent 200 s of
-  a study's first evaluation compiling them (benchmarks/results/gpu_h100). On a CPU
+  a study's first evaluation compiling them (perf/results/gpu_h100). On a CPU
   padding is scored like real rows, so shapes follow the data there.
   """
   return not _on_cpu(mesh)

@@ -1,6 +1,6 @@
 """Encoding throughput on CPU: our jit-compiled Flax encoder vs sentence-transformers.
 
-  python benchmarks/encode_throughput.py --texts 128 --batch_size 32
+  python perf/encode_throughput.py --texts 128 --batch_size 32
 
 Both sides use the same e5-small weights (the cached export of
 `mlir_train.e5_small`, float32), the same texts, the "query: " prompt and the
@@ -12,12 +12,12 @@ call per length that compiles the forward pass (compile time reported
 separately). sentence-transformers: `SentenceTransformer.encode` with
 PyTorch, after one warm-up batch. The two are timed interleaved (ours, ST,
 ours, ST, ...) and each figure is the best of `--repeats` runs. MFU: matmul
-FLOPs of the transformer layers (as in benchmarks/train_throughput.py) per
+FLOPs of the transformer layers (as in perf/train_throughput.py) per
 second over a float32 matmul peak measured in this same process
 (`profile_encoder.matmul_peak`). The script records the load average before
 and after and refuses to run when the 1-minute load average is above 0.3
 (`--force`: a dry run that prints and writes nothing). Results go to
-benchmarks/results/encode_throughput.{json,md} (with --batch_tokens T:
+perf/results/encode_throughput.{json,md} (with --batch_tokens T:
 encode_throughput_tokensT.{json,md}).
 """
 from __future__ import annotations
@@ -38,8 +38,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-from benchmarks import _machine  # noqa: E402
-from benchmarks._machine import layer_flops, matmul_peak  # noqa: E402
+from perf import _machine  # noqa: E402
+from perf._machine import layer_flops, matmul_peak  # noqa: E402
 
 
 def texts_of_length(tokenizer, n: int, tokens: int) -> list[str]:
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                       help="compute dtype of both sides (bfloat16: ours a bfloat16 module, "
                            "PyTorch the model loaded in bfloat16; fast on CPUs with AMX)")
-  parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results")
+  parser.add_argument("--out", type=pathlib.Path, default=REPO / "perf" / "results")
   args = parser.parse_args(argv)
   guard = _machine.LoadGuard(force=args.force)
 
@@ -140,7 +140,7 @@ def main(argv=None) -> int:
     results.append(row)
 
   meta = {
-      "command": " ".join(["python", "benchmarks/" + pathlib.Path(__file__).name]
+      "command": " ".join(["python", "perf/" + pathlib.Path(__file__).name]
                           + (sys.argv[1:] if argv is None else argv)),
       "note": f"best of interleaved repeats; {args.dtype} on CPU", "dtype": args.dtype,
       "jax": jax.__version__, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),

@@ -1,6 +1,6 @@
 r"""Where a training step's time goes, in parts timed one by one (no profiler tooling needed):
 
-  python benchmarks/gpu_step_profile.py --out DIR [--dtype bfloat16] [--model e5-small-shape]
+  python perf/gpu_step_profile.py --out DIR [--dtype bfloat16] [--model e5-small-shape]
 
 Times (median of --repeats calls, each its own jitted program, compiled side by side first):
 the whole update step at batch 100 (query/passage 64/128, the gpu study's settings,
@@ -23,7 +23,7 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
+sys.path[:0] = [str(REPO), str(REPO / "perf")]
 
 
 def load(name: str, dtype):

@@ -2,8 +2,8 @@ r"""Exact top-k search on one accelerator: eval.search (float32, and with the bf
 prefilter) against sentence-transformers' `util.semantic_search` and a plain PyTorch
 matmul + `torch.topk`, on the same device in one process, repeats interleaved.
 
-  python benchmarks/search_gpu.py --out DIR                  # on a GPU (4 minutes on an H200)
-  python benchmarks/search_gpu.py --out DIR --dry-run        # tiny sizes, any CPU
+  python perf/search_gpu.py --out DIR                  # on a GPU (4 minutes on an H200)
+  python perf/search_gpu.py --out DIR --dry-run        # tiny sizes, any CPU
 
 Writes DIR/search_gpu.json and DIR/search_gpu.md. Per corpus size (default 200k, 1M and
 5M x 384 seeded unit vectors; 10,000 queries; k = 100):
@@ -41,8 +41,8 @@ import numpy as np  # noqa: E402
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks import _machine  # noqa: E402
-from benchmarks.search_throughput import _embeddings, float64_top_k  # noqa: E402
+from perf import _machine  # noqa: E402
+from perf.search_throughput import _embeddings, float64_top_k  # noqa: E402
 
 RESIDENT = "eval.search float32, corpus on device"
 TOLERANCE = 1e-5  # float32 scores of unit vectors in 384 dims vs float64
@@ -236,7 +236,7 @@ def main(argv=None) -> int:
   import torch
   import sentence_transformers
   args.torch_device = "cuda" if torch.cuda.is_available() else "cpu"
-  result = {"command": "python benchmarks/search_gpu.py " + " ".join(
+  result = {"command": "python perf/search_gpu.py " + " ".join(
                 sys.argv[1:] if argv is None else argv),
             "device": f"{jax.devices()[0].device_kind} (jax), {args.torch_device} (torch)",
             "jax": jax.__version__, "torch": torch.__version__,

@@ -1,8 +1,8 @@
 r"""One-GPU benchmark: our JAX train step and encoder vs sentence-transformers (PyTorch).
 
-  bash benchmarks/gpu.sh [OUT_DIR]                # what a person with one GPU runs
-  python benchmarks/gpu_bench.py --out DIR        # the same
-  python benchmarks/gpu_bench.py --out DIR --dry-run   # tiny model, 2 steps, any CPU
+  bash perf/gpu.sh [OUT_DIR]                # what a person with one GPU runs
+  python perf/gpu_bench.py --out DIR        # the same
+  python perf/gpu_bench.py --out DIR --dry-run   # tiny model, 2 steps, any CPU
 
 Writes DIR/gpu_bench.json and DIR/gpu_bench.md:
 
@@ -32,7 +32,7 @@ copy of e5-small-q4.bin. Our compilations go to the persistent compilation cache
 (mlir_train.compile_cache), where the study after the benchmark finds its bfloat16
 batch-100 step. On one H100: 195 s (ours 139 s, of which 92 s compiling; PyTorch 53 s),
 where a process per configuration, compiling one after another, took about 9 minutes
-(benchmarks/results/gpu_h100/, fifth lease and earlier).
+(perf/results/gpu_h100/, fifth lease and earlier).
 --stage_timeout bounds each stage and keeps what it measured; the JSON and the markdown
 are rewritten after every stage, and --report re-renders a saved JSON.
 """
@@ -49,9 +49,9 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "perf"))
 
-import _machine  # noqa: E402  (benchmarks/, on the path above)
+import _machine  # noqa: E402  (perf/, on the path above)
 
 TEMPERATURE = 0.05
 DTYPES = ("bfloat16", "float32")
@@ -481,7 +481,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    epilog=__doc__.split("\n\n", 1)[1],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "gpu_results")
+  parser.add_argument("--out", type=pathlib.Path, default=REPO / "perf" / "gpu_results")
   parser.add_argument("--dry-run", action="store_true",
                       help="tiny random model, 2 steps, small sizes: checks the script on a CPU")
   parser.add_argument("--model", default=None, help="override the model (default e5-small)")
@@ -525,7 +525,7 @@ def main(argv=None) -> int:
   export_dir = args.out / f"export-{plan['model']}"
   local = args.dry_run
   started = time.perf_counter()
-  result = {"command": "python benchmarks/gpu_bench.py " + " ".join(
+  result = {"command": "python perf/gpu_bench.py " + " ".join(
                 sys.argv[1:] if argv is None else argv),
             "dry_run": args.dry_run, "plan": plan, "train": [], "encode": []}
 

@@ -4,7 +4,7 @@
 thunks, e.g. the Q, K and V matmuls, at the same time, so a class's sum can
 exceed its share of the wall time.)
 
-  python benchmarks/profile_encoder.py --batch_size 32 --lengths 32 128 256
+  python perf/profile_encoder.py --batch_size 32 --lengths 32 128 256
 
 For each padded length, in one process:
   * a float32 matmul peak measured right there (jit'd [2048, 2048] @ [2048, 2048]);
@@ -15,7 +15,7 @@ For each padded length, in one process:
   * sentence-transformers' transformer forward (`BertModel`, the same weights)
     under `torch.profiler`, its aten ops put in the same classes;
   * interleaved A/B timings (ours, torch, ours, torch, ...; best of `--repeats`).
-Prints one table per length and writes benchmarks/results/profile_encoder.{json,md}
+Prints one table per length and writes perf/results/profile_encoder.{json,md}
 (refused when the 1-minute load average before starting exceeds 0.3, unless
 `--force`: then nothing is written and the tables are only printed).
 """
@@ -44,8 +44,8 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from benchmarks import _machine  # noqa: E402
-from benchmarks._machine import layer_flops, matmul_peak  # noqa: E402
+from perf import _machine  # noqa: E402
+from perf._machine import layer_flops, matmul_peak  # noqa: E402
 
 CLASSES = ("dense matmul", "attention matmul", "softmax", "layernorm", "gelu+bias",
            "transpose/copy", "embedding", "other")
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--lengths", type=int, nargs="+", default=[32, 128, 256])
   parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results")
+  parser.add_argument("--out", type=pathlib.Path, default=REPO / "perf" / "results")
   parser.add_argument("--force", action="store_true",
                       help="run on a busy machine (prints only; writes no results)")
   args = parser.parse_args(argv)
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
            "ops_ours_s": ops_ours, "ops_torch_s": ops_torch, "op_flops": flops}
     rows.append(row)
     print(render_row(row, peak), flush=True)
-  meta = {"command": "python benchmarks/profile_encoder.py " + " ".join(
+  meta = {"command": "python perf/profile_encoder.py " + " ".join(
       sys.argv[1:] if argv is None else argv), "matmul_peak_flops": peak,
       "torch_threads": torch.get_num_threads(), "jax": jax.__version__,
       "torch": torch.__version__, **load.finish()}

@@ -1,7 +1,7 @@
 r"""Compile once: a first and a second run of the same training and evaluation, each in a
 fresh process, sharing one fresh persistent compilation cache (mlir_train/compile_cache.py).
 
-  python benchmarks/compile_cache.py            # e5-small; about 4 minutes on 2 CPU cores
+  python perf/compile_time.py            # e5-small; about 4 minutes on 2 CPU cores
 
 Per run it records, from jax.monitoring events inside the process: the programs the run
 needed and the seconds spent getting them (jax times `compile_or_get_cached`, so a program
@@ -12,7 +12,7 @@ those loads took, and the process's wall time. The runs:
     (batch 8, query / passage 32 / 64 tokens), a new workdir each time;
   * evaluation: `python -m eval.run --model e5-small --benchmark xquad_r --languages de,en`.
 
-Writes benchmarks/results/compile_cache.{json,md} (refused on a busy machine, as every
+Writes perf/results/compile_time.{json,md} (refused on a busy machine, as every
 benchmark here: 1-minute load average above 0.3 before starting, unless --force).
 """
 from __future__ import annotations
@@ -29,8 +29,8 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO / "perf"))
+RESULTS = REPO / "perf" / "results"
 
 import _machine  # noqa: E402
 
@@ -101,7 +101,7 @@ def main() -> None:
       r = run(module, argv(i), env)
       rows.append({"job": name, "run": i, **r})
       print(name, i, r, flush=True)
-  report = {"command": "python benchmarks/compile_cache.py " + " ".join(sys.argv[1:]),
+  report = {"command": "python perf/compile_time.py " + " ".join(sys.argv[1:]),
             "model": args.model, "rows": rows, **guard.finish()}
   md = ["# Compile once: first and second run with the persistent compilation cache", "",
         f"Command: `{report['command']}`", "", _machine.describe(report), "",
@@ -116,8 +116,8 @@ def main() -> None:
   print("\n".join(md))
   if guard.may_write:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "compile_cache.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / "compile_cache.md").write_text("\n".join(md) + "\n")
+    (RESULTS / "compile_time.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "compile_time.md").write_text("\n".join(md) + "\n")
 
 
 if __name__ == "__main__":

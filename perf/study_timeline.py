@@ -2,7 +2,7 @@
 when it began (seconds from the start model's provenance.json), its training and its
 evaluations. For a study folder that came back from a machine as an archive (mtimes kept).
 
-  python benchmarks/study_timeline.py STUDY_DIR
+  python perf/study_timeline.py STUDY_DIR
 """
 import json
 import pathlib

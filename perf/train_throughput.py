@@ -6,10 +6,10 @@ global batch, frozen embedding tables, InfoNCE with scale 20 (temperature
 0.05; MultipleNegativesRankingLoss on the PyTorch side) and AdamW. Each side
 runs in its own subprocess so peak memory (max RSS) is its own.
 
-  python benchmarks/train_throughput.py --batch_size 32 --max_query_len 32 \
+  python perf/train_throughput.py --batch_size 32 --max_query_len 32 \
       --max_passage_len 96 --steps 10
 
-Writes benchmarks/results/train_throughput.json and .md. MFU is each side's
+Writes perf/results/train_throughput.json and .md. MFU is each side's
 achieved FLOP/s (analytic training FLOPs of the transformer layers, 3x forward)
 over a float32 matmul peak measured in that same process right after its steps
 (jit'd jnp matmul for ours, torch.mm for PyTorch). The script records the load
@@ -28,10 +28,10 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+RESULTS = REPO / "perf" / "results"
 sys.path.insert(0, str(REPO))
 
-from benchmarks import _machine  # noqa: E402
+from perf import _machine  # noqa: E402
 
 
 def synthetic_batches(args, vocab_size, steps):
@@ -56,7 +56,7 @@ def training_flops(config, batch, q_len, p_len) -> float:
 def compiled_step(config, model):
   """(initial train state, jitted update step, mesh): the trainer's own update step
   (`train.step_functions`: the same module, optimizer and shardings as `mlir_train.train`),
-  so a benchmark times the step a training run runs (shared with benchmarks/gpu_bench.py)."""
+  so a benchmark times the step a training run runs (shared with perf/gpu_bench.py)."""
   import jax
   from mlir_train import partitioning, train
   module = model.module.clone(dtype=train.COMPUTE_DTYPES[config.compute_dtype],
@@ -205,7 +205,7 @@ def main() -> None:
   for r in results.values():
     r["pairs_per_s"] = args.batch_size * args.steps / r["seconds"]
     r["tokens_per_s"] = tokens_per_step * args.steps / r["seconds"]
-  report = {"command": "python benchmarks/train_throughput.py " + " ".join(sys.argv[1:]),
+  report = {"command": "python perf/train_throughput.py " + " ".join(sys.argv[1:]),
             "settings": {k: v for k, v in vars(args).items() if k not in ("side", "export_dir")},
             "cpu_count": os.cpu_count(), "results": results,
             "speed_ratio_ours_over_st": results["ours"]["pairs_per_s"] / results["st"]["pairs_per_s"],

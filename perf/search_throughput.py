@@ -1,7 +1,7 @@
 """Exact top-k search throughput and peak memory: eval.search vs faiss IndexFlatIP vs numpy.
 
-  python benchmarks/search_throughput.py --corpus 200000 --queries 10000 --dim 384 --k 100
-  python benchmarks/search_throughput.py --stream_corpus 5000000 --stream_queries 256
+  python perf/search_throughput.py --corpus 200000 --queries 10000 --dim 384 --k 100
+  python perf/search_throughput.py --stream_corpus 5000000 --stream_queries 256
 
 Each method runs in its own subprocess on the same seeded unit-vector
 embeddings, so peak memory (ru_maxrss, which also sees native allocations of
@@ -22,7 +22,7 @@ queries against a chunked numpy brute force, and deletes the file.
 The machine must be quiet: the script records the load average before and
 after and refuses to run when the 1-minute load average is above 0.3
 (`--force`: dry run, printed only). Results go to
-benchmarks/results/search_throughput.{json,md} (or search_stream.{json,md}).
+perf/results/search_throughput.{json,md} (or search_stream.{json,md}).
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 METHODS = ("eval.search", "faiss.IndexFlatIP", "numpy")
 
-from benchmarks import _machine  # noqa: E402
+from perf import _machine  # noqa: E402
 
 
 def _embeddings(n: int, dim: int, seed: int) -> np.ndarray:
@@ -249,7 +249,7 @@ def run_stream(args, guard) -> None:
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   meta = guard.finish()
-  result = {"command": "python benchmarks/search_throughput.py " + " ".join(sys.argv[1:]),
+  result = {"command": "python perf/search_throughput.py " + " ".join(sys.argv[1:]),
             **{a: getattr(args, a) for a in ("stream_corpus", "stream_queries", "dim", "k",
                                              "chunk_size", "query_block", "stream_rows",
                                              "workers", "prefilter")},
@@ -300,7 +300,7 @@ def main(argv=None) -> None:
   parser.add_argument("--tmp_dir", default="/tmp")
   parser.add_argument("--force", action="store_true",
                       help="run on a busy machine (dry run: print, write nothing)")
-  parser.add_argument("--out_dir", default=str(REPO / "benchmarks" / "results"))
+  parser.add_argument("--out_dir", default=str(REPO / "perf" / "results"))
   parser.add_argument("--method", choices=METHODS + ("ab",), help=argparse.SUPPRESS)  # child
   parser.add_argument("--stream_child", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--corpus_file", help=argparse.SUPPRESS)
@@ -320,7 +320,7 @@ def main(argv=None) -> None:
   if args.stream_corpus:
     return run_stream(args, guard)
 
-  command = "python benchmarks/search_throughput.py " + " ".join(
+  command = "python perf/search_throughput.py " + " ".join(
       sys.argv[1:] if argv is None else argv)
   blas_env, blas_libs = _machine.openblas_env("import faiss")  # set for every child alike
   if blas_env:

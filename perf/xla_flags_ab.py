@@ -1,6 +1,6 @@
 """XLA CPU compiler options, A/B in one process: the e5-small forward compiled once per option set.
 
-  python benchmarks/xla_flags_ab.py --length 256 --batch_size 32 --repeats 5
+  python perf/xla_flags_ab.py --length 256 --batch_size 32 --repeats 5
 
 Every variant is the same jit'd forward compiled with
 `.lower(...).compile(compiler_options=...)` (XLA DebugOptions fields, as the
@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from benchmarks import _machine  # noqa: E402
+from perf import _machine  # noqa: E402
 
 YNN = "xla_cpu_experimental_ynn_fusion_type"
 VARIANTS = {

@@ -1,7 +1,7 @@
 r"""Slow check: a few hundred steps of the default config lower the training loss
 and do not lower XQuAD-R English mono mAP.
 
-  python benchmarks/default_training_check.py --workdir /tmp/default_check [--steps 300]
+  python perf/default_training_check.py --workdir /tmp/default_check [--steps 300]
 
 Trains configs/default.py (fold A: MLQA-R pairs, hybrid alpha 0.5, e5-small,
 frozen embeddings) for --steps steps, then compares

@@ -1,6 +1,6 @@
 r"""Matmul speed per dtype on this CPU: XLA (jit) against PyTorch, float32 and bfloat16.
 
-  python benchmarks/matmul_dtypes.py [--repeats 20] [--force]
+  python perf/matmul_dtypes.py [--repeats 20] [--force]
 
 Shapes: a search chunk ([512 queries, 384] x [384, 2,048 or 16,384 corpus rows]) and the
 encoder's dense layers at 1,024 and 4,096 tokens ([tokens, 384] x [384, 1,536]). bfloat16
@@ -10,7 +10,7 @@ times faster than float32; this says how much of that each library gets. Each XL
 is the same jitted dot compiled with `compiler_options` (XLA DebugOptions, as in
 `xla_flags_ab.py`). Best of --repeats calls. Refuses when the 1-minute load average is
 above 0.3 (`--force`: dry run, prints only); else writes
-benchmarks/results/matmul_dtypes.{json,md}.
+perf/results/matmul_dtypes.{json,md}.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks import _machine  # noqa: E402
+from perf import _machine  # noqa: E402
 
 SHAPES = {"search chunk 2,048": (512, 384, 2048), "search chunk 16,384": (512, 384, 16384),
           "dense 1,024 tokens": (1024, 384, 1536), "dense 4,096 tokens": (4096, 384, 1536)}
@@ -106,14 +106,14 @@ def main(argv=None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--repeats", type=int, default=20)
   parser.add_argument("--force", action="store_true", help="run on a busy machine, write nothing")
-  parser.add_argument("--out", type=pathlib.Path, default=REPO / "benchmarks" / "results")
+  parser.add_argument("--out", type=pathlib.Path, default=REPO / "perf" / "results")
   parser.add_argument("--shapes", type=json.loads, default=None,
                       help='JSON {name: [m, k, n]} instead of the default shapes')
   args = parser.parse_args(argv)
   guard = _machine.LoadGuard(force=args.force)
   import torch
   shapes = measure(SHAPES if args.shapes is None else args.shapes, args.repeats)
-  result = {"command": "python benchmarks/matmul_dtypes.py " + " ".join(
+  result = {"command": "python perf/matmul_dtypes.py " + " ".join(
                 sys.argv[1:] if argv is None else argv),
             "repeats": args.repeats, "torch_threads": torch.get_num_threads(),
             "shape_dims": SHAPES if args.shapes is None else args.shapes,

