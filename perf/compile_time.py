@@ -12,7 +12,7 @@ those loads took, and the process's wall time. The runs:
     (batch 8, query / passage 32 / 64 tokens), a new workdir each time;
   * evaluation: `python -m eval.run --model e5-small --benchmark xquad_r --languages de,en`.
 
-Writes perf/results/compile_time.{json,md} (refused on a busy machine, as every
+Writes perf/out/compile_time.{json,md} (refused on a busy machine, as every
 benchmark here: 1-minute load average above 0.3 before starting, unless --force).
 """
 from __future__ import annotations
@@ -30,7 +30,7 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "perf"))
-RESULTS = REPO / "perf" / "results"
+RESULTS = REPO / "perf" / "out"  # raw output; current figures: perf/results/
 
 import _machine  # noqa: E402
 

@@ -17,7 +17,7 @@ second over a float32 matmul peak measured in this same process
 (`profile_encoder.matmul_peak`). The script records the load average before
 and after and refuses to run when the 1-minute load average is above 0.3
 (`--force`: a dry run that prints and writes nothing). Results go to
-perf/results/encode_throughput.{json,md} (with --batch_tokens T:
+perf/out/encode_throughput.{json,md} (with --batch_tokens T:
 encode_throughput_tokensT.{json,md}).
 """
 from __future__ import annotations
@@ -90,7 +90,7 @@ def main(argv=None) -> int:
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                       help="compute dtype of both sides (bfloat16: ours a bfloat16 module, "
                            "PyTorch the model loaded in bfloat16; fast on CPUs with AMX)")
-  parser.add_argument("--out", type=pathlib.Path, default=REPO / "perf" / "results")
+  parser.add_argument("--out", type=pathlib.Path, default=REPO / "perf" / "out")
   args = parser.parse_args(argv)
   guard = _machine.LoadGuard(force=args.force)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One-GPU benchmark and study in one command. Measured whole on one H100 (2026-11-27,
-# perf/results/gpu_h100/lease5/): 491 s, the benchmark 195 s and the study 296 s.
+# One-GPU benchmark and study in one command. Measured whole on one H100
+# (perf/results/gpu_bench.md): 491 s, the benchmark 195 s and the study 296 s.
 #
 #   bash perf/gpu.sh [OUT_DIR] [--dry-run]
 #

@@ -32,7 +32,7 @@ copy of e5-small-q4.bin. Our compilations go to the persistent compilation cache
 (mlir_train.compile_cache), where the study after the benchmark finds its bfloat16
 batch-100 step. On one H100: 195 s (ours 139 s, of which 92 s compiling; PyTorch 53 s),
 where a process per configuration, compiling one after another, took about 9 minutes
-(perf/results/gpu_h100/, fifth lease and earlier).
+(perf/results/gpu_bench.md).
 --stage_timeout bounds each stage and keeps what it measured; the JSON and the markdown
 are rewritten after every stage, and --report re-renders a saved JSON.
 """

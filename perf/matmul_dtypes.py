@@ -10,7 +10,7 @@ times faster than float32; this says how much of that each library gets. Each XL
 is the same jitted dot compiled with `compiler_options` (XLA DebugOptions, as in
 `xla_flags_ab.py`). Best of --repeats calls. Refuses when the 1-minute load average is
 above 0.3 (`--force`: dry run, prints only); else writes
-perf/results/matmul_dtypes.{json,md}.
+perf/out/matmul_dtypes.{json,md}.
 """
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--repeats", type=int, default=20)
   parser.add_argument("--force", action="store_true", help="run on a busy machine, write nothing")
-  parser.add_argument("--out", type=pathlib.Path, default=REPO / "perf" / "results")
+  parser.add_argument("--out", type=pathlib.Path, default=REPO / "perf" / "out")
   parser.add_argument("--shapes", type=json.loads, default=None,
                       help='JSON {name: [m, k, n]} instead of the default shapes')
   args = parser.parse_args(argv)

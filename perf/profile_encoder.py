@@ -15,7 +15,7 @@ For each padded length, in one process:
   * sentence-transformers' transformer forward (`BertModel`, the same weights)
     under `torch.profiler`, its aten ops put in the same classes;
   * interleaved A/B timings (ours, torch, ours, torch, ...; best of `--repeats`).
-Prints one table per length and writes perf/results/profile_encoder.{json,md}
+Prints one table per length and writes perf/out/profile_encoder.{json,md}
 (refused when the 1-minute load average before starting exceeds 0.3, unless
 `--force`: then nothing is written and the tables are only printed).
 """
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
   parser.add_argument("--batch_size", type=int, default=32)
   parser.add_argument("--lengths", type=int, nargs="+", default=[32, 128, 256])
   parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--out", type=pathlib.Path, default=REPO / "perf" / "results")
+  parser.add_argument("--out", type=pathlib.Path, default=REPO / "perf" / "out")
   parser.add_argument("--force", action="store_true",
                       help="run on a busy machine (prints only; writes no results)")
   args = parser.parse_args(argv)

@@ -22,7 +22,7 @@ queries against a chunked numpy brute force, and deletes the file.
 The machine must be quiet: the script records the load average before and
 after and refuses to run when the 1-minute load average is above 0.3
 (`--force`: dry run, printed only). Results go to
-perf/results/search_throughput.{json,md} (or search_stream.{json,md}).
+perf/out/search_throughput.{json,md} (or search_stream.{json,md}).
 """
 from __future__ import annotations
 
@@ -300,7 +300,7 @@ def main(argv=None) -> None:
   parser.add_argument("--tmp_dir", default="/tmp")
   parser.add_argument("--force", action="store_true",
                       help="run on a busy machine (dry run: print, write nothing)")
-  parser.add_argument("--out_dir", default=str(REPO / "perf" / "results"))
+  parser.add_argument("--out_dir", default=str(REPO / "perf" / "out"))
   parser.add_argument("--method", choices=METHODS + ("ab",), help=argparse.SUPPRESS)  # child
   parser.add_argument("--stream_child", action="store_true", help=argparse.SUPPRESS)
   parser.add_argument("--corpus_file", help=argparse.SUPPRESS)

@@ -9,7 +9,7 @@ runs in its own subprocess so peak memory (max RSS) is its own.
   python perf/train_throughput.py --batch_size 32 --max_query_len 32 \
       --max_passage_len 96 --steps 10
 
-Writes perf/results/train_throughput.json and .md. MFU is each side's
+Writes perf/out/train_throughput.json and .md. MFU is each side's
 achieved FLOP/s (analytic training FLOPs of the transformer layers, 3x forward)
 over a float32 matmul peak measured in that same process right after its steps
 (jit'd jnp matmul for ours, torch.mm for PyTorch). The script records the load
@@ -28,7 +28,7 @@ import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-RESULTS = REPO / "perf" / "results"
+RESULTS = REPO / "perf" / "out"  # raw output; current figures: perf/results/
 sys.path.insert(0, str(REPO))
 
 from perf import _machine  # noqa: E402
