@@ -91,10 +91,11 @@ def openblas_env(import_line: str) -> tuple[dict, list]:
   An OpenBLAS older than the CPU can fail to recognize it and run its generic kernels:
   faiss-cpu 1.15 bundles OpenBLAS 0.3.15, which on this machine's virtualized Xeon
   ("Intel(R) Xeon(R) Processor", AVX-512) picked Prescott's and searched at 183 queries/s
-  instead of 1,000 (PROFILE.md, section 14). Looked up in a fresh process after
-  `import_line` (threadpoolctl); where a generic kernel was picked and the user has not set
-  OPENBLAS_CORETYPE, this returns the one the CPU's flags allow (SkylakeX with AVX-512F,
-  else Haswell with AVX2), to be set for every process of the benchmark.
+  instead of 1,000 (perf/PROFILE.md, "Exact search on a CPU"). Looked up in a fresh
+  process after `import_line` (threadpoolctl); where a generic kernel was picked and
+  the user has not set OPENBLAS_CORETYPE, this returns the one the CPU's flags allow
+  (SkylakeX with AVX-512F, else Haswell with AVX2), to be set for every process of the
+  benchmark.
   """
   import json
   import subprocess

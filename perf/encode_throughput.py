@@ -6,7 +6,7 @@ Both sides use the same e5-small weights (the cached export of
 `mlir_train.e5_small`, float32), the same texts, the "query: " prompt and the
 same batch size (with `--batch_tokens T`, both sides use batch_size rows,
 fewer where they would hold over T tokens: `encode.batch_rows`; default 0,
-the same rows at every length, which is the accelerator issue's comparison).
+the same rows at every length, the comparison the CPU targets are stated in).
 Texts are cut to exactly the given lengths (prefix and special tokens included). Ours: `mlir_train.encode.embed`, after one warm-up
 call per length that compiles the forward pass (compile time reported
 separately). sentence-transformers: `SentenceTransformer.encode` with

@@ -111,7 +111,7 @@ def test_gpu_bench_dry_run(tmp_path, data_dir):
 
 def test_gpu_preset_is_the_issues_study():
   """X-X-mono, X-Y and hybrid 0.5 over 3 seeds at batch 100, evaluated as the quick study
-  evaluates (the study issue's evaluation: XQuAD-R whole at 512 tokens)."""
+  evaluates (the gpu study's evaluation: XQuAD-R whole at 512 tokens)."""
   import replicate
   p, quick = replicate.load_preset("gpu"), replicate.load_preset("quick")
   assert p.strategies == (("mono", 1.0), ("cross", 0.0), ("hybrid", 0.5))
@@ -139,7 +139,7 @@ def test_gpu_script_refuses_without_model_file(tmp_path):
 
 def test_stopped_stage_reports_what_it_measured(tmp_path):
   """--stage_timeout: a stage killed part-way returns its partial results with the reason,
-  and the report lists it instead of failing (one lease ran out inside the PyTorch stage)."""
+  and the report lists it instead of failing (a time-limited GPU run can stop inside the PyTorch stage)."""
   sys.path.insert(0, str(REPO / "perf"))
   import gpu_bench
   partial = tmp_path / "st_partial.json"
@@ -207,7 +207,7 @@ def test_benchmark_texts_have_the_exact_length():
 
 
 def test_one_dtype_runs_only_its_rows(tmp_path, capsys):
-  """`--dtypes float32` (a later lease filling in rows): both sides train in float32 only, the
+  """`--dtypes float32` (a later run filling in rows): both sides train in float32 only, the
   report names no bfloat16 row as missing; an unknown dtype is refused before any work."""
   sys.path.insert(0, str(REPO / "perf"))
   import gpu_bench
