@@ -139,7 +139,8 @@ def test_gpu_script_refuses_without_model_file(tmp_path):
 
 def test_stopped_stage_reports_what_it_measured(tmp_path):
   """--stage_timeout: a stage killed part-way returns its partial results with the reason,
-  and the report lists it instead of failing (a time limit can stop a run inside the PyTorch stage)."""
+  and the report lists it instead of failing (a time limit can stop a run inside the
+  PyTorch stage)."""
   sys.path.insert(0, str(REPO / "perf"))
   import gpu_bench
   partial = tmp_path / "st_partial.json"
