@@ -1,7 +1,7 @@
 """Train / evaluation folds, and the check that keeps them apart.
 
 Every run trains on one parallel QA source and evaluates zero-shot on others
-(DESIGN.md section 3):
+(disjoint by construction: no source is both trained and evaluated on):
 
   fold A (default): train MLQA-R (ar de en es hi vi zh); evaluate XQuAD-R (11) + TyDi GoldP dev (9)
   fold B:           train XQuAD-R (11);                  evaluate MLQA-R (7)   + TyDi GoldP dev (9)

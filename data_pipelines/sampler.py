@@ -1,6 +1,6 @@
 """The hybrid batch sampler: which pairs make up each global training batch.
 
-Batch kinds (DESIGN.md sections 1 and 3):
+Batch kinds (the method's X-X-mono, X-Y and hybrid, drawn once per global step):
 
   BatchKind.MONO   X-X-mono: every pair has query and passage in one language l.
   BatchKind.CROSS  X-Y: every pair crosses languages; for each pair the query and

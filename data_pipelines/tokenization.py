@@ -26,7 +26,8 @@ PREFIXES = {"query": "query: ", "passage": "passage: ", None: ""}
 # coarser. Ten shapes bound compilation; finer steps cut padding (16% faster on
 # XQuAD-R sentences than (32, 64, 128, ...), measured on 2 CPU cores).
 # Every 8 tokens up to 128, 16 up to 256, 32 up to 512: 19 shapes on XQuAD-R, 13% fewer
-# padded FLOPs than (16, 32, 48, 64, 96, 128, 192, 256, 384, 512) (benchmarks/PROFILE.md);
+# padded FLOPs than (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+# (perf/PROFILE.md, "Encoder forward on a CPU");
 # each shape compiles once and is then read from the persistent compilation cache.
 DEFAULT_BUCKETS = (tuple(range(8, 129, 8)) + tuple(range(144, 257, 16))
                    + tuple(range(288, 513, 32)))

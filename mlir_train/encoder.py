@@ -70,7 +70,7 @@ def gelu_exact(x: jax.Array) -> jax.Array:
   Autodiff of `nn.gelu(approximate=False)` leaves XLA three elementwise passes over
   each [tokens, intermediate] activation in the backward pass (memory-bound on CPU);
   the derivative written out, Phi(x) + x * phi(x), is one: a training step 1.07x
-  faster on CPU (benchmarks/PROFILE.md, section 8). Same values as autodiff (test).
+  faster on CPU (perf/PROFILE.md, "Training step on a CPU"). Same values as autodiff (test).
   """
   return nn.gelu(x, approximate=False)
 
@@ -132,7 +132,7 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
   """`lax.dot_general`, except bfloat16 x bfloat16 on a CPU: accumulated and returned in
   float32, then cast back. XLA's CPU runs that form through its fast library path (AMX
   where the CPU has it: 930-1,310 GFLOP/s on the 2-core dev machine, against 155 for a
-  bfloat16 result and 180-240 for float32; benchmarks/results/matmul_dtypes.md). The
+  bfloat16 result and 180-240 for float32; perf/results/matmul_dtypes.md). The
   result is the same product rounded once to bfloat16. Other backends: unchanged."""
   if (lhs.dtype == jnp.bfloat16 and rhs.dtype == jnp.bfloat16
       and preferred_element_type in (None, jnp.bfloat16) and jax.default_backend() == "cpu"):
@@ -170,7 +170,7 @@ def attention(q, k, v, attention_mask):
   added as a [batch, 1, 1, k_len] bias, and the softmax normalisation applied
   to the [.., q_len, head_dim] output instead of the [.., q_len, k_len]
   probabilities. On CPU this is 2-3.5x faster than the textbook form at 128-256
-  tokens (benchmarks/PROFILE.md); scores, exp and the row sums are float32
+  tokens; scores, exp and the row sums are float32
   whatever the compute dtype. Returns [batch, q_len, heads, head_dim].
   """
   dtype = q.dtype

@@ -1,4 +1,4 @@
-"""benchmarks/_machine.py: the rival's OpenBLAS kernel check (faiss-cpu's OpenBLAS 0.3.15 ran
+"""perf/_machine.py: the rival's OpenBLAS kernel check (faiss-cpu's OpenBLAS 0.3.15 ran
 its generic Prescott kernels on a virtualized Xeon it did not recognize, 5x slower)."""
 import json
 import pathlib
@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "perf"))
 
 import _machine  # noqa: E402
 

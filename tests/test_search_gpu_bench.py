@@ -1,4 +1,4 @@
-"""benchmarks/search_gpu.py: its float64 check accepts exact results and rejects wrong ones;
+"""perf/search_gpu.py: its float64 check accepts exact results and rejects wrong ones;
 the whole script runs on a CPU with tiny sizes (slow)."""
 import json
 import pathlib
@@ -11,8 +11,8 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks import search_gpu  # noqa: E402
-from benchmarks.search_throughput import _embeddings  # noqa: E402
+from perf import search_gpu  # noqa: E402
+from perf.search_throughput import _embeddings  # noqa: E402
 
 
 def _numpy_top_k(queries, corpus, k):
@@ -40,7 +40,7 @@ def test_float64_check_accepts_exact_and_rejects_wrong_results():
 
 @pytest.mark.slow
 def test_dry_run_writes_exact_results(tmp_path):
-  out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "search_gpu.py"), "--out",
+  out = subprocess.run([sys.executable, str(REPO / "perf" / "search_gpu.py"), "--out",
                         str(tmp_path), "--dry-run", "--max_load", "1000"],
                        capture_output=True, text=True, cwd=REPO, timeout=600)
   assert out.returncode == 0, out.stderr[-2000:]

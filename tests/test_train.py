@@ -228,7 +228,7 @@ def test_gradcache_training_matches_full_batch_training(tmp_path):
 @pytest.mark.slow
 def test_default_training_check(tmp_path):
   """A few hundred default steps lower the loss and keep XQuAD-R en mono mAP."""
-  sys.path.insert(0, str(REPO / "benchmarks"))
+  sys.path.insert(0, str(REPO / "perf"))
   import default_training_check
   report = default_training_check.check(tmp_path / "run", steps=300)
   assert report["loss_last"] < report["loss_first"]

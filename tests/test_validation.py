@@ -1,4 +1,4 @@
-"""Held-out validation groups, validation loss in metrics.jsonl, early stopping (issue 8 §3)."""
+"""Held-out validation groups, validation loss in metrics.jsonl, early stopping."""
 import json
 import shutil
 import types
