@@ -61,7 +61,7 @@ def _positive(x):
 
 @pytest.mark.slow  # ~2.5 min: the whole gpu.sh (benchmark + smoke study) on a tiny model.
 # The default suite keeps gpu_bench's dry run (test_one_dtype_runs_only_its_rows) and the
-# study's path (tests/test_replicate.py).
+# study's path (tests/test_driver.py).
 def test_gpu_bench_dry_run(tmp_path, data_dir):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO), MLIR_DATA_DIR=str(data_dir))
   proc = subprocess.run(["bash", str(REPO / "perf" / "gpu.sh"), str(tmp_path), "--dry-run"],

@@ -1,7 +1,7 @@
 """Three seeds of the three strategies, evaluated on the full XQuAD-R, for a 2-core CPU.
 
 Sized to about 2 hours on 2 quiet cores (10 evaluated models, 9 trainings), in the
-issue's order of priority:
+order of priority:
 1. every model on the **full** XQuAD-R (240 paragraphs, 11 languages, texts up to 512
    tokens: nothing cut), so that mAP and language bias compare with the paper's and the
    starting model's full-set numbers (about 4.6 min per model);

@@ -5,8 +5,8 @@ import pytest
 from scipy import stats
 
 from study import methods, plots, render, statistics, summaries
-from tests.test_replicate import check_report_numbers
-from tests.test_study_report import TY, _run
+from tests.test_driver import check_report_numbers
+from tests.test_summaries import TY, _run
 
 SEEN = ["ar"]            # of TyDi's ar, bn, sw
 UNSEEN = ["bn", "sw"]

@@ -5,7 +5,7 @@ import pytest
 
 from eval import benchmarks, protocols
 from study import plots, render, summaries
-from tests.test_study_report import _runs
+from tests.test_summaries import _runs
 
 LANGS = ("aa", "bb", "cc", "dd")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from study import plots, render, statistics, summaries
-from tests.test_study_report import XQ, _numbers_in, _run
+from tests.test_summaries import XQ, _numbers_in, _run
 
 SENT = {"ar": 6, "en": 9, "sw": 7}          # TyDi sentences: language -> questions
 AFRI = {"hau": 8, "swa": 5, "yor": 6}       # AfriQA: language -> questions (ids from "0" each)
