@@ -113,6 +113,8 @@ def load_preset(name_or_path: str, overrides=()) -> Preset:
   for key in tuples:
     if key in values and values[key] is not None:
       raw = values[key]
+      if key == "benchmarks" and isinstance(raw, str):  # --set benchmarks=tydiqa_goldp,ntrex128
+        raw = [b.strip() for b in raw.split(",") if b.strip()]
       raw = raw if isinstance(raw, (list, tuple)) else (raw,)
       values[key] = tuple(tuple(v) if isinstance(v, (list, tuple)) else v for v in raw)
   return Preset(**values)
