@@ -86,6 +86,16 @@ class EncodedSet:
         raise ProtocolError(f"{where}: question {question.qid} has no relevant candidate")
 
 
+def paragraph_ids(enc: EncodedSet, language: str | None = None) -> list[str]:
+  """Each question's paragraph: the passage (or the paragraph of the sentence: doc ids
+  "PARAGRAPH:SENTENCE") of its first relevant candidate, prefixed by the language.
+  Questions sharing a paragraph are not independent: the study's query-level test
+  resamples them together (`per_query["paragraphs"]`)."""
+  prefix = (language or enc.data.language) + ":"
+  return [prefix + enc.data.candidates[min(q.relevant)].doc_id.rsplit(":", 1)[0]
+          for q in enc.data.questions]
+
+
 def _mean(values) -> float:
   return float(np.mean(values)) if len(values) else float("nan")
 
@@ -170,6 +180,8 @@ def lareqa(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = N
   mono, cross = {}, {}
   per_query_ap = {"mono": {}, "cross": {}, "multi": {}}  # setting -> language/pair -> [queries]
   qids = {"mono": {}, "cross": {}, "multi": {}}  # the same shape: question id of each value
+  paragraphs = {"mono": {}, "cross": {}, "multi": {}}  # the same shape: the question's paragraph
+  own = {a: paragraph_ids(encoded[a]) for a in languages}
 
   # Mono and cross: one search per corpus language b with every language's queries.
   for b in languages:
@@ -187,6 +199,7 @@ def lareqa(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = N
                                search_options)
     query_language = np.array([a for a, _ in rows])
     row_qids = np.array([encoded[a].data.questions[i].qid for a, i in rows], dtype=object)
+    row_paragraphs = np.array([own[a][i] for a, i in rows], dtype=object)
     for a in languages:
       mask = query_language == a
       if not mask.any():
@@ -195,6 +208,7 @@ def lareqa(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = N
       table[unit] = _means({n: per_query[n] for n in LAREQA_METRICS[setting]}, mask)
       per_query_ap[setting][unit] = per_query["map"][mask].tolist()
       qids[setting][unit] = row_qids[mask].tolist()
+      paragraphs[setting][unit] = row_paragraphs[mask].tolist()
 
   # Multi: one pool; every language's answer to the question id is relevant.
   pool, offsets, _ = _pool(encoded)
@@ -224,6 +238,7 @@ def lareqa(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = N
     multi[a] = _means(per_query, mask)
     per_query_ap["multi"][a] = per_query["map"][mask].tolist()
     qids["multi"][a] = [q.qid for q in encoded[a].data.questions]
+    paragraphs["multi"][a] = own[a]
     spread = bias[mask]
     bias_per_language[a] = _mean(spread[~np.isnan(spread)])
     bias_excluded[a] = int(np.isnan(spread).sum())
@@ -243,7 +258,7 @@ def lareqa(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = N
           "queries_without_parallel_answers": bias_excluded,
       },
       "counts": _counts(encoded, pool_size=len(pool)),
-      "per_query": {**per_query_ap, "qids": qids},
+      "per_query": {**per_query_ap, "qids": qids, "paragraphs": paragraphs},
   }
 
 
@@ -278,6 +293,7 @@ def _mono_and_pooled(encoded: Mapping[str, EncodedSet], mono_metrics: Sequence[s
   mono = {}
   per_query_ap = {"mono": {}, "multi": {}}  # setting -> language -> [queries]
   qids = {s: {l: [q.qid for q in e.data.questions] for l, e in encoded.items()} for s in per_query_ap}
+  paragraphs = {s: {l: paragraph_ids(e, l) for l, e in encoded.items()} for s in per_query_ap}
   for language, enc in encoded.items():
     qrels = [q.relevant for q in enc.data.questions]
     names = tuple(dict.fromkeys([*mono_metrics, "map"]))
@@ -302,7 +318,7 @@ def _mono_and_pooled(encoded: Mapping[str, EncodedSet], mono_metrics: Sequence[s
       "settings": {"mono": {"macro": _macro(mono), "per_language": mono},
                    "multi": {"macro": _macro(multi), "per_language": multi}},
       "counts": _counts(encoded, pool_size=len(pool)),
-      "per_query": {**per_query_ap, "qids": qids},
+      "per_query": {**per_query_ap, "qids": qids, "paragraphs": paragraphs},
   }
 
 
@@ -346,7 +362,9 @@ def afriqa(encoded: Mapping[str, EncodedSet], search_options: Mapping | None = N
                    "translated": {"macro": _macro(translated), "per_language": translated}},
       "robustness_gap": {"macro": _macro(gap), "per_language": gap},
       "counts": _afriqa_counts(encoded),
-      "per_query": {**per_query_ap, "qids": qids, "by_metric": {"ndcg@10": per_query_ndcg}},
+      "per_query": {**per_query_ap, "qids": qids, "by_metric": {"ndcg@10": per_query_ndcg},
+                    "paragraphs": {s: {l: paragraph_ids(e, l) for l, e in encoded.items()}
+                                   for s in per_query_ap}},
   }
 
 

@@ -116,7 +116,9 @@ def _query_units(run, benchmark, setting, metric="map", languages=None):
   """One run's per-query values as (values, strata, groups, unit), or (None, .., reason).
 
   Strata are the languages (or pairs) the macro average runs over. Groups are
-  questions: `per_query[benchmark]["qids"][setting][language]` when present (for a
+  paragraph clusters when `per_query[benchmark]["paragraphs"]` is present: questions that
+  share a paragraph, joined with their parallel copies (`_clusters`); else questions:
+  `per_query[benchmark]["qids"][setting][language]` when present (for a
   non-parallel benchmark the pair (language, id), since its ids are not shared
   across languages: AfriQA numbers each language's questions from 0); else, for a
   parallel benchmark whose lists all have one length, the position (XQuAD-R's files
@@ -138,12 +140,35 @@ def _query_units(run, benchmark, setting, metric="map", languages=None):
   if qids and all(len(qids.get(u, ())) == n for u, n in zip(units, sizes)):
     groups = np.concatenate([np.asarray([q if parallel else f"{u}\x1f{q}" for q in map(str, qids[u])],
                                         dtype=object) for u in units]).astype(str)
+    paragraphs = (pq.get("paragraphs") or {}).get("native" if setting == "gap" else setting) or {}
+    if paragraphs and all(len(paragraphs.get(u, ())) == n for u, n in zip(units, sizes)):
+      para = np.concatenate([np.asarray(paragraphs[u], dtype=object) for u in units]).astype(str)
+      return values, strata, _clusters(groups, para), "paragraph"
     return values, strata, groups, "question id"
   if not parallel:
     return values, strata, np.arange(values.size), "query"
   if len(set(sizes)) == 1:
     return values, strata, np.concatenate([np.arange(n) for n in sizes]), "question (position)"
   return None, None, None, "parallel benchmark without question ids: no grouping"
+
+
+def _clusters(questions: np.ndarray, paragraphs: np.ndarray) -> np.ndarray:
+  """Connected components of queries linked by a shared question id (parallel copies) or a
+  shared paragraph: the units that are independent of each other (union-find)."""
+  parent: dict[str, str] = {}
+
+  def find(x):
+    parent.setdefault(x, x)
+    while parent[x] != x:
+      parent[x] = parent[parent[x]]
+      x = parent[x]
+    return x
+
+  for q, p in zip(questions, paragraphs):
+    a, b = find("q\x1f" + q), find("p\x1f" + p)
+    if a != b:
+      parent[max(a, b)] = min(a, b)
+  return np.array([find("q\x1f" + q) for q in questions])
 
 
 def _query_test(runs_a, runs_b, target: Target):
