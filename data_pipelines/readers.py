@@ -776,7 +776,7 @@ def read_miracl(topics_tsv, qrels_trec, corpus_jsonl, language: str, strict: boo
 # ----------------------------------------------------------------------------
 # Project code -> NTREX file code, for the languages evaluated by default: the training
 # languages of both folds, every TyDi language, the AfriQA languages NTREX has (not fon,
-# twi), and a low-resource set (NTREX_GROUPS). The codes are the ones the other
+# twi), and more low-resource African languages (configs.language_groups). The codes are the ones the other
 # benchmarks use (sw, not swa), so seen / unseen and groups line up across benchmarks.
 NTREX_FILES = {
     "ar": "arb", "de": "deu", "el": "ell", "es": "spa", "hi": "hin", "ru": "rus", "th": "tha",
@@ -787,16 +787,7 @@ NTREX_FILES = {
     "xho": "xho",
 }
 NTREX_LANGUAGES = tuple(NTREX_FILES)
-# Named groups the study reports beside seen / unseen: the low-resource languages (TyDi's
-# bn, sw, te; the AfriQA languages; eight more African languages with few web texts), the
-# mid-resource languages no fold trains on (TyDi's fi, id, ko; ru, trained only in fold B),
-# and the AfriQA languages alone.
-NTREX_GROUPS = {
-    "low-resource": ("bn", "sw", "te", "amh", "bem", "ewe", "hau", "ibo", "kin", "nso", "nya",
-                     "sna", "som", "tir", "tsn", "wol", "xho", "yor", "zul"),
-    "mid-resource": ("fi", "id", "ko", "ru"),
-    "AfriQA": ("bem", "ewe", "hau", "ibo", "kin", "sw", "wol", "yor", "zul"),
-}
+# The study's resource groups of these languages: configs/language_groups.py.
 NTREX_SOURCE = "newstest2019-src.eng.txt"
 
 

@@ -16,7 +16,8 @@ import numpy as np
 
 from eval import benchmarks
 from study import methods
-from study.statistics import holm, paired_query_test, paired_seed_test
+from study.statistics import (alpha_trend, best_alpha, holm, paired_query_test,
+                               paired_seed_test, tost_paired, verdict)
 
 
 def _per_seed(runs, fn):
@@ -35,7 +36,7 @@ class Target:
   setting: str
   metric: str
   label: str
-  planned: bool  # a primary target, named before the data
+  family: str  # "planned" (named before the data), "mid-resource", "exploratory"
   languages: tuple[str, ...] | None = None  # the macro over these languages only (None: all)
 
   def value(self, run) -> float | None:
@@ -54,29 +55,40 @@ class Target:
 
 
 def targets(lareqa_benchmark: str, evaluated) -> list[Target]:
-  """The comparisons of the evaluated benchmarks (registry `targets`), planned ones first;
-  a LAReQA benchmark's only where it is the fold's in-domain one."""
+  """The comparisons of the evaluated benchmarks (registry `targets`) in family order
+  (`benchmarks.FAMILIES`); a LAReQA benchmark's only where it is the fold's in-domain one."""
   found = []
   for name in evaluated:
     bench = benchmarks.BENCHMARKS.get(name)
     if bench is None or (any(s.layout == "lareqa" for s in bench.study) and name != lareqa_benchmark):
       continue
-    found += [Target(name, t.setting, t.metric, t.label.format(benchmark=name), t.planned,
+    found += [Target(name, t.setting, t.metric, t.label.format(benchmark=name), t.family,
                      tuple(bench.groups[t.group]) if t.group else None)
               for t in bench.targets]
-  return [t for t in found if t.planned] + [t for t in found if not t.planned]
+  return sorted(found, key=lambda t: benchmarks.FAMILIES.index(t.family))
 
 
-def significance(by_strategy, order, targets):
+def primary_hybrid(order) -> str | None:
+  """The hybrid the strategies are compared against: alpha 0.5 when present."""
   hybrids = [k for k in order if k.startswith("hybrid@")]
-  if not hybrids:
+  return None if not hybrids else ("hybrid@0.5" if "hybrid@0.5" in hybrids else hybrids[0])
+
+
+def significance(by_strategy, order, targets, margin: float = 0.01, trends=()) -> list[dict]:
+  """The primary hybrid against each baseline (the other strategies; the start in the "vs
+  start" family) on each target: the effect with its 95% interval over seeds, the paired
+  t-test, the equivalence test at +-`margin` (TOST), the question-level sign-flip test;
+  Holm within each family and kind of test (the seed tests of a family together with the
+  alpha trends of its targets, `alpha_trends`, whose `p_holm` is set here too); the verdict
+  from the Holm-adjusted seed p-value."""
+  hybrid = primary_hybrid(order)
+  if hybrid is None:
     return []
-  hybrid = "hybrid@0.5" if "hybrid@0.5" in hybrids else hybrids[0]
   out = []
   for target in targets:
     for baseline in order:
       if baseline.startswith("hybrid@") or methods.is_robust(baseline):
-        continue  # robust fine-tuning methods are compared in their own family
+        continue  # other alphas: the trend; robust fine-tuning: its own family
       value = target.value
       a = {s: v for s, v in _per_seed(by_strategy[hybrid], value).items() if v is not None}
       if baseline == "none":  # the starting model has one deterministic result
@@ -86,15 +98,51 @@ def significance(by_strategy, order, targets):
         b = {s: v for s, v in _per_seed(by_strategy[baseline], value).items() if v is not None}
       out.append({"hybrid": hybrid, "baseline": baseline, "target": target.label,
                   "benchmark": target.benchmark, "setting": target.setting, "metric": target.metric,
-                  "family": "planned" if target.planned else "exploratory",
+                  "languages": list(target.languages) if target.languages else None,
+                  "family": "vs start" if baseline == "none" else target.family,
                   "across_seeds": paired_seed_test(a, b),
+                  "equivalence": tost_paired(a, b, margin),
                   "across_queries": _query_test(by_strategy[hybrid], by_strategy[baseline], target)})
-  # Holm within each family (planned / exploratory) and each kind of test.
-  for family in ("planned", "exploratory"):
-    rows = [r for r in out if r["family"] == family]
-    for kind in ("across_seeds", "across_queries"):
-      for row, p in zip(rows, holm([r[kind]["p_value"] for r in rows])):
-        row[kind]["p_holm"] = p
+  out.sort(key=lambda r: benchmarks.FAMILIES.index(r["family"]))  # stable: target order within
+  for family in dict.fromkeys(r["family"] for r in out):
+    members = [r for r in out if r["family"] == family]
+    for row, p in zip(members, holm([r["across_queries"]["p_value"] for r in members])):
+      row["across_queries"]["p_holm"] = p
+    tests = [r["across_seeds"] for r in members] + [t["trend"] for t in trends if t["family"] == family]
+    for test, p in zip(tests, holm([t["p_value"] for t in tests])):
+      test["p_holm"] = p
+  for row in out:
+    seeds = row["across_seeds"]
+    row["verdict"] = verdict(seeds, row["equivalence"], p_value=seeds.get("p_holm"))
+  return out
+
+
+def alpha_axis(key: str) -> float | None:
+  """Where a strategy sits on the alpha axis (share of X-X-mono batches): X-Y 0, X-X-mono 1,
+  hybrid its alpha; None off the axis (start, mixed, robust methods)."""
+  from data_pipelines import sampler
+  mode = sampler.SAMPLING_MODES.get(methods.key_kind(key))
+  if mode is None:
+    return None
+  return methods.key_value(key) if mode.uses_alpha else mode.alpha_axis
+
+
+def alpha_trends(by_strategy, order, targets) -> list[dict]:
+  """Per target of the planned and mid-resource families: the seed-level slope of the target
+  in alpha (95% interval, t-test over seeds; Holm within the family is applied by
+  `significance`) and the best alpha with a bootstrap interval; only with three alphas or more."""
+  axis = {k: alpha_axis(k) for k in order}
+  keys = [k for k in order if axis[k] is not None]
+  if len({axis[k] for k in keys}) < 3:
+    return []
+  out = []
+  for target in targets:
+    if target.family not in ("planned", "mid-resource"):
+      continue
+    values = {axis[k]: {s: v for s, v in _per_seed(by_strategy[k], target.value).items() if v is not None}
+              for k in keys}
+    out.append({"target": target.label, "benchmark": target.benchmark, "family": target.family,
+                "trend": alpha_trend(values), "best_alpha": best_alpha(values)})
   return out
 
 

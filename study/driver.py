@@ -42,6 +42,25 @@ from study import plots, render, summaries
 from study.plan import PROVENANCE_FILE, PlannedRun, Preset
 
 INTERPOLATION_FILE = "interpolation.json"  # WiSE-FT runs: lambda, endpoints, weight fingerprint
+WALL_TIME_FILE = "wall_time.json"  # every invocation's start and seconds spent in runs
+
+
+class WallClock:
+  """The study's wall time over invocations: this one's seconds are recorded in
+  `wall_time.json` after every finished run (so a killed invocation counts up to its last
+  run), beside those of the earlier invocations."""
+
+  def __init__(self, path: pathlib.Path):
+    self.path, self.started = path, time.time()
+    self.earlier = json.loads(path.read_text())["invocations"] if path.exists() else []
+    self.start_text = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+  def record(self) -> dict:
+    this = {"started": self.start_text, "seconds": time.time() - self.started}
+    invocations = self.earlier + [this]
+    _write_json(self.path, {"invocations": invocations})
+    return {"wall_time_s": sum(i["seconds"] for i in invocations),
+            "wall_time_last_s": this["seconds"], "invocations": len(invocations)}
 
 
 def _write_json(path: pathlib.Path, obj) -> None:
@@ -123,7 +142,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "a finished quick study in the same --out); gpu: the three strategies, 3 "
                            "seeds at batch 100, evaluated as quick is, minutes on one GPU "
                            "(perf/gpu.sh runs it); full: alpha sweep + mixed + "
-                           "the robustness arm, 5 seeds, a few GPU hours")
+                           "the robustness arm, 5 seeds, a few GPU hours; decisive: 20 seeds x "
+                           "alpha 0, 0.25, 0.5, 0.75, 1 + WiSE-FT, every benchmark whole, NTREX-128 "
+                           "(an accelerator)")
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="override a preset field (repeatable), e.g. --set seeds=0,1 or "
                            "--set train_overrides.learning_rate=3e-5 or "
@@ -145,6 +166,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "Parquet, datasets dirs; see data_pipelines.train_files) instead of the "
                            "fold's pairs, on all their languages; still evaluated on the fold's "
                            "evaluation side, and checked against it for overlap")
+  parser.add_argument("--dry_run", action="store_true",
+                      help="plan only: print the runs, trainings and evaluations the command would "
+                           "do (and which are already finished in --out), then stop")
   return parser.parse_args(argv)
 
 
@@ -225,6 +249,30 @@ def run_one(item: PlannedRun, args, preset: Preset, out: pathlib.Path, provenanc
   return record
 
 
+def print_plan(plan: list[PlannedRun], preset: Preset, eval_languages: dict, out: pathlib.Path) -> dict:
+  """--dry_run: what the study would do, and what --out already holds; returns the counts."""
+  trained = [i for i in plan if i.trained]
+  wise = [i for i in plan if i.lam is not None]
+  done = {i.rid for i in plan if (out / "runs" / i.rid / "train_summary.json").exists()}
+  evaluations = len(plan) * len(eval_languages)
+  finished = sum((out / "runs" / i.rid / f"eval_{b}.json").exists() for i in plan for b in eval_languages)
+  counts = {"runs": len(plan), "trainings": len(trained), "wise": len(wise),
+            "trainings_done": len(done & {i.rid for i in trained}),
+            "evaluations": evaluations, "evaluations_done": finished,
+            "benchmarks": {b: (langs or "all") for b, langs in eval_languages.items()}}
+  print(f"preset {preset.name}: {len(plan)} models ({len(trained)} trainings of "
+        f"{preset.train_overrides['total_steps']} steps, {len(wise)} WiSE-FT, the start), "
+        f"{len(preset.seeds)} seeds; {evaluations} evaluations")
+  for b, langs in eval_languages.items():
+    print(f"  {b}: {', '.join(langs) if langs else 'every language'}"
+          f" (max {preset.max_length(b)} tokens"
+          + (f", first {preset.eval_max_documents[b]} passages" if (preset.eval_max_documents or {}).get(b) else "")
+          + (f", first {preset.eval_max_questions} question ids" if preset.eval_max_questions else "") + ")")
+  print(f"already in {out}: {counts['trainings_done']} of {len(trained)} trainings, "
+        f"{finished} of {evaluations} evaluations")
+  return {"dry_run": counts, "plan": [i.rid for i in plan]}
+
+
 def _main(argv=None) -> dict:
   # --- settings: preset, fold, languages ------------------------------------------------
   args = parse_args(argv)
@@ -257,18 +305,18 @@ def _main(argv=None) -> dict:
   plan += [item for item in adopted
            if plan_lib.finished(out / "runs" / item.rid, provenance[item.rid], eval_languages)]
   plan_lib.check_run_dirs(out, {item.rid: provenance[item.rid] for item in plan})
+  if args.dry_run:
+    return print_plan(plan, preset, eval_languages, out)
 
   # --- train and evaluate every run (finished work is read back) --------------------------
   steps = preset.train_overrides["total_steps"]
   progress = Progress(len(plan) * len(eval_languages) * max(10.0, steps * 0.5)
                       + sum(item.trained for item in plan) * steps)
-  started = time.time()
-  previous = {}
-  if (out / "results.json").exists():
-    previous = json.loads((out / "results.json").read_text())
-  wall_before = float(previous.get("wall_time_s", 0.0)) if previous.get("preset") == preset.name else 0.0
-  runs = [run_one(item, args, preset, out, provenance, eval_languages, progress, steps)
-          for item in plan]
+  clock = WallClock(out / WALL_TIME_FILE)
+  runs = []
+  for item in plan:
+    runs.append(run_one(item, args, preset, out, provenance, eval_languages, progress, steps))
+    clock.record()  # an interrupted invocation still counts up to its last finished run
   progress.close()
 
   # --- aggregate, report, plots --------------------------------------------------------------
@@ -277,7 +325,7 @@ def _main(argv=None) -> dict:
       "preset": preset.name, "fold": args.fold, "model": args.model, "note": preset.note,
       "command": command, "machine": _machine(),
       "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      "wall_time_s": wall_before + (time.time() - started),
+      **clock.record(),  # wall_time_s (every invocation), wall_time_last_s, invocations
       "seeds": list(preset.seeds), "train_languages": train_languages,
       "train_files": (plan_lib.train_files_identity(args.train_files) if args.train_files else None),
       "train_overrides": preset.train_overrides,
@@ -293,10 +341,12 @@ def _main(argv=None) -> dict:
                   "l2sp": list(preset.l2sp)} if preset.wise_lambdas or preset.l2sp else None),
   }
   results["paper_numbers"] = [list(row) for row in render.PAPER_NUMBERS]
-  results["summary"] = summaries.summarize(runs, lareqa_benchmark=lareqa, train_languages=train_languages)
+  results["summary"] = summaries.summarize(runs, lareqa_benchmark=lareqa, train_languages=train_languages,
+                                           margin=preset.equivalence_margin)
   results["plots"] = plots.write_plots(results, out)
   _write_json(out / "results.json", results)
   (out / "report.md").write_text(render.render_markdown(results))
   print(f"wrote {out / 'report.md'} and {out / 'results.json'} "
-        f"({results['wall_time_s'] / 60:.1f} min)")
+        f"({results['wall_time_last_s'] / 60:.1f} min; {results['wall_time_s'] / 60:.1f} min over "
+        f"{results['invocations']} invocations)")
   return results

@@ -57,6 +57,8 @@ class Preset:
   adopt: tuple[tuple[str, float], ...] = ()
   # The benchmarks evaluated besides the fold's LAReQA one (registry names).
   benchmarks: tuple[str, ...] = ROBUSTNESS_BENCHMARKS
+  # "Equivalent" only within +-margin (TOST), stated before the data (mAP, nDCG, accuracy).
+  equivalence_margin: float = 0.01
 
   def max_length(self, benchmark: str) -> int:
     return (self.eval_max_lengths or {}).get(benchmark, self.eval_max_length)
@@ -85,6 +87,9 @@ def load_preset(name_or_path: str, overrides=()) -> Preset:
     raise StudyError(f"--preset {name_or_path!r}: expected one of {', '.join(PRESETS)} or a "
                      f"config file (configs/study/*.py)")
   values = module.get_config().to_dict()
+  for field in dataclasses.fields(Preset):  # fields a preset file leaves out: their defaults
+    if field.name not in values and field.default is not dataclasses.MISSING:
+      values[field.name] = field.default
   for item in overrides:
     key, sep, text = item.partition("=")
     if not sep:
@@ -121,7 +126,7 @@ def load_preset(name_or_path: str, overrides=()) -> Preset:
 
 
 # The presets shipped in configs/study/ (a name; any other config file by path).
-PRESETS = ("smoke", "quick", "robust", "gpu", "full")
+PRESETS = ("smoke", "quick", "robust", "gpu", "full", "decisive")
 
 
 def run_id(sampling: str, alpha: float, seed: int, l2sp: float = 0.0) -> str:

@@ -94,8 +94,9 @@ def render_markdown(results: dict) -> str:
       f"- seeds: {results['seeds']}; steps per run: {results['train_overrides'].get('total_steps')}; "
       f"batch size: {results['train_overrides'].get('batch_size')}",
       "- evaluated: " + "; ".join(f"{b} ({', '.join(ls)})" for b, ls in results["eval_languages"].items()),
-      f"- machine: {results.get('machine', '?')}; wall time: {results.get('wall_time_s', 0) / 60:.1f} min",
+      f"- machine: {results.get('machine', '?')}; wall time: {_wall_time(results)}",
       f"- command: `{results.get('command', '')}`",
+      *_subsample_note(results),
       *_settings_markdown(results),
       "",
       f"## {bench}: paper-style table (mean ± 95% interval over seeds)",
@@ -120,37 +121,119 @@ def render_markdown(results: dict) -> str:
     if s.get(section.key) and section.layout in RENDERERS:
       lines += RENDERERS[section.layout](s, s[section.key], section)
 
-  if s["significance"]:
-    planned = sorted({r["target"] for r in s["significance"] if r["family"] == "planned"})
-    hybrids = sorted({strategy_label(r["hybrid"]) for r in s["significance"]})
-    baselines = sorted({strategy_label(r["baseline"]) for r in s["significance"]})
-    lines += ["", "## Hybrid against each baseline (paired tests)", "",
-              f"Planned comparisons: {', '.join(hybrids)} against each baseline "
-              f"({', '.join(baselines)}) on {' and '.join(planned)}; "
-              "the other rows are exploratory. Across seeds: paired t-test on the macro score per "
-              "seed (n/a at zero variance). Across queries: sign-flip permutation test on per-query "
-              "values of the row's metric (AP; AfriQA: nDCG@10, for the gap native minus translated) "
-              "averaged over seeds, with the question as the unit (its parallel copies or "
-              "language pairs flip sign together) and the row's macro average over languages as "
-              "the statistic. Holm-adjusted p-values within each family (planned, exploratory) "
-              "and kind of test (seeds, queries). Where a query test has no p-value, the note "
-              "below the table says why.", "",
-              "| hybrid | baseline | target | family | seeds | diff (seeds) | p (seeds) | Holm p (seeds) "
-              "| questions | diff (queries) | p (queries) | Holm p (queries) |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for row in s["significance"]:
-      a, q = row["across_seeds"], row["across_queries"]
-      lines.append(f"| {strategy_label(row['hybrid'])} | {strategy_label(row['baseline'])} | {row['target']} | "
-                   f"{row['family']} | {a['n']} | {fmt(a['mean_diff'], 4)} | {fmt_p(a['p_value'])} | "
-                   f"{fmt_p(a.get('p_holm'))} | {q.get('groups', 0)} | {fmt(q['mean_diff'], 4)} | "
-                   f"{fmt_p(q['p_value'])} | {fmt_p(q.get('p_holm'))} |")
-    lines += _untested_notes(s["significance"], lambda r: (strategy_label(r["hybrid"]),
-                                                          strategy_label(r["baseline"])))
+  lines += _comparisons_markdown(s)
+  lines += _trends_markdown(s)
+  lines += _checkpoints_markdown(s)
   if s.get("robust"):
     lines += _robust_markdown(s, s["robust"], bench)
   if results.get("plots"):
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in results["plots"]]
   return "\n".join(lines) + "\n"
+
+
+def _wall_time(results: dict) -> str:
+  """'12.0 min (this invocation 3.1 min; 23.4 min over 2 invocations)' or the one figure."""
+  total = results.get("wall_time_s", 0) / 60
+  if results.get("invocations", 1) <= 1 or "wall_time_last_s" not in results:
+    return f"{total:.1f} min"
+  return (f"{total:.1f} min over {results['invocations']} invocations "
+          f"(the last {results['wall_time_last_s'] / 60:.1f} min)")
+
+
+def _subsample_note(results: dict) -> list[str]:
+  """One line at the top when the evaluation is not whole (a CPU preset's economy)."""
+  o = results.get("eval_options") or {}
+  parts = []
+  if o.get("max_questions"):
+    parts.append(f"the first {o['max_questions']} question ids per language")
+  for name, cap in (o.get("max_documents") or {}).items():
+    parts.append(f"{name}: the first {cap} passages per language")
+  if not parts:
+    return []
+  return [f"- **subsampled evaluation** (not every question or passage): {'; '.join(parts)}"]
+
+
+def _comparisons_markdown(s: dict) -> list[str]:
+  """The hybrid against each baseline: effect and 95% interval over seeds, Holm within each
+  family, equivalence (TOST) and the verdict; the question-level test beside it."""
+  rows = s.get("significance") or []
+  if not rows:
+    return []
+  margin = s.get("equivalence_margin", 0.01)
+  hybrids = sorted({strategy_label(r["hybrid"]) for r in rows})
+  families = list(dict.fromkeys(r["family"] for r in rows))
+  lines = ["", "## Hybrid against each baseline (paired tests)", "",
+           f"{', '.join(hybrids)} against each baseline on each target, one family of tests per "
+           f"group of targets ({', '.join(families)}); the planned family holds the strategy "
+           "contrasts on the targets named before the data (and the trend in alpha, below); "
+           "the start is compared in its own family. Across seeds (the unit of replication): "
+           "the mean paired difference with its 95% interval, the paired t-test and its "
+           "Holm-adjusted p within the family, and the two one-sided tests (TOST) of "
+           f"equivalence within ±{margin:g}. Verdict: better / worse when the Holm-adjusted "
+           "seed test rejects at 0.05, equivalent when TOST rejects a difference of "
+           f"±{margin:g} or more, else inconclusive (\"no difference\" is claimed only by "
+           "TOST). Across queries (secondary): sign-flip permutation test on per-query values "
+           "(AP; AfriQA nDCG@10; NTREX accuracy@1) averaged over seeds, the unit a cluster of "
+           "questions sharing a paragraph with their parallel copies, the row's macro over "
+           "languages as the statistic; Holm within the family.", "",
+           "| hybrid | baseline | target | family | seeds | diff [95% CI] (seeds) | p | Holm p "
+           "| TOST p | verdict | clusters | diff (queries) | p (queries) | Holm p (queries) |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for row in rows:
+    a, q, e = row["across_seeds"], row["across_queries"], row.get("equivalence") or {}
+    lines.append(f"| {strategy_label(row['hybrid'])} | {strategy_label(row['baseline'])} | "
+                 f"{row['target']} | {row['family']} | {a['n']} | {_effect(a)} | "
+                 f"{fmt_p(a['p_value'])} | {fmt_p(a.get('p_holm'))} | {fmt_p(e.get('p_value'))} | "
+                 f"{row.get('verdict', 'n/a')} | {q.get('groups', 0)} | {fmt(q['mean_diff'], 4)} | "
+                 f"{fmt_p(q['p_value'])} | {fmt_p(q.get('p_holm'))} |")
+  return lines + _untested_notes(rows, lambda r: (strategy_label(r["hybrid"]),
+                                                  strategy_label(r["baseline"])))
+
+
+def _effect(test: dict, digits: int = 4) -> str:
+  """'+0.0123 [+0.0050, +0.0196]' from a test's mean_diff and ci95; '–' when missing."""
+  if test.get("mean_diff") is None:
+    return "–"
+  text = f"{test['mean_diff']:+.{digits}f}"
+  if test.get("ci95"):
+    lo, hi = test["ci95"]
+    text += f" [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+  return text
+
+
+def _trends_markdown(s: dict) -> list[str]:
+  """The trend of each planned / mid-resource target in alpha and the best alpha."""
+  trends = s.get("alpha_trends") or []
+  if not trends:
+    return []
+  lines = ["", "## The trend in alpha", "",
+           "Slope of each target against alpha (0 = X-Y, 1 = X-X-mono, hybrids between): per "
+           "seed the least-squares slope over the alphas, then its mean with a 95% interval and "
+           "a t-test over seeds (Holm within the family, with the strategy contrasts above). "
+           "Best alpha: the highest mean, with a bootstrap interval over seeds.", "",
+           "| target | family | seeds | slope [95% CI] | p | Holm p | best alpha [95% CI] |",
+           "|---|---|---|---|---|---|---|"]
+  for t in trends:
+    trend, best = t["trend"], t["best_alpha"]
+    effect = _effect({"mean_diff": trend.get("slope"), "ci95": trend.get("ci95")})
+    interval = best.get("ci95") or [None, None]
+    best_text = ("–" if best.get("best") is None else f"{best['best']:g}"
+                 + (f" [{interval[0]:g}, {interval[1]:g}]" if interval[0] is not None else ""))
+    lines.append(f"| {t['target']} | {t['family']} | {trend.get('n_seeds', 0)} | {effect} | "
+                 f"{fmt_p(trend.get('p_value'))} | {fmt_p(trend.get('p_holm'))} | {best_text} |")
+  return lines
+
+
+def _checkpoints_markdown(s: dict) -> list[str]:
+  """Which checkpoint of each trained run was evaluated, and the pairs it had seen."""
+  checkpoints = s.get("checkpoints") or {}
+  if not checkpoints:
+    return []
+  lines = ["", "## Evaluated checkpoints", "",
+           "| run | evaluated step | last step | pairs seen by the evaluated step |", "|---|---|---|---|"]
+  for rid, c in checkpoints.items():
+    lines.append(f"| {rid} | {c['step']} | {c['final_step']} | {c['pairs_seen'] or '–'} |")
+  return lines
 
 
 def _languages_markdown(s: dict, t: dict, section) -> list[str]:

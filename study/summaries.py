@@ -36,10 +36,13 @@ def sections(benchmark_names) -> list[tuple[str, benchmarks.StudySection]]:
           for section in benchmarks.BENCHMARKS[name].study]
 
 
-def summarize(runs: list[dict], *, lareqa_benchmark: str, train_languages: list[str]) -> dict[str, Any]:
+def summarize(runs: list[dict], *, lareqa_benchmark: str, train_languages: list[str],
+              margin: float = 0.01) -> dict[str, Any]:
   """Every number the report shows: the paper-style table of the fold's LAReQA benchmark,
   a section per declared section of every other evaluated benchmark, the paired tests of
-  the hybrid against each baseline, and the robust fine-tuning arm when the runs hold it."""
+  the hybrid against each baseline (equivalence at +-`margin`, stated before the data), the
+  trend in alpha, each trained run's selected checkpoint, and the robust fine-tuning arm
+  when the runs hold it."""
   by_strategy: dict[str, list[dict]] = {}
   for run in runs:
     by_strategy.setdefault(methods.strategy_key(run), []).append(run)
@@ -54,11 +57,32 @@ def summarize(runs: list[dict], *, lareqa_benchmark: str, train_languages: list[
       summary[section.key] = _languages_section(by_strategy, order, name, section, train_languages)
     elif section.layout == "views":
       summary[section.key] = _views_section(by_strategy, order, name, section)
-  summary["significance"] = comparisons.significance(
-      by_strategy, order, comparisons.targets(lareqa_benchmark, evaluated))
+  targets = [t for t in comparisons.targets(lareqa_benchmark, evaluated)  # with a value somewhere
+             if any(t.value(r) is not None for r in runs)]
+  summary["alpha_trends"] = comparisons.alpha_trends(by_strategy, order, targets)
+  summary["significance"] = comparisons.significance(by_strategy, order, targets, margin,
+                                                     summary["alpha_trends"])
+  summary["equivalence_margin"] = margin
+  summary["checkpoints"] = selected_checkpoints(runs)
   if any(methods.is_robust(k) for k in order):
     summary["robust"] = _robust_section(by_strategy, order, summary)
   return summary
+
+
+def selected_checkpoints(runs) -> dict[str, dict]:
+  """Per trained run: the step whose weights were evaluated (the best validation loss's
+  with early stopping, else the last) and the pairs the model had seen by then."""
+  out = {}
+  for run in runs:
+    train = run.get("train")
+    if not train:
+      continue
+    best = train.get("best_validation") or {}
+    step = best.get("step", train.get("final_step"))
+    batch = ((run.get("provenance") or {}).get("train_config") or {}).get("batch_size")
+    out[run["run_id"]] = {"step": step, "final_step": train.get("final_step"),
+                          "pairs_seen": step * batch if step is not None and batch else None}
+  return out
 
 
 # ----------------------------------------------------------------------------

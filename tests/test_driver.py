@@ -405,3 +405,37 @@ def test_report_and_results_shape_match_the_golden_record(which, request):
     keys_file.write_text(json.dumps(keys, indent=0) + "\n")
   assert shape == report_file.read_text()
   assert keys == json.loads(keys_file.read_text())
+
+
+def test_wall_time_counts_every_invocation_including_an_interrupted_one(study_dir, tmp_path, data_dir,
+                                                                        monkeypatch):
+  """A resumed study reports the sum over invocations and the last one's time; an invocation
+  killed after its first run still counts the time it spent."""
+  from study import driver as driver_lib
+  out = tmp_path / "study"
+  shutil.copytree(study_dir, out)
+  first = json.loads((out / "wall_time.json").read_text())["invocations"]
+  assert len(first) == 1 and first[0]["seconds"] > 0
+  argv = ["--preset", "smoke", "--fold", "A", "--model", "tiny-random", "--steps", "4",
+          "--data_dir", str(data_dir), "--out", str(out)]
+  calls = []
+  real = driver_lib.run_one
+
+  def interrupted(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+      raise KeyboardInterrupt
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(driver_lib, "run_one", interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    replicate.main(argv)
+  assert len(json.loads((out / "wall_time.json").read_text())["invocations"]) == 2
+  monkeypatch.setattr(driver_lib, "run_one", real)
+  results = replicate.main(argv)
+  invocations = json.loads((out / "wall_time.json").read_text())["invocations"]
+  assert results["invocations"] == 3 == len(invocations)
+  assert results["wall_time_s"] == pytest.approx(sum(i["seconds"] for i in invocations))
+  assert results["wall_time_last_s"] == pytest.approx(invocations[-1]["seconds"])
+  assert results["wall_time_s"] > first[0]["seconds"] + results["wall_time_last_s"]
+  assert "over 3 invocations (the last" in (out / "report.md").read_text()

@@ -90,11 +90,12 @@ def test_sentence_and_afriqa_sections_hold_means_changes_worst_and_seen_split():
 def test_new_planned_targets_and_query_units():
   s = _summary(_runs())
   planned = {r["target"] for r in s["significance"] if r["family"] == "planned"}
-  assert planned == {"TyDi mono mAP (macro)", "xquad_r multi mAP", "TyDi sentences mono mAP (macro)",
-                     "AfriQA native nDCG@10 (macro)"}
+  assert planned == {"TyDi mono mAP, low-resource (bn sw te)", "xquad_r multi mAP",
+                     "TyDi sentences mono mAP, low-resource (bn sw te)", "AfriQA native nDCG@10 (macro)"}
   exploratory = {r["target"] for r in s["significance"] if r["family"] == "exploratory"}
   assert {"TyDi sentences multi mAP", "AfriQA gap nDCG@10 (native - translated)"} <= exploratory
-  assert len(s["significance"]) == 8 * 3  # targets x baselines (start, X-X-mono, X-Y)
+  targets = {r["target"] for r in s["significance"]}
+  assert len(s["significance"]) == len(targets) * 3  # targets x baselines (start, X-X-mono, X-Y)
   for row in s["significance"]:
     q, a = row["across_queries"], row["across_seeds"]
     # per-query values averaged over seeds, macro over languages == mean of per-seed macro scores
@@ -103,14 +104,17 @@ def test_new_planned_targets_and_query_units():
       # ids "0".."n" repeat across languages but are different questions: one unit each
       assert (q["n"], q["groups"], q["unit"]) == (sum(AFRI.values()), sum(AFRI.values()), "question id")
       assert q["p_value"] is not None
-    if row["target"].startswith("TyDi sentences"):
-      assert q["groups"] == sum(SENT.values())
-  # Holm within the planned family, across the four targets x three baselines
-  rows = [r for r in s["significance"] if r["family"] == "planned"]
-  raw = np.array([r["across_seeds"]["p_value"] for r in rows])
+    if row["target"].startswith("TyDi sentences"):  # the low-resource group: sw only here
+      assert q["groups"] == (SENT["sw"] if "low-resource" in row["target"] else sum(SENT.values()))
+  # Holm within the planned family: the four targets x two baselines (X-X-mono, X-Y) and the
+  # four targets' trends in alpha (three alphas: X-Y 0, hybrid 0.5, X-X-mono 1)
+  tests = [r["across_seeds"] for r in s["significance"] if r["family"] == "planned"]
+  tests += [t["trend"] for t in s["alpha_trends"] if t["family"] == "planned"]
+  assert len(tests) == 4 * 2 + 4
+  raw = np.array([t["p_value"] for t in tests])
   order = np.argsort(raw)
   want = np.minimum(1, np.maximum.accumulate(raw[order] * (len(raw) - np.arange(len(raw)))))
-  assert [rows[i]["across_seeds"]["p_holm"] for i in order] == pytest.approx(list(want))
+  assert [tests[i]["p_holm"] for i in order] == pytest.approx(list(want))
 
 
 def test_gap_query_test_flips_native_minus_translated_per_question():
