@@ -328,6 +328,23 @@ def _robust_markdown(s: dict, r: dict, bench: str) -> list[str]:
     row += (f" {fmt(e['cross mAP'])} | {fmt(e['multi mAP'])} | {fmt(kept)} | "
             f"{fmt(e['bias'], 1)} |")
     lines.append(row)
+  goal = r.get("goal") or {}
+  if goal.get("sections"):
+    lines += ["", f"The goal: every low-resource language within {goal['low_resource_drop']:g} of "
+              f"the start (worst mean change over seeds, per section: {', '.join(goal['sections'])}) "
+              f"while keeping at least {goal['gain_kept']:.0%} of the hybrid's multi mAP gain:", "",
+              "| method | " + " | ".join(f"worst low-resource change, {n}" for n in goal["sections"])
+              + " | multi gain kept | meets the goal |",
+              "|---|" + "---|" * (len(goal["sections"]) + 2)]
+    for key in methods:
+      e = per[key]
+      if key == "none":
+        continue
+      worst = e.get("low_resource_worst_change") or {}
+      met = e.get("meets_goal")
+      lines.append(f"| {s['labels'][key]} | " + " | ".join(
+          f"{worst[n]:+.3f}" if n in worst else "–" for n in goal["sections"])
+          + f" | {fmt(e.get('multi_gain_kept'))} | {'n/a' if met is None else ('yes' if met else 'no')} |")
   if r.get("tests"):
     lines += ["", f"Each robust method against {strategy_label(r['base'])} (exploratory family; "
               "paired t-test over seeds, grouped sign-flip test over questions, the question "

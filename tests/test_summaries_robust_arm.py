@@ -161,3 +161,58 @@ def test_tradeoff_plot_points_and_wise_curve(tmp_path, monkeypatch):
   points = {(round(float(l.get_xdata()[0]), 9), round(float(l.get_ydata()[0]), 9))
             for l in ax.get_lines() if len(l.get_xdata()) == 1}
   assert {(round(x, 9), round(y, 9)) for x, y in map(xy, r["methods"])} <= points
+
+
+def _goal_runs():
+  """The robust runs plus three L2-SP strengths built from the hybrid's runs: one at the
+  start's TyDi scores with the hybrid's multi mAP (meets the goal), one at the start's TyDi
+  scores with half the hybrid's multi gain (fails on the gain), one with the hybrid's multi
+  mAP and bn 0.02 below the start (fails on the drop)."""
+  import copy
+  runs = _robust_runs()
+  start = _by_key(runs, "none")[0]
+  start_multi = start["metrics"]["xquad_r"]["settings"]["multi"]["macro"]["map"]
+  start_tydi = start["metrics"]["tydiqa_goldp"]["settings"]["mono"]["per_language"]
+  for strength, gain_share, bn_drop in ((7.0, 1.0, 0.0), (8.0, 0.5, 0.0), (9.0, 1.0, 0.02)):
+    for hybrid in _by_key(runs, "hybrid@0.5"):
+      run = copy.deepcopy({**hybrid, "method": "l2sp", "l2sp": strength})
+      multi = run["metrics"]["xquad_r"]["settings"]["multi"]["macro"]
+      multi["map"] = start_multi + gain_share * (multi["map"] - start_multi)
+      tydi = run["metrics"]["tydiqa_goldp"]["settings"]["mono"]["per_language"]
+      for l in tydi:
+        tydi[l]["map"] = start_tydi[l]["map"] - (bn_drop if l == "bn" else 0.0)
+      runs.append(run)
+  return runs
+
+
+def test_the_goal_is_every_low_resource_language_near_the_start_and_most_of_the_gain():
+  """Worst low-resource (bn, sw) change against the start, recomputed from the runs, and the
+  goal's two conditions, each failed alone by one method."""
+  runs = _goal_runs()
+  s = _summary(runs)
+  r = s["robust"]
+  assert r["goal"]["sections"] == ["tydi"] and r["goal"]["low_resource_drop"] == 0.01
+
+  def score(run, l):
+    return run["metrics"]["tydiqa_goldp"]["settings"]["mono"]["per_language"][l]["map"]
+  start = _by_key(runs, "none")[0]
+  for key, e in r["per_method"].items():
+    if key == "none":
+      assert e["meets_goal"] is None
+      continue
+    members = _by_key(runs, key)
+    worst = min(np.mean([score(x, l) - score(start, l) for x in members]) for l in ("bn", "sw"))
+    assert e["low_resource_worst_change"]["tydi"] == pytest.approx(worst)
+  met = {k: e["meets_goal"] for k, e in r["per_method"].items()}
+  assert met["l2sp@7"] is True
+  assert met["l2sp@8"] is False and r["per_method"]["l2sp@8"]["multi_gain_kept"] == pytest.approx(0.5)
+  assert met["l2sp@9"] is False and r["per_method"]["l2sp@9"]["low_resource_worst_change"]["tydi"] == pytest.approx(-0.02)
+  assert met["hybrid@0.5"] is False  # the hybrid itself drops the unseen languages
+  text = render.render_markdown(_results_for(s))
+  assert "| meets the goal |" in text and "| yes |" in text
+
+
+def _results_for(summary):
+  return {"preset": "t", "fold": "A", "model": "m", "train_languages": ["ar"], "seeds": [0, 1, 2],
+          "train_overrides": {}, "eval_languages": {"xquad_r": ["de"], "tydiqa_goldp": ["ar", "bn", "sw"]},
+          "summary": summary}
