@@ -172,12 +172,16 @@ class Progress:
       self.bar = tqdm(total=self.total, initial=self.step_now, desc="train", unit="step",
                       file=self.stream, dynamic_ncols=True)
     self._first = None  # (step, time) after the first step of this process (compiled)
+    self._started = clock()
 
   def step(self) -> None:
-    """One update step done."""
+    """One update step done (the first of this process: a plain line, it compiled)."""
     self.step_now += 1
     if self._first is None:
       self._first = (self.step_now, self.clock())
+      if self.plain:
+        print(f"step {self.step_now}/{self.total} done in {self._first[1] - self._started:.0f} s "
+              "(the first step compiles)", file=self.stream, flush=True)
     if self.bar is not None:
       self.bar.update(1)
 
@@ -192,7 +196,7 @@ class Progress:
   def log(self, record: dict) -> None:
     """A metrics.jsonl record of the step just done: the bar's fields or a plain line."""
     kind = record.get("batch_kind", "")
-    if kind and record.get("languages") and record["languages"] != kind:
+    if kind and record.get("languages") not in (None, "", kind, "x", "mixed"):
       kind = f"{kind} {record['languages']}"
     if self.bar is not None:
       self.bar.set_postfix({"loss": f"{record['loss']:.4f}",

@@ -117,6 +117,8 @@ def test_time_left_is_measured_after_the_first_step():
   now[0] = 30.0
   progress.step()  # step 1 took 30 s (compiling)
   assert progress.seconds_left() is None
+  assert out.getvalue() == "step 1/10 done in 30 s (the first step compiles)\n"
+  out.truncate(0), out.seek(0)
   for _ in range(4):
     now[0] += 1.0
     progress.step()
@@ -137,7 +139,8 @@ def test_train_console_prints_the_summary_then_a_line_per_logged_step(tmp_path, 
   assert lines[0].startswith("train: tiny-random-0 (2 layers")
   assert "data: synthetic" in err and "steps: 4; 16 pairs per batch" in err
   logged = [json.loads(l) for l in (tmp_path / "run" / train.METRICS_FILE).read_text().splitlines()]
-  plain = [l for l in lines if l.startswith("step ")]
+  assert "step 1/4 done in " in err
+  plain = [l for l in lines if l.startswith("step ") and " done in " not in l]
   assert [l.split()[1] for l in plain] == [f"{r['step']}/4" for r in logged] == ["2/4", "4/4"]
   for line, record in zip(plain, logged):
     assert f"loss {record['loss']:.4f}" in line and "pairs/s" in line and "left " in line
