@@ -53,7 +53,8 @@ def data_label(result: dict) -> str:
 
 def headline(result: dict) -> str:
   """One line per setting with its macro metrics (+ language bias)."""
-  lines = [f"{result['benchmark']} / {result['model']} ({len(result['languages'])} languages; "
+  n = len(result["languages"])
+  lines = [f"{result['benchmark']} / {result['model']} ({n} language{'s' if n != 1 else ''}; "
            f"{data_label(result)})"]
   for setting, table in shown_settings(result).items():
     metrics = ", ".join(f"{k} {fmt(v)}" for k, v in table["macro"].items())
