@@ -127,7 +127,9 @@ def training_lines(workdir: pathlib.Path, interpolate: float | None = None) -> l
   lines += [f"Data: {data}.", ""]
   last = _last_metrics(workdir / "metrics.jsonl")
   if last:
-    lines += [f"Trained to step {last.get('step')} (last logged loss {_cell(last.get('loss'))}).", ""]
+    lines += [f"Trained to step {last.get('step')} (last logged loss {_cell(last.get('loss'))})"
+              + ("; the exported weights are the checkpoint with the lowest validation loss."
+                 if config.get("early_stopping") else "."), ""]
   if config:
     lines += ["| key | value |", "|---|---|"]
     lines += [f"| {k} | {json.dumps(config[k])} |" for k in HEADLINE_KEYS if k in config]
