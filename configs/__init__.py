@@ -1,5 +1,10 @@
-"""Run configurations as Python (`get_config`), and `value`: one home for config defaults."""
+"""Run configurations as Python (`get_config`), and `value`: one home for config defaults;
+`key_help`: each key's meaning, from the same file."""
+import ast
 import functools
+import inspect
+import io
+import tokenize
 
 
 @functools.cache
@@ -34,3 +39,23 @@ def split_list(text) -> list[str]:
   if isinstance(text, (list, tuple)):
     return [str(t).strip() for t in text if str(t).strip()]
   return [t.strip() for t in str(text).split(",") if t.strip()]
+
+
+@functools.cache
+def key_help() -> dict[str, str]:
+  """{key: its one-line meaning}: the comment that ends each `c.KEY = ...` line of
+  configs/default.py, in its order (the one source of `mlir_train.train --help`).
+  A key without such a comment is missing here (tests/test_console.py checks none is)."""
+  from configs import default
+  source = inspect.getsource(default)
+  comments = {tok.start[0]: tok.string.lstrip("#").strip()
+              for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+              if tok.type == tokenize.COMMENT}
+  found = []
+  for node in ast.walk(ast.parse(source)):
+    if isinstance(node, ast.Assign) and len(node.targets) == 1:
+      target = node.targets[0]
+      if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+          and target.value.id == "c" and node.end_lineno in comments):
+        found.append((node.lineno, target.attr, comments[node.end_lineno]))
+  return {key: text for _, key, text in sorted(found)}

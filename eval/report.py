@@ -27,13 +27,32 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
   return lines + [""]
 
 
+def shown_settings(result: dict) -> dict:
+  """The settings a report shows: with one language the pooled "multi" setting is its
+  mono setting again (one language's candidates), so it is left out."""
+  settings = result["settings"]
+  if len(result["languages"]) == 1:
+    return {k: v for k, v in settings.items() if k != "multi"}
+  return settings
+
+
+def data_label(result: dict) -> str:
+  """Where the questions came from: own files by path, else the split."""
+  options = result.get("options") or {}
+  if options.get("files"):
+    return "files " + ", ".join(f"{l}: {' + '.join(p)}" for l, p in options["files"].items())
+  return f"split {options.get('split') or 'default'}"
+
+
 def headline(result: dict) -> str:
   """One line per setting with its macro metrics (+ language bias)."""
-  lines = [f"{result['benchmark']} / {result['model']} ({len(result['languages'])} languages)"]
-  for setting, table in result["settings"].items():
+  n = len(result["languages"])
+  lines = [f"{result['benchmark']} / {result['model']} ({n} language{'s' if n != 1 else ''}; "
+           f"{data_label(result)})"]
+  for setting, table in shown_settings(result).items():
     metrics = ", ".join(f"{k} {fmt(v)}" for k, v in table["macro"].items())
     lines.append(f"  {setting:<5} {metrics}")
-  if "language_bias" in result:
+  if "language_bias" in result and len(result["languages"]) > 1:
     lines.append(f"  language bias (multi, lower is better): {fmt(result['language_bias']['macro'], 1)}")
   if "robustness_gap" in result:
     gap = ", ".join(f"{k} {_signed(v)}" for k, v in result["robustness_gap"]["macro"].items())
@@ -73,14 +92,17 @@ def pair_rows(result: dict) -> list[tuple[str, str, dict]]:
 
 def markdown(result: dict) -> str:
   languages = result["languages"]
+  settings = shown_settings(result)
   lines = [f"# {result['benchmark']}: {result['model']}", "",
-           f"Languages: {', '.join(languages)}. Zero-shot; macro = unweighted mean over "
-           "languages (cross: over ordered language pairs).", ""]
+           f"Languages: {', '.join(languages)}. Data: {data_label(result)}. Zero-shot; macro = "
+           "unweighted mean over languages (cross: over ordered language pairs).", ""]
+  if len(languages) == 1 and "multi" in result["settings"]:
+    lines += ["One language: no pooled (multi) setting, it would repeat mono.", ""]
   lines += ["## Macro averages", ""]
-  for setting, table in result["settings"].items():
+  for setting, table in settings.items():
     names = list(table["macro"])
     lines += [f"**{setting}**", ""] + _table(names, [[table["macro"][n] for n in names]])
-  if "language_bias" in result:
+  if "language_bias" in result and len(languages) > 1:
     bias = result["language_bias"]
     lines += ["## Language bias (multi pool; max - min rank of the parallel answers; lower is better)",
               ""]
@@ -96,7 +118,7 @@ def markdown(result: dict) -> str:
                     + [[l] + [_signed(gap["per_language"][l].get(n)) for n in names]
                        for l in languages if l in gap["per_language"]])
   lines += ["## Per language", ""]
-  for setting, table in result["settings"].items():
+  for setting, table in settings.items():
     if "per_language" not in table:
       continue
     names = list(table["macro"])
@@ -125,7 +147,8 @@ def markdown(result: dict) -> str:
                   [[l, counts.get(l, {}).get("queries"), counts.get(l, {}).get("candidates"),
                     issues.get(l, {}).get("records"), issues.get(l, {}).get("dropped")]
                    for l in languages])
-  if result.get("counts", {}).get("pool_candidates") is not None:
+  lines += data_notes(result)
+  if result.get("counts", {}).get("pool_candidates") is not None and len(languages) > 1:
     lines += [f"Pooled setting: {result['counts']['pool_candidates']} candidates.", ""]
   elif result.get("counts", {}).get("pool"):
     lines += [f"Pools: {result['counts']['pool']}.", ""]
@@ -142,6 +165,24 @@ def markdown(result: dict) -> str:
   return "\n".join(lines)
 
 
+def data_notes(result: dict) -> list[str]:
+  """Merged duplicate paragraphs and texts cut at max_length, as report lines."""
+  lines = []
+  for language, m in (result.get("merged_duplicates") or {}).items():
+    lines.append(f"- {language}: {m['paragraphs']} paragraphs, {m['unique']} unique: "
+                 f"{m['paragraphs'] - m['unique']} duplicates merged into one candidate each.")
+  options = result.get("options") or {}
+  truncated = options.get("truncated") or {}
+  cut = {kind: stats for kind, stats in truncated.items() if stats.get("truncated")}
+  for kind, stats in cut.items():
+    share = stats["truncated"] / max(1, stats.get("texts", 0))
+    lines.append(f"- {kind}: {stats['truncated']} of {stats.get('texts')} texts "
+                 f"({100 * share:.1f}%) cut at max_length {options.get('max_length')} tokens.")
+  if truncated and not cut:
+    lines.append(f"- No text was cut at max_length {options.get('max_length')} tokens.")
+  return lines + ([""] if lines else [])
+
+
 def plot_per_language(result: dict, path: pathlib.Path) -> None:
   import matplotlib
   matplotlib.use("Agg")
@@ -151,7 +192,7 @@ def plot_per_language(result: dict, path: pathlib.Path) -> None:
   languages = result["languages"]
   # cross contributes its mean over corpus languages per query language
   tables = {s: t.get("per_language", t.get("per_query_language"))
-            for s, t in result["settings"].items()}
+            for s, t in shown_settings(result).items()}
   settings = [s for s, t in tables.items() if t]
   width = 0.8 / max(len(settings), 1)
   fig, ax = plt.subplots(figsize=(min(14, max(6, 0.45 * len(languages) * max(len(settings), 1))), 4))

@@ -7,6 +7,8 @@ records are logged and counted, never dropped silently), embeds every question
 and candidate once ("query: " / "passage: " prefixes), runs the protocol of
 `eval.protocols` and writes the result JSON, `<stem>.report.md` and plots beside
 it. `evaluate(...)` is the same as a Python call returning the JSON dict.
+`--trec_run PATH` also writes each language's ranking as a TREC run file (and the
+judgements as qrels beside it, `eval.trec`).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from typing import Mapping, Sequence
 from configs import split_list
 from data_pipelines import readers
 from data_pipelines.errors import ProjectError
-from eval import benchmarks, protocols, report, search
+from eval import benchmarks, protocols, report, search, trec
 from mlir_train import config_validation
 
 log = logging.getLogger(__name__)
@@ -151,6 +153,43 @@ def encode_sets(model, sets: Mapping[str, readers.RetrievalSet], batch_size: int
   return encoded, seconds, truncation
 
 
+FIRST_REASONS = 3  # dropped records named in an error about an empty set
+
+
+def check_candidates(sets: Mapping[str, readers.RetrievalSet]) -> None:
+  """A language left without candidates: one `EvalError` that names why its first dropped
+  records were dropped (the protocol would only say "no candidates")."""
+  for language, data in sets.items():
+    if data.candidates:
+      continue
+    dropped = [i for i in data.issues if i.dropped]
+    why = ("; ".join(i.message() for i in dropped[:FIRST_REASONS])
+           + (f"; ... {len(dropped) - FIRST_REASONS} more" if len(dropped) > FIRST_REASONS else "")
+           if dropped else "no record was dropped: the corpus is empty")
+    raise EvalError(f"{data.benchmark}/{language}: no candidates; {len(dropped)} records "
+                    f"dropped, first: {why}")
+
+
+def merged_paragraphs(benchmark: str, files: Mapping[str, Sequence[str]] | None,
+                      sets: Mapping[str, readers.RetrievalSet]) -> dict:
+  """{language: {"paragraphs", "unique"}} of SQuAD-format files whose candidates are
+  their unique paragraphs (squad; squad_sentences cut by sentencex), when some repeat
+  (the readers merge paragraphs of the same text into one candidate)."""
+  if not files or benchmark not in ("squad", "squad_sentences"):
+    return {}
+  out = {}
+  for language in sets:
+    path = pathlib.Path(files[language][0])
+    obj = readers._load_json(path)
+    contexts = [c for _, _, c in readers._usable_paragraphs(obj, path, readers.IssueLog())]
+    if benchmark == "squad_sentences" and any(
+        "sentence_breaks" in p for _, p in readers._squad_paragraphs(obj, path, readers.IssueLog())):
+      continue  # the file's own sentences: duplicates kept (LAReQA)
+    if len(set(contexts)) < len(contexts):
+      out[language] = {"paragraphs": len(contexts), "unique": len(set(contexts))}
+  return out
+
+
 def _issues(sets: Mapping[str, readers.RetrievalSet]) -> dict:
   out = {}
   for language, data in sets.items():
@@ -185,7 +224,8 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
              max_questions: int | None = None, max_documents: int | None = None,
              split: str | None = None,
              files: str | Mapping[str, Sequence[str]] | None = None,
-             batch_tokens: int | None = None) -> dict:
+             batch_tokens: int | None = None, trec_run: str | os.PathLike | None = None,
+             trec_depth: int = trec.DEFAULT_DEPTH) -> dict:
   """Evaluate a model (a `LoadedModel`, or a name/path for `load_model`) on one benchmark.
 
   `split=None` is the benchmark's default split (dev; AfriQA: test); `languages=None`
@@ -200,8 +240,12 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
   With `per_query`, the result also holds `per_query[setting][language]`: each
   query's average precision in reading order (for paired tests across queries).
 
+  `trec_run`: a path for each language's "mono" ranking (top `trec_depth`) as a TREC
+  run file, with its qrels beside it (`eval.trec`).
+
   Returns the result dict (see module docstring of eval.protocols for the
-  settings); with `out`, also writes it as JSON plus a report and plots.
+  settings); with `out`, also writes it as JSON plus a report and plots. Own files
+  (`files`) are recorded by path, with split None.
   """
   try:
     bench = benchmarks.get(benchmark)
@@ -240,7 +284,10 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
   loaded = time.perf_counter()
 
   sets = load_sets(benchmark, languages, data_dir, strict, miracl_corpus, split, files)
+  check_candidates(sets)
+  merged = merged_paragraphs(benchmark, files, sets)
   sets = subsample_questions(subsample_documents(sets, max_documents), max_questions)
+  check_candidates(sets)
   from mlir_train import encode
   batch_tokens = encode.default_batch_tokens() if batch_tokens is None else batch_tokens
   encoded, encode_seconds, truncation = encode_sets(model, sets, batch_size, max_length, progress,
@@ -248,8 +295,11 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
   encoded_at = time.perf_counter()
   protocol = bench.protocol
   chunk_size, query_block = search.resolve_shapes(chunk_size, query_block)
-  result = protocol(encoded, search_options={"chunk_size": chunk_size, "query_block": query_block})
+  search_options = {"chunk_size": chunk_size, "query_block": query_block}
+  result = protocol(encoded, search_options=search_options)
   per_query_values = result.pop("per_query", None)
+  if trec_run is not None:
+    trec.write_run(encoded, trec_run, trec_depth, model.name, search_options)
   finished = time.perf_counter()
 
   result = {
@@ -263,11 +313,13 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
                   "query_block": query_block,
                   "search_shapes": search.shape_rule(chunk_size, query_block),
                   "strict": strict, "max_questions": max_questions,
-                  "max_documents": max_documents, "split": split,
+                  "max_documents": max_documents, "split": None if files else split,
                   **({"files": {l: [str(p) for p in files[l]] for l in languages}} if files else {}),
                   "questions": {l: len(d.questions) for l, d in sets.items()},
                   "candidates": {l: len(d.candidates) for l, d in sets.items()},
-                  "truncated": truncation},  # texts longer than max_length, cut
+                  "truncated": truncation,  # texts longer than max_length, cut
+                  **({"trec_run": str(trec_run), "trec_depth": trec_depth} if trec_run else {})},
+      **({"merged_duplicates": merged} if merged else {}),
       "timing_seconds": {"load_model": round(loaded - started, 2),
                          "encode": round(encoded_at - loaded, 2),
                          "encode_per_language": encode_seconds,
@@ -344,6 +396,13 @@ def _main(argv=None) -> None:
   parser.add_argument("--max_documents", type=int, default=None,
                       help="quick checks only: keep the first N paragraphs/passages (sorted ids) "
                            "in every language and the questions answered in them")
+  parser.add_argument("--trec_run", default=None, metavar="PATH",
+                      help="also write each language's ranking (its own candidates: the mono "
+                           "setting) as a TREC run file 'qid Q0 docid rank score tag', and the "
+                           "judgements scored as PATH's .qrels beside it (trec_eval, ranx); "
+                           "ids get a LANG/ prefix when several languages are evaluated")
+  parser.add_argument("--trec_depth", type=int, default=trec.DEFAULT_DEPTH,
+                      help="candidates per question in the TREC run (100)")
   parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
   parser.add_argument("--out", required=True, help="result JSON path")
   parser.add_argument("--interpolate", default=None, metavar="LAMBDAS",
@@ -354,6 +413,12 @@ def _main(argv=None) -> None:
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   config_validation.check_writable(pathlib.Path(args.out).parent)  # before any work
+  if args.trec_run:
+    config_validation.check_writable(pathlib.Path(args.trec_run).parent)
+    if args.interpolate is not None:
+      raise EvalError("--trec_run writes one model's ranking; evaluate one lambda at a time")
+  if args.trec_depth < 1:
+    raise EvalError(f"--trec_depth must be >= 1, got {args.trec_depth}")
   languages = split_list(args.languages) or None
   if args.interpolate is not None:
     _main_interpolated(args, languages)
@@ -362,9 +427,13 @@ def _main(argv=None) -> None:
                     args.max_length, not args.no_progress, args.out, args.strict,
                     args.miracl_corpus, args.chunk_size, max_questions=args.max_questions,
                     max_documents=args.max_documents, split=args.split,
-                    files=args.files, batch_tokens=args.batch_tokens)
+                    files=args.files, batch_tokens=args.batch_tokens,
+                    trec_run=args.trec_run, trec_depth=args.trec_depth)
   print(report.headline(result))
   print_dropped(result)
+  if args.trec_run:
+    print(f"wrote TREC run {args.trec_run} (top {args.trec_depth}) and qrels "
+          f"{trec.qrels_path(args.trec_run)}")
   print(f"wrote {args.out} in {result['timing_seconds']['total']:.0f}s")
 
 

@@ -8,12 +8,17 @@ Then, in any environment with those libraries:
 
     from sentence_transformers import SentenceTransformer
     st = SentenceTransformer("exports/hybrid")
-    q = st.encode(["how tall is Everest?"], prompt_name="query")
-    p = st.encode(["Everest is 8,849 m high."], prompt_name="passage")
+    q = st.encode_query(["how tall is Everest?"])        # prompt "query"
+    p = st.encode_document(["Everest is 8,849 m high."])  # prompt "document" (= "passage")
+
+The export's README.md is its model card (`mlir_train.model_card`): base model,
+prompts, pooling, and for a training workdir its config, data and the scores of the
+eval.run result JSONs found in it.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 import sys
 
@@ -22,6 +27,7 @@ from mlir_train import checkpoints
 from mlir_train import compile_cache
 from mlir_train import config_validation
 from mlir_train import hf_io
+from mlir_train import model_card
 from mlir_train import models
 
 
@@ -39,8 +45,20 @@ def export(model_name: str, out_dir: str | pathlib.Path,
     model = interpolate_lib.interpolate(model_name, interpolate)
   else:
     model = models.load_model(model_name)
-  return hf_io.save_hf_dir(out_dir, model.config, model.params, model.tokenizer,
-                           prompts=model.prompts)
+  out = hf_io.save_hf_dir(out_dir, model.config, model.params, model.tokenizer,
+                          prompts=model.prompts)
+  write_card(out, model_name, model, interpolate)
+  return out
+
+
+def write_card(out: pathlib.Path, model_name: str, model, interpolate: float | None = None) -> None:
+  """README.md: the export's model card (`model_card.render`)."""
+  max_seq_length = json.loads((out / "sentence_bert_config.json").read_text())["max_seq_length"]
+  workdir = pathlib.Path(model_name) if models.is_training_workdir(model_name) else None
+  card = model_card.render(str(model_name), model.config,
+                           hf_io.sentence_transformers_prompts(model.prompts), max_seq_length,
+                           workdir, interpolate)
+  (out / "README.md").write_text(card, encoding="utf-8")
 
 
 def check_out_dir(model_name: str, out_dir: str | pathlib.Path) -> None:
@@ -63,9 +81,10 @@ def main(argv=None) -> int:
       description=(
           "Write a model as a Hugging Face directory: config.json, model.safetensors and "
           "tokenizer files (loadable with transformers.AutoModel / AutoTokenizer), plus "
-          "modules.json, 1_Pooling/, [2_Dense/,] a Normalize module and the model's query / "
-          "passage prompts, e.g. E5's 'query: ' / 'passage: ' (loadable with "
-          "sentence_transformers.SentenceTransformer)."),
+          "modules.json, 1_Pooling/, [2_Dense/,] a Normalize module and the model's prompts "
+          "under sentence-transformers' names query, document (and passage), e.g. E5's "
+          "'query: ' / 'passage: ' (loadable with sentence_transformers.SentenceTransformer: "
+          "encode_query, encode_document), and a README.md model card."),
       epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--model", required=True,
                       help=f"what to export: {models.ACCEPTED}")

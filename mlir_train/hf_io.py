@@ -37,6 +37,16 @@ from mlir_train import encoder as encoder_lib
 SAFETENSORS = "model.safetensors"
 TORCH_BIN = "pytorch_model.bin"
 PROMPTS = {"query": "query: ", "passage": "passage: "}  # E5's: `save_hf_dir(prompts=None)`
+# config_sentence_transformers.json prompt name -> our kind: every name sentence-transformers
+# reads ("query" for encode_query, "document" first for encode_document; without "document"
+# it fills in None and encodes passages bare), "passage" kept for encode(prompt_name=...).
+ST_PROMPT_NAMES = {"query": "query", "document": "passage", "passage": "passage"}
+
+
+def sentence_transformers_prompts(prompts: dict[str, str] | None) -> dict[str, str]:
+  """{"query", "passage"} (None: E5's) -> the prompts an export writes (`ST_PROMPT_NAMES`)."""
+  prompts = PROMPTS if prompts is None else prompts
+  return {name: prompts[kind] for name, kind in ST_PROMPT_NAMES.items()}
 _ROBERTA_TYPES = ("xlm-roberta", "roberta", "camembert")
 _SUPPORTED_TYPES = ("bert",) + _ROBERTA_TYPES
 # State-dict entries that are not part of the encoder (heads, buffers).
@@ -353,7 +363,8 @@ def save_hf_dir(out_dir: str | os.PathLike, config: encoder_lib.EncoderConfig, p
   """Write a transformers + sentence-transformers loadable model directory.
 
   `prompts`: the model's {"query", "passage"} prompts (`LoadedModel.prompts`),
-  written to config_sentence_transformers.json; None: the E5 prompts (`PROMPTS`).
+  written to config_sentence_transformers.json under every name sentence-transformers
+  uses (`ST_PROMPT_NAMES`), with no default prompt; None: the E5 prompts (`PROMPTS`).
   Modules: Transformer, Pooling, Dense (pooler_dense only), Normalize.
   """
   from safetensors.numpy import save_file
@@ -409,7 +420,7 @@ def save_hf_dir(out_dir: str | os.PathLike, config: encoder_lib.EncoderConfig, p
   })
   (out / normalize_dir).mkdir(exist_ok=True)
   write_json("config_sentence_transformers.json", {
-      "prompts": dict(PROMPTS if prompts is None else prompts),
+      "prompts": sentence_transformers_prompts(prompts),
       "default_prompt_name": None, "similarity_fn_name": "cosine"})
   return out
 

@@ -31,13 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
 
 from configs import split_list
 from data_pipelines.errors import ProjectError
 
 from mlir_train import checkpoints
 from mlir_train import config_validation
+from mlir_train import console as console_lib
 from mlir_train import encoder as encoder_lib
 from mlir_train import gradcache
 from mlir_train import loss as loss_lib
@@ -264,12 +264,13 @@ def step_functions(module: encoder_lib.Encoder, config, mesh, state_sharding,
 # Input
 # ----------------------------------------------------------------------------
 def input_data(config, tokenizer, vocab_size: int, start_step: int,
-               prompts=None) -> tuple[Iterator[Any], list]:
+               prompts=None, on_data=None) -> tuple[Iterator[Any], list]:
   """(this process's training batches from `start_step` on, its fixed validation batches).
 
   With `config.validation_fraction` > 0, whole parallel groups are held out of the
   training pairs (`sampler.hold_out`) and scored on fixed batches of every kind;
   synthetic data get fixed batches of their own random stream. [] without validation.
+  `on_data(training data, held out or None)`, if given, sees the pairs once read.
   """
   fraction = float(config.get("validation_fraction", 0.0))
   per_kind = int(config.get("validation_batches", 1))
@@ -287,6 +288,8 @@ def input_data(config, tokenizer, vocab_size: int, start_step: int,
     raise TrainingError(str(e)) from None
   validation = (sampler.validation_batches(held_out, int(config.batch_size), per_kind, **where)
                 if held_out is not None else [])
+  if on_data is not None:
+    on_data(training_data, held_out)
   if held_out is not None and jax.process_index() == 0:
     log.info("validation: %d groups held out (%d pairs), %d fixed batches",
              len(np.unique(held_out.table.group_id)), len(held_out.table.group_id),
@@ -463,8 +466,13 @@ def _validate(config, workdir: pathlib.Path) -> None:
 # ----------------------------------------------------------------------------
 # main
 # ----------------------------------------------------------------------------
-def train(config, workdir: str | os.PathLike, allow_config_change: bool = False) -> dict:
+def train(config, workdir: str | os.PathLike, allow_config_change: bool = False,
+          console: bool = False) -> dict:
   """Train (or resume) in `workdir`; returns a summary of the run.
+
+  `console` (the command line): print what the run trains before the first step and,
+  when stderr is not a terminal, one line per `log_every_steps` (`mlir_train.console`);
+  a terminal gets a progress bar either way.
 
   Resuming with a different training config raises `TrainingError` unless
   `allow_config_change` (see `check_provenance`).
@@ -509,6 +517,7 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
   frozen = None if base_is_run else checkpoints.Frozen.of(
       model.params, optimizer_lib.frozen_names(model.params, config.freeze_embeddings,
                                                config.get("freeze_layers", 0)))
+  parameters = console_lib.parameter_counts(model.params, config) if console else None
   model.params = None  # the state holds them now
 
   # --- Update and validation steps (an earlier run's in this process when they agree) -----
@@ -541,8 +550,12 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
       pair_counts.update(record["language_pairs"])
 
   # --- Input ----------------------------------------------------------------
+  seen = {}  # the training data and held-out pairs, for the console's summary
   batches, validation = input_data(config, model.tokenizer, model.config.vocab_size, start_step,
-                                   prompts)
+                                   prompts, on_data=lambda d, h: seen.update(data=d, held_out=h))
+  if console and is_chief:
+    console_lib.print_summary(console_lib.summary_lines(
+        config, model, mesh.devices.flat, start_step, workdir, parameters=parameters, **seen))
   validation_arrays = [(kind_name(b), partitioning.global_batch(
       {f: getattr(b, f) for f in BATCH_FIELDS}, mesh)) for b in validation]
 
@@ -567,8 +580,9 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
   total_steps = int(config.total_steps)
   # Crash/resume tests slow the loop down to kill it at a chosen moment.
   step_delay_s = float(os.environ.get("MLIR_TRAIN_STEP_DELAY_S", "0") or 0)
-  progress = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
-                  disable=not (is_chief and sys.stderr.isatty()))
+  # A bar on a terminal (step, loss, pairs/s, time left); with `console`, plain lines elsewhere.
+  progress = console_lib.Progress(total_steps, start_step, int(config.batch_size),
+                                  enabled=is_chief, plain=console)
   metrics_file = open(workdir / METRICS_FILE, "a") if is_chief else None
   batches_file = open(workdir / BATCHES_FILE, "a") if is_chief else None
   # TensorBoard curves of the metrics.jsonl records (<workdir>/tensorboard/).
@@ -592,7 +606,7 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
       if batches_file:
         batches_file.write(json.dumps(batch_record(step, batch)) + "\n")
         batches_file.flush()
-      progress.update(1)
+      progress.step()
 
       scores = None
       if validation_arrays and (step % validation_every == 0 or step == total_steps):
@@ -613,7 +627,7 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
                         "examples_per_sec": window_steps * config.batch_size / (now - window_start),
                         **(scores or {})}
         window_start, window_steps = now, 0
-        progress.set_postfix(loss=f"{m['loss']:.4f}", kind=last_metrics["batch_kind"])
+        progress.log(last_metrics)
         if metrics_file:
           metrics_file.write(json.dumps(last_metrics) + "\n")
           metrics_file.flush()
@@ -677,7 +691,7 @@ def main(argv) -> None:
   try:
     maybe_initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                  FLAGS.process_id)
-    summary = train(FLAGS.config, FLAGS.workdir, FLAGS.allow_config_change)
+    summary = train(FLAGS.config, FLAGS.workdir, FLAGS.allow_config_change, console=True)
   except ProjectError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
@@ -722,4 +736,8 @@ if __name__ == "__main__":
   from absl import app
   check_override_keys(sys.argv[1:])
   _define_flags()
+  if console_lib.wants_help(sys.argv[1:]):  # absl's --help exits 1 and lists no config key
+    from absl import flags
+    print(console_lib.help_text(__doc__, flags.FLAGS.main_module_help()))
+    sys.exit(0)
   app.run(main)

@@ -160,7 +160,7 @@ def test_xlm_roberta_end_to_end(tmp_path):
   out = tmp_path / "export"
   assert export.main(["--model", str(workdir), "--out", str(out)]) == 0
   st_config = json.loads((out / "config_sentence_transformers.json").read_text())
-  assert st_config["prompts"] == prompts.NONE  # the prompts the model uses, not E5's
+  assert st_config["prompts"] == {"query": "", "document": "", "passage": ""}  # not E5's
   tm, info = transformers.AutoModel.from_pretrained(str(out), output_loading_info=True)
   assert type(tm).__name__ == "XLMRobertaModel" and not info["missing_keys"]
   ref, ids = torch_embed(tm.eval(), transformers.AutoTokenizer.from_pretrained(str(out)),

@@ -87,7 +87,8 @@ def test_workdir_inherits_overrides_and_exports_prompts(custom_dir, tmp_path):
   assert trained.prompts == want
   out = tmp_path / "export"
   assert export.main(["--model", str(workdir), "--out", str(out)]) == 0
-  assert json.loads((out / prompts.ST_CONFIG).read_text())["prompts"] == want
+  assert json.loads((out / prompts.ST_CONFIG).read_text())["prompts"] == {
+      "query": want["query"], "document": want["passage"], "passage": want["passage"]}
   assert models.load_model(str(out)).prompts == want
   st = SentenceTransformer(str(out), device="cpu")
   for kind in ("query", "passage"):
