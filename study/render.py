@@ -347,8 +347,9 @@ def _robust_markdown(s: dict, r: dict, bench: str) -> list[str]:
           + f" | {fmt(e.get('multi_gain_kept'))} | {'n/a' if met is None else ('yes' if met else 'no')} |")
   if r.get("tests"):
     lines += ["", f"Each robust method against {strategy_label(r['base'])} (exploratory family; "
-              "paired t-test over seeds, grouped sign-flip test over questions, the question "
-              "as the unit, per-query values averaged over seeds; Holm-adjusted within this "
+              "paired t-test over seeds, grouped sign-flip test over questions, a cluster of "
+              "questions sharing a paragraph (with their parallel copies) as the unit, per-query "
+              "values averaged over seeds; Holm-adjusted within this "
               "family and kind of test). The unseen-language target is the macro over the "
               "unseen TyDi languages; its difference equals the difference of the changes "
               "against the start.", "",
