@@ -142,6 +142,7 @@ def trainer_reference(model):
   config = _trainer_config(0)
   b = synthetic.global_batch(config, model.config.vocab_size, step=3)
   assert (b.negative_valid == 0).any() and (b.negative_group_id >= 0).any()
+  assert len(np.unique(b.group_id)) < len(b.group_id)  # a parallel pair: the group mask matters
   host = {f: getattr(b, f) for f in train.batch_fields(config)}
   assert set(train.NEGATIVE_FIELDS) <= set(host)
   loss, grads = _reference_trainer_loss(
@@ -164,6 +165,17 @@ def test_trainer_parameter_gradients_with_hard_negatives(model, trainer_referenc
   np.testing.assert_allclose(float(loss), float(want_loss), rtol=1e-5)
   jax.tree.map(lambda g, w: np.testing.assert_allclose(np.asarray(g), np.asarray(w),
                                                        rtol=2e-3, atol=2e-6), grads, want_grads)
+
+
+def test_synthetic_batches_share_parallel_groups():
+  """A quarter of the rows come in pairs that share a group (the loss mask has work to do)."""
+  config = tiny.get_config()
+  for batch_size in (8, 16):
+    config.batch_size = batch_size
+    for step in range(4):
+      groups = synthetic.global_batch(config, 100, step=step).group_id
+      _, counts = np.unique(groups, return_counts=True)
+      assert sorted(counts[counts > 1]) == [2] * (batch_size // 8), (batch_size, step, groups)
 
 
 def test_n0_batches_are_unchanged(model):
