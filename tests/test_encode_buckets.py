@@ -7,6 +7,8 @@ import pytest
 from data_pipelines import tokenization
 from mlir_train import encode, models
 
+pytestmark = [pytest.mark.gpu]
+
 # 5 to 160 tokens (the tiny model keeps 128): one per batch, spanning many fine buckets.
 TEXTS = ["word " * n for n in (0, 1, 2, 3, 5, 7, 9, 11, 14, 17, 20, 24, 28, 40)]
 
@@ -87,6 +89,7 @@ def test_a_token_budget_gives_long_texts_fewer_rows_and_the_same_vectors(monkeyp
   np.testing.assert_allclose(fixed, alone, atol=2e-6)
 
 
+@pytest.mark.fast
 def test_the_budget_is_the_cpu_default_and_off_elsewhere(monkeypatch):
   model = models.load_model("tiny-random")
   texts = ["word " * 90, "word " * 2]

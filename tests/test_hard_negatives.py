@@ -51,6 +51,7 @@ def numpy_loss_and_grads(q, p, neg, groups, neg_groups, valid, temperature):
   return total / b, dq, dp, dneg
 
 
+@pytest.mark.fast
 def test_loss_and_gradients_over_8_devices_match_numpy():
   assert jax.device_count() == 8
   rng = np.random.default_rng(0)
@@ -167,6 +168,7 @@ def test_trainer_parameter_gradients_with_hard_negatives(model, trainer_referenc
                                                        rtol=2e-3, atol=2e-6), grads, want_grads)
 
 
+@pytest.mark.fast
 def test_synthetic_batches_share_parallel_groups():
   """A quarter of the rows come in pairs that share a group (the loss mask has work to do)."""
   config = tiny.get_config()
@@ -178,6 +180,7 @@ def test_synthetic_batches_share_parallel_groups():
       assert sorted(counts[counts > 1]) == [2] * (batch_size // 8), (batch_size, step, groups)
 
 
+@pytest.mark.fast
 def test_n0_batches_are_unchanged(model):
   config = tiny.get_config()
   config.batch_size = 8
@@ -358,6 +361,7 @@ def test_mining_window_group_exclusion_and_language(tmp_path, model, monkeypatch
     (["--window", "ten"], "expected LO:HI"),
     (["--per_pair", "0"], "--per_pair 0"),
 ])
+@pytest.mark.fast
 def test_mining_errors_are_one_line_exit_2(tmp_path, capsys, args, message):
   path = _write(tmp_path / "train.jsonl", _mining_records())
   code = mine_negatives.main(["--model", "tiny-random", "--train_files", str(path),

@@ -10,6 +10,9 @@ from data_pipelines import folds, pairs, readers, sampler, shards
 from mlir_train import models
 from tests.training_data_helpers import LANGUAGES, make_config
 
+# data: the tests that take the data_dir fixture (tests/conftest.py marks them)
+pytestmark = [pytest.mark.fast]
+
 
 def _set(language, questions, candidates, benchmark="toy"):
   """A hand-written RetrievalSet: questions = [(qid, text, relevant candidate index)]."""
@@ -111,11 +114,6 @@ def test_pairs_on_mlqa_r(data_dir):
 
 
 # -- shards ------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tokenizer():
-  return models.tiny_random_model().tokenizer
-
 
 def _records(path, lq, lp):
   spec = {"query_ids": tf.io.FixedLenFeature([lq], tf.int64),

@@ -79,6 +79,7 @@ def test_frozen_layers_do_not_change_and_get_no_optimizer_state(workdir):
   assert list(state["start_params"]) == ["layer_1"]  # L2-SP anchors the trainable part only
 
 
+@pytest.mark.fast
 def test_freeze_layers_names_and_range():
   params = models.tiny_random_model(0).params  # embeddings, layer_0, layer_1
   assert optimizer.num_layers(params) == 2
