@@ -89,7 +89,6 @@ def test_a_token_budget_gives_long_texts_fewer_rows_and_the_same_vectors(monkeyp
   np.testing.assert_allclose(fixed, alone, atol=2e-6)
 
 
-@pytest.mark.fast
 def test_the_budget_is_the_cpu_default_and_off_elsewhere(monkeypatch):
   model = models.load_model("tiny-random")
   texts = ["word " * 90, "word " * 2]
