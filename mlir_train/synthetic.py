@@ -66,7 +66,8 @@ def global_batch(config, vocab_size: int, step: int, stream: int = 7) -> Synthet
   p_ids, p_mask = _ids_and_mask(rng, batch, int(config.max_passage_len), vocab_size)
   group_id = np.arange(batch, dtype=np.int32)
   twins = rng.choice(batch, size=batch // 4, replace=False)
-  group_id[twins] = group_id[rng.permutation(twins)]  # some rows share a group
+  half = len(twins) // 2  # the first half takes the second half's groups: pairs of rows share one
+  group_id[twins[:half]] = group_id[twins[half:2 * half]]
   out = SyntheticBatch(step, SyntheticKind(), "synthetic", q_ids, q_mask, p_ids, p_mask,
                        group_id)
   n = int(config.get("hard_negatives_per_pair", 0) or 0) if hasattr(config, "get") else 0

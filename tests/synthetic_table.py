@@ -57,6 +57,8 @@ CASES = {
     "mono": dict(sampling="mono"),
     "cross": dict(sampling="cross"),
     "hybrid": dict(sampling="hybrid", alpha=0.5),
+    # alpha != 1 - alpha: a swap of alpha's meaning (MONO share) changes this plan.
+    "hybrid-alpha0.25": dict(sampling="hybrid", alpha=0.25),
     "mixed": dict(sampling="mixed"),
     "hybrid-size": dict(sampling="hybrid", alpha=0.3, mono_language_sampling="size"),
     "mono-temperature": dict(sampling="mono", mono_language_sampling="temperature",

@@ -28,6 +28,7 @@ def _files(data_dir, language, split):
           data_dir / "afriqa" / f"gold_passages__{language}__gold_span_passages.{stem}")
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("split,language", [("test", l) for l in readers.AFRIQA_GOLD_PASSAGE_LANGUAGES["test"]]
                          + [("dev", l) for l in readers.AFRIQA_GOLD_PASSAGE_LANGUAGES["dev"]])
 def test_counts_and_texts_against_the_files(data_dir, split, language):
@@ -53,6 +54,7 @@ def test_counts_and_texts_against_the_files(data_dir, split, language):
     assert grade == 1 and rs.candidates[index].text == record["context"]
 
 
+@pytest.mark.fast
 def test_languages_without_gold_passages_are_refused(data_dir):
   assert "wol" not in readers.AFRIQA_GOLD_PASSAGE_LANGUAGES["test"]
   with pytest.raises(DataError, match="no gold passages for wol in test"):
@@ -67,6 +69,7 @@ def test_languages_without_gold_passages_are_refused(data_dir):
     readers.read_afriqa(data_dir, "hau", "validation")
 
 
+@pytest.mark.fast
 def test_packaged_sources_match_the_data_dir(data_dir):
   packaged = datadir.parse_sources(datadir.PACKAGED_SOURCES / "afriqa.txt")
   assert packaged == datadir.parse_sources(data_dir / "afriqa" / "SOURCES.txt")
@@ -95,6 +98,7 @@ def _hand_made(tmp_path):
   return tmp_path  # query 6 has no gold-passage record
 
 
+@pytest.mark.fast
 def test_hand_made_files_bad_records(tmp_path):
   data_dir = _hand_made(tmp_path)
   rs = readers.read_afriqa(data_dir, "hau")
@@ -116,6 +120,7 @@ def test_hand_made_files_bad_records(tmp_path):
     readers.read_afriqa(data_dir, "hau", strict=True)
 
 
+@pytest.mark.fast
 def test_protocol_native_translated_and_gap_by_hand():
   eye = np.eye(3, dtype=np.float32)
   data = readers.RetrievalSet(

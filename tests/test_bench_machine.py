@@ -8,6 +8,8 @@ import types
 
 import pytest
 
+pytestmark = [pytest.mark.fast]
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "perf"))
 
 import _machine  # noqa: E402

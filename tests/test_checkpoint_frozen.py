@@ -181,6 +181,7 @@ def test_restore_params_into_numpy_arrays(frozen_run):
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), held[6])
 
 
+@pytest.mark.fast
 def test_frozen_hash_is_of_names_shapes_dtypes_and_bytes():
   import hashlib
   import ml_dtypes

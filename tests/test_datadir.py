@@ -7,6 +7,9 @@ import pytest
 from data_pipelines import datadir, readers
 from data_pipelines.readers import DataError
 
+# data: the tests that take the data_dir fixture (tests/conftest.py marks them)
+pytestmark = [pytest.mark.fast]
+
 
 def test_resolve_data_dir_order(tmp_path, monkeypatch):
   flag_dir, env_dir = tmp_path / "flag", tmp_path / "env"

@@ -7,6 +7,8 @@ import pytest
 from data_pipelines import tokenization
 from mlir_train import encode, models
 
+pytestmark = [pytest.mark.gpu]
+
 # 5 to 160 tokens (the tiny model keeps 128): one per batch, spanning many fine buckets.
 TEXTS = ["word " * n for n in (0, 1, 2, 3, 5, 7, 9, 11, 14, 17, 20, 24, 28, 40)]
 

@@ -46,6 +46,7 @@ def test_cached_ids_are_hugging_faces_and_the_second_call_tokenises_nothing(
   assert cut_first == cut_second == [False, False, True, False, True]
 
 
+@pytest.mark.fast
 def test_a_changed_tokenizer_prompt_or_cap_misses(fresh_cache, monkeypatch):
   model = models.load_model("tiny-random")
   calls = _counting(monkeypatch)
@@ -63,6 +64,7 @@ def test_a_changed_tokenizer_prompt_or_cap_misses(fresh_cache, monkeypatch):
                                   max_length=32)["input_ids"]
 
 
+@pytest.mark.fast
 def test_embed_gives_the_same_vectors_and_counts_from_the_cache(fresh_cache):
   model = models.load_model("tiny-random")
   stats_a, stats_b = {}, {}
@@ -75,6 +77,7 @@ def test_embed_gives_the_same_vectors_and_counts_from_the_cache(fresh_cache):
     encode.embed(model, "one string", "passage", progress=False)
 
 
+@pytest.mark.fast
 def test_the_cache_keeps_at_most_its_limit_and_drops_the_oldest(fresh_cache, monkeypatch):
   model = models.load_model("tiny-random")
   monkeypatch.setattr(encode, "TOKEN_IDS_KEPT", 40)

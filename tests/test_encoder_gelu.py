@@ -2,10 +2,13 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 from flax import linen as nn
 
 from mlir_train import encoder
+
+pytestmark = [pytest.mark.fast, pytest.mark.torch]
 
 
 def _inputs():

@@ -21,6 +21,8 @@ import transformers
 from data_pipelines import tokenization
 from mlir_train import compare, e5_small, encode, hf_io, models
 
+pytestmark = [pytest.mark.torch]
+
 SENTENCES = list(compare.WEATHER.values()) + list(compare.HOSPITAL.values())
 # Normaliser edge cases for the token-id test: tab/newline/zero-width space,
 # a control character, runs of spaces, leading/trailing spaces, full-width

@@ -8,11 +8,6 @@ from eval import run
 from mlir_train import models
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
-  return models.tiny_random_model(seed=0)
-
-
 def _squad(path, language, paragraphs, breaks=False, bad_question=False):
   """paragraphs: [(sentences, [(qid, question, index of the answer sentence)])]."""
   out = []
@@ -112,6 +107,7 @@ def test_miracl_files_triple(tiny_model, tmp_path):
   assert result["settings"]["mono"]["macro"]["r@100"] == 1.0  # 7 passages: all retrieved
 
 
+@pytest.mark.fast
 def test_files_errors(tiny_model, tmp_path):
   path = _squad(tmp_path / "en.json", "en", _paragraphs("en", 2))
   with pytest.raises(run.EvalError, match="--files"):

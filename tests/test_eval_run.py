@@ -7,11 +7,6 @@ from eval import run
 from mlir_train import models
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
-  return models.tiny_random_model(seed=0)
-
-
 def _is_png(path):
   return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -81,6 +76,7 @@ def _export_tiny(tmp_path):
   return path
 
 
+@pytest.mark.fast
 def test_unknown_language_and_benchmark_are_clear_errors(tiny_model):
   with pytest.raises(run.EvalError, match="unknown language.*xx"):
     run.evaluate(tiny_model, "xquad_r", ["en", "xx"], progress=False)
@@ -112,6 +108,7 @@ def _subsample_invariants(full, small, max_documents):
     assert {q.qid for q in data.questions} == expected
 
 
+@pytest.mark.fast
 def test_subsample_documents_keeps_whole_paragraphs_and_their_questions(data_dir):
   languages = ["de", "en", "th"]
   full = run.load_sets("xquad_r", languages, data_dir, False, None)
@@ -123,6 +120,7 @@ def test_subsample_documents_keeps_whole_paragraphs_and_their_questions(data_dir
   assert run.subsample_documents(full, None) is full
 
 
+@pytest.mark.fast
 def test_subsample_documents_tydi_passages(data_dir):
   full = run.load_sets("tydiqa_goldp", ["bn", "sw"], data_dir, False, None)
   small = run.subsample_documents(full, 50)
@@ -163,6 +161,7 @@ def _check_every_pair_in_report(result):
     assert row == {name: f"{value:.3f}" for name, value in metrics.items()}, key
 
 
+@pytest.mark.fast
 def test_report_has_a_per_pair_table_with_every_cross_pair(tmp_path):
   import pathlib
   languages = ["en", "de", "th"]
@@ -200,6 +199,7 @@ def test_report_has_a_per_pair_table_with_every_cross_pair(tmp_path):
       {**result, "settings": {"mono": result["settings"]["mono"]}})) if h[:2] == ["query", "corpus"]]
 
 
+@pytest.mark.fast
 def test_a_bad_batch_bound_is_refused_before_any_work(tmp_path, capsys):
   with pytest.raises(SystemExit) as e:
     run.main(["--model", "no-such-model", "--benchmark", "xquad_r", "--batch_tokens", "-1",

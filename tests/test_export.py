@@ -10,6 +10,8 @@ from sentence_transformers import SentenceTransformer
 
 from mlir_train import compare, e5_small, encode, export, hf_io, models
 
+pytestmark = [pytest.mark.torch]
+
 SENTENCES = list(compare.WEATHER.values())
 
 

@@ -95,6 +95,7 @@ def test_allowed_change_is_recorded_and_provenance_kept(trained, tmp_path):
   assert train.train(tiny_config(total_steps=8), workdir)["resumed_from_step"] == 8
 
 
+@pytest.mark.fast
 def test_provenance_hash_is_of_the_training_keys_only():
   a = config_validation.as_dict(tiny_config())
   b = dict(a, log_every_steps=7, shards_dir="/elsewhere", checkpoint_every_steps=9)
@@ -122,6 +123,7 @@ def test_eval_output_that_cannot_be_written_fails_before_loading(tmp_path, monke
   assert len(err) == 1 and err[0].startswith("error: ") and "a_file" in err[0]
 
 
+@pytest.mark.fast
 def test_check_writable_probes_an_existing_directory(tmp_path, monkeypatch):
   config_validation.check_writable(tmp_path / "new" / "deeper")  # creatable: fine
   config_validation.check_writable(tmp_path)
@@ -211,6 +213,7 @@ def test_no_usable_checkpoint_is_one_error_naming_the_directory(trained, tmp_pat
 
 
 # --- 6. a metrics line without "step" ----------------------------------------------------------
+@pytest.mark.fast
 def test_metrics_line_without_step_names_file_and_line(tmp_path):
   path = tmp_path / "metrics.jsonl"
   path.write_text('{"step": 1}\n{"loss": 2.0}\n{"step": 3}\n')
@@ -227,6 +230,7 @@ def test_metrics_line_without_step_names_file_and_line(tmp_path):
     ("mono_language_sampling", "zipf", "must be one of uniform, size, temperature"),
     ("temperature", 0.0, "config.temperature=0.0: must be > 0"),
 ])
+@pytest.mark.fast
 def test_bad_values_fail_before_model_or_data(tmp_path, monkeypatch, key, value, expected):
   def must_not_load(*args, **kwargs):
     raise AssertionError("a model was loaded before the config was checked")
@@ -240,6 +244,7 @@ def test_bad_values_fail_before_model_or_data(tmp_path, monkeypatch, key, value,
   assert not (tmp_path / "run").exists() and not (tmp_path / "shards").exists()
 
 
+@pytest.mark.fast
 def test_unknown_key_suggests_the_known_one():
   with pytest.raises(config_validation.ConfigError, match="'batchsize' \\(did you mean 'batch_size'"):
     config_validation.check_key("batchsize")

@@ -11,6 +11,8 @@ import pytest
 from mlir_train import e5_small, models
 from mlir_train.hf_io import ModelLoadError
 
+pytestmark = [pytest.mark.gpu]
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -23,6 +23,7 @@ def setup(batch_size=16):
   return model, embed, loss_from_embeddings, inputs
 
 
+@pytest.mark.fast
 def test_chunk_layout_round_trips():
   x = np.arange(12 * 2).reshape(12, 2)
   chunks = np.asarray(gradcache._to_chunks(x, 4))   # [3 chunks, 4 rows, 2]
@@ -48,6 +49,7 @@ def test_loss_and_gradient_equal_full_batch(batch_size):
   assert scale > 0
 
 
+@pytest.mark.fast
 def test_indivisible_chunk_is_a_clear_error():
   model, embed, loss_from_embeddings, inputs = setup(16)
   with pytest.raises(gradcache.GradCacheError, match="not divisible by gradcache chunk size 5"):

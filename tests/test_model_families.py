@@ -23,6 +23,8 @@ from configs import tiny as tiny_config
 from data_pipelines import tokenization
 from mlir_train import encode, encoder, export, models, prompts, train
 
+pytestmark = [pytest.mark.torch]
+
 XLMR_TEXTS = ["hello", "what is the capital of russia? это москва", "",
               "a longer text: what is the weather in moscow", "Ελλάδα and مصر"]
 LABSE_TEXTS = ["hello world", "what is the capital of russia?", "",

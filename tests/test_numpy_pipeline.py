@@ -29,11 +29,6 @@ FIELDS = ("query_ids", "query_mask", "passage_ids", "passage_mask", "group_id",
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-  return models.tiny_random_model().tokenizer
-
-
-@pytest.fixture(scope="module")
 def real(tmp_path_factory, data_dir, tokenizer):
   """Fold-A shards (de, en, es) written by TensorFlow, and the sampler config."""
   config = make_config(tmp_path_factory.mktemp("shards"), data_dir=str(data_dir))

@@ -10,6 +10,9 @@ from data_pipelines import folds, pairs, readers, sampler, shards
 from mlir_train import models
 from tests.training_data_helpers import LANGUAGES, make_config
 
+# fast: the fold and pair tests (not the shard builds); data: the tests that take the
+# data_dir fixture (tests/conftest.py marks them)
+
 
 def _set(language, questions, candidates, benchmark="toy"):
   """A hand-written RetrievalSet: questions = [(qid, text, relevant candidate index)]."""
@@ -21,6 +24,7 @@ def _set(language, questions, candidates, benchmark="toy"):
 
 # -- folds -------------------------------------------------------------------
 
+@pytest.mark.fast
 def test_folds_match_the_design_table():
   a, b = folds.get_fold("A"), folds.get_fold("B")
   assert (a.train_benchmark, a.train_languages) == ("mlqa_r", ("ar", "de", "en", "es", "hi", "vi", "zh"))
@@ -40,12 +44,14 @@ def test_folds_match_the_design_table():
   assert folds.train_languages(a, "") == folds.train_languages(a, None) == a.train_languages
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("fold", ["A", "B"])
 def test_real_folds_have_no_overlap(data_dir, fold):
   f = folds.get_fold(fold)
   folds.check_no_overlap(folds.load_train_sets(f, data_dir).values(), folds.load_eval_sets(f, data_dir))
 
 
+@pytest.mark.fast
 def test_overlap_check_refuses_leaks_with_examples(data_dir):
   train = folds.load_train_sets(folds.get_fold("A"), data_dir, ["de"])["de"]
   with pytest.raises(folds.FoldOverlapError) as e:
@@ -74,6 +80,7 @@ def _toy_sets():
   return {"en": en, "de": de, "fr": fr}
 
 
+@pytest.mark.fast
 def test_pairs_by_hand():
   sets = _toy_sets()
   assert pairs.group_ids(sets.values()) == {"a": 0, "b": 1, "c": 2}
@@ -93,6 +100,7 @@ def test_pairs_by_hand():
     pairs.build_pairs(sets, "document")
 
 
+@pytest.mark.fast
 def test_pairs_on_mlqa_r(data_dir):
   sets = folds.load_train_sets(folds.get_fold("A"), data_dir)
   built = pairs.build_pairs(sets)
@@ -111,11 +119,6 @@ def test_pairs_on_mlqa_r(data_dir):
 
 
 # -- shards ------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tokenizer():
-  return models.tiny_random_model().tokenizer
-
 
 def _records(path, lq, lp):
   spec = {"query_ids": tf.io.FixedLenFeature([lq], tf.int64),

@@ -9,6 +9,7 @@ from mlir_train import loss as loss_lib
 from mlir_train import models, optimizer, partitioning, synthetic, train
 
 
+@pytest.mark.fast
 def test_make_mesh_shapes():
   assert dict(partitioning.make_mesh().shape) == {"data": 8, "fsdp": 1}
   assert dict(partitioning.make_mesh(fsdp=4).shape) == {"data": 2, "fsdp": 4}
@@ -18,6 +19,7 @@ def test_make_mesh_shapes():
     partitioning.make_mesh(data=3, fsdp=2)
 
 
+@pytest.mark.fast
 def test_fsdp_rule_shards_largest_divisible_dim():
   assert partitioning.fsdp_spec((1024, 32), 4) == P("fsdp", None)
   assert partitioning.fsdp_spec((256, 32), 4) == P()                   # < min_size: replicated
@@ -28,6 +30,7 @@ def test_fsdp_rule_shards_largest_divisible_dim():
   assert partitioning.fsdp_spec((1024, 32), 1) == P()                   # no fsdp axis
 
 
+@pytest.mark.fast
 def test_optimizer_state_follows_params():
   mesh = partitioning.make_mesh(fsdp=8)
   params = {"w": np.zeros((64, 512), np.float32), "b": np.zeros((512,), np.float32)}
@@ -41,6 +44,7 @@ def test_optimizer_state_follows_params():
   assert shardings["params"]["b"].spec == P()
 
 
+@pytest.mark.fast
 def test_global_batch_splits_rows_over_devices():
   mesh = partitioning.make_mesh()
   local = {"x": np.arange(16 * 3, dtype=np.int32).reshape(16, 3)}

@@ -17,6 +17,9 @@ from mlir_train import e5_small, encode, export, models, prompts
 from tests.test_model_families import cosines, make_xlmr_dir, train_3_steps
 from tests.training_data_helpers import make_config
 
+# data: the tests that take the data_dir fixture (tests/conftest.py marks them)
+pytestmark = [pytest.mark.torch]
+
 TEXTS = ["hello", "what is the capital of russia? это москва", ""]
 CUSTOM = {"query": "question: ", "passage": "answer: "}
 

@@ -11,6 +11,8 @@ import pytrec_eval
 from data_pipelines.readers import Candidate, IssueLog, Question, RetrievalSet
 from eval import protocols
 
+pytestmark = [pytest.mark.fast]
+
 
 def _set(benchmark, language, n_candidates, questions):
   return RetrievalSet(

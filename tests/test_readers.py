@@ -8,6 +8,9 @@ import pytest
 from data_pipelines import readers
 from data_pipelines.readers import DataError
 
+# data: the tests that take the data_dir fixture (tests/conftest.py marks them)
+pytestmark = [pytest.mark.fast]
+
 # Published counts (shared/data/README.md, LAReQA README): language -> candidate sentences.
 XQUAD_R_CANDIDATES = dict(ar=1222, de=1276, el=1234, en=1180, es=1215, hi=1244, ru=1219,
                           th=852, tr=1167, vi=1209, zh=1196)

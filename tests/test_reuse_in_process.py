@@ -12,6 +12,8 @@ from data_pipelines import folds, sampler, shards
 from mlir_train import models
 from tests.training_data_helpers import make_config
 
+pytestmark = [pytest.mark.data]
+
 FIELDS = ("query_ids", "query_mask", "passage_ids", "passage_mask", "group_id",
           "query_language", "passage_language", "row_of")
 

@@ -79,6 +79,7 @@ def test_frozen_layers_do_not_change_and_get_no_optimizer_state(workdir):
   assert list(state["start_params"]) == ["layer_1"]  # L2-SP anchors the trainable part only
 
 
+@pytest.mark.fast
 def test_freeze_layers_names_and_range():
   params = models.tiny_random_model(0).params  # embeddings, layer_0, layer_1
   assert optimizer.num_layers(params) == 2
@@ -218,11 +219,27 @@ def test_interpolation_endpoints_exact_and_midpoint(workdir):
       interpolate.parse_lambdas(bad)
 
 
+def hand_mix(workdir, lam):
+  """{leaf name: (1 - lam) * start + lam * finetuned} in float64, from the two endpoints."""
+  a = leaves(models.tiny_random_model(0).params)
+  b = leaves(models.restore_for_inference(workdir).params)
+  return {k: (1 - lam) * a[k].astype(np.float64) + lam * b[k].astype(np.float64) for k in a}
+
+
+def assert_params_close(params, expected):
+  got = leaves(params)
+  assert got.keys() == expected.keys()
+  for k in got:
+    np.testing.assert_allclose(got[k], expected[k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+
 def test_export_interpolate_cli(workdir, tmp_path, capsys):
+  # lambda 0.25, not 0.5: a swapped formula (lambda * start + (1 - lambda) * finetuned) differs.
   out = tmp_path / "wise"
-  assert export.main(["--model", str(workdir), "--interpolate", "0.5", "--out", str(out)]) == 0
-  assert_bitwise_equal(models.load_model(str(out)).params,
-                       interpolate.interpolate(workdir, 0.5).params)
+  assert export.main(["--model", str(workdir), "--interpolate", "0.25", "--out", str(out)]) == 0
+  exported = models.load_model(str(out)).params
+  assert_params_close(exported, hand_mix(workdir, 0.25))
+  assert_bitwise_equal(exported, interpolate.interpolate(workdir, 0.25).params)
   assert export.main(["--model", "tiny-random-0", "--interpolate", "0.5",
                       "--out", str(tmp_path / "bad")]) == 2
   err = capsys.readouterr().err.strip()
@@ -230,12 +247,26 @@ def test_export_interpolate_cli(workdir, tmp_path, capsys):
   assert not (tmp_path / "bad").exists()
 
 
-def test_eval_run_interpolate_writes_one_result_per_lambda(workdir, data_dir, tmp_path, capsys):
+def test_eval_run_interpolate_writes_one_result_per_lambda(workdir, data_dir, tmp_path, capsys,
+                                                           monkeypatch):
   out = tmp_path / "res" / "xquad_r.json"
   options = ["--benchmark", "xquad_r", "--languages", "en,de", "--data_dir", str(data_dir),
              "--max_length", "32", "--max_documents", "4", "--no_progress"]
-  eval_run.main(["--model", str(workdir), *options, "--interpolate", "0,1", "--out", str(out)])
+  evaluated = {}  # model name -> the model the CLI evaluated
+  real_evaluate = eval_run.evaluate
+
+  def spy(model, *args, **kw):
+    evaluated[model.name] = model
+    return real_evaluate(model, *args, **kw)
+
+  monkeypatch.setattr(eval_run, "evaluate", spy)
+  eval_run.main(["--model", str(workdir), *options, "--interpolate", "0,0.25,1",
+                 "--out", str(out)])
+  monkeypatch.setattr(eval_run, "evaluate", real_evaluate)
   assert not out.exists()
+  # lambda 0.25 evaluates (1 - 0.25) * start + 0.25 * finetuned (a swapped formula would not).
+  assert_params_close(evaluated[f"{workdir}@lambda=0.25"].params, hand_mix(workdir, 0.25))
+  assert (out.parent / "xquad_r.lambda0.25.json").is_file()
   results = {lam: json.loads((out.parent / f"xquad_r.lambda{lam}.json").read_text())
              for lam in (0, 1)}
   assert (out.parent / "xquad_r.lambda1.report.md").is_file()

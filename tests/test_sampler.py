@@ -10,10 +10,7 @@ from data_pipelines import folds, sampler
 from mlir_train import models
 from tests.training_data_helpers import LANGUAGES, make_config
 
-
-@pytest.fixture(scope="module")
-def tokenizer():
-  return models.tiny_random_model().tokenizer
+pytestmark = [pytest.mark.data]
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,8 @@ import pytest
 from data_pipelines import sampler
 from tests import synthetic_table
 
+pytestmark = [pytest.mark.fast]
+
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "sampler_plan.json"
 STEPS = 2000
 SEEDS = (0, 7)

@@ -6,11 +6,14 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from data_pipelines import sampler
 from mlir_train import models
 from tests.conftest import REPO
 from tests.training_data_helpers import make_config
+
+pytestmark = [pytest.mark.data]
 
 STEPS = 40
 

@@ -26,6 +26,7 @@ def _integer_data(seed, n_queries, n_docs, dim=8):
 DEVICE_SETS = {"one_device": lambda: jax.devices()[:1], "eight_devices": lambda: jax.devices()}
 
 
+@pytest.mark.fast
 def test_eight_fake_devices_exist():
   assert len(jax.devices()) == 8
 
@@ -63,6 +64,7 @@ def test_top_k_random_floats_match_up_to_rounding(devices):
   assert (indices == want_indices).mean() > 0.99
 
 
+@pytest.mark.fast
 def test_sharded_and_single_device_agree_exactly_on_floats():
   rng = np.random.default_rng(2)
   queries = rng.normal(size=(20, 16)).astype(np.float32)
@@ -73,6 +75,7 @@ def test_sharded_and_single_device_agree_exactly_on_floats():
   np.testing.assert_array_equal(one[0], eight[0])
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("devices", sorted(DEVICE_SETS))
 @pytest.mark.parametrize("chunk_size", [9, 64])
 def test_relevant_ranks_equal_brute_force_positions(devices, chunk_size):
@@ -101,6 +104,7 @@ def test_relevant_ranks_agree_with_top_k_positions_on_floats():
   np.testing.assert_array_equal(ranks, np.broadcast_to(np.arange(1, 51), ranks.shape))
 
 
+@pytest.mark.fast
 def test_bad_input_gives_clear_errors():
   q = np.ones((2, 4), np.float32)
   c = np.ones((5, 4), np.float32)
@@ -150,6 +154,7 @@ def test_query_blocks_searched_from_threads_equal_brute_force(workers):
   np.testing.assert_array_equal(ranks, np.broadcast_to(1 + np.arange(0, 30, 7), ranks.shape))
 
 
+@pytest.mark.fast
 def test_default_workers_one_per_cpu_core_on_cpu():
   import os
   mesh = search._mesh(jax.devices()[:1])
@@ -186,6 +191,7 @@ def test_bitonic_merge_equals_sorting_the_union():
   np.testing.assert_array_equal(np.asarray(i), np.take_along_axis(all_i, order, 1))
 
 
+@pytest.mark.fast
 def test_select_breaks_ties_by_index_across_groups():
   """A tie at the cut between a low-maximum group and a later high-maximum group."""
   g = search.GROUP
@@ -201,6 +207,7 @@ def test_select_breaks_ties_by_index_across_groups():
   np.testing.assert_array_equal(np.asarray(top), [[9.0, -np.inf]])
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("workers", [0, -1, 1.5, True])
 def test_bad_workers_named(workers):
   queries, corpus = _integer_data(0, n_queries=4, n_docs=30)
@@ -246,6 +253,7 @@ def test_similar_corpus_sizes_share_one_compiled_search():
     np.testing.assert_array_equal(out["r"][:, 0], np.argsort(full, axis=1)[:, 0] + 1)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("rows", [1, 7, 8, 9, 100, 852, 1167, 1276, 4000, 4097, 15392, 99999])
 def test_grid_rounds_up_by_less_than_an_eighth(rows):
   g = search._grid(rows)
@@ -255,6 +263,7 @@ def test_grid_rounds_up_by_less_than_an_eighth(rows):
   assert w >= rows and w & (w - 1) == 0 and (w == 8 or w < 2 * rows)
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("device_set", sorted(DEVICE_SETS))
 def test_accelerator_shapes_are_full_and_exact(monkeypatch, device_set):
   """Off the CPU (`_coarse`), query blocks and corpus chunks have their full sizes, a power
@@ -290,6 +299,7 @@ def test_accelerator_shapes_are_full_and_exact(monkeypatch, device_set):
   assert compiles[0] > 0 and compiles[1:] == [0, 0, 0]  # one set of programs for all four
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("device_set", sorted(DEVICE_SETS))
 def test_accelerator_shapes_grow_with_the_corpus(monkeypatch, device_set):
   """Off the CPU, corpora up to SMALL_CORPUS rows per device keep SMALL_SHAPES (one program
@@ -361,6 +371,7 @@ def test_tiered_update_equals_sorting_the_union(above, tier, kk):
   np.testing.assert_array_equal(np.asarray(full_i)[:, :kk], np.asarray(got_i)[:, :kk])
 
 
+@pytest.mark.fast
 def test_query_blocks_split_evenly():
   """1,190 queries in blocks of at most 512: three blocks of 416 covering every row once."""
   queries = np.arange(1190 * 2, dtype=np.float32).reshape(1190, 2)
@@ -384,6 +395,7 @@ def test_select_few_breaks_ties_by_index_across_groups():
   np.testing.assert_array_equal(np.asarray(top)[0], [9.0, 5.0, 3.0, 3.0] + [-np.inf] * 12)
 
 
+@pytest.mark.fast
 def test_default_shapes_and_bad_shapes_named():
   assert search.resolve_shapes() == search.DEFAULT_SHAPES["cpu"]
   assert search.resolve_shapes(4096, 64) == (4096, 64)

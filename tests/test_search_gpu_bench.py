@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = [pytest.mark.gpu]
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 

@@ -90,6 +90,7 @@ def _approx_and_bound(queries, corpus):
   return np.abs(approx - exact), bound  # [Q, N], [Q]
 
 
+@pytest.mark.fast
 def test_error_bound_holds_on_random_vectors_of_mixed_norms():
   rng = np.random.default_rng(3)
   dim = 384
@@ -103,6 +104,7 @@ def test_error_bound_holds_on_random_vectors_of_mixed_norms():
   assert (unit_bound < 2 * 2.0 ** -8).all()
 
 
+@pytest.mark.fast
 def test_error_bound_is_met_when_rounding_errors_align():
   """Every entry rounds down by 0.4 ulp, against an all-ones query: the error is
   sum |r_x| = |q| |r_x| (Cauchy-Schwarz with equality), the bound's worst case."""
@@ -121,6 +123,7 @@ def test_prefilter_on_a_memmap_matches_the_array(tmp_path):
   np.testing.assert_array_equal(got[0], want[0])
 
 
+@pytest.mark.fast
 def test_unknown_prefilter_is_refused():
   with pytest.raises(search.SearchError, match="prefilter"):
     search.top_k(np.ones((2, 4)), np.ones((50, 4)), 3, prefilter="int8")

@@ -84,6 +84,7 @@ def test_streamed_random_floats_match_one_chunk_exactly():
   np.testing.assert_allclose(whole[0], streamed[0], rtol=0, atol=1e-5)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("devices", sorted(DEVICES))
 def test_streamed_relevant_ranks_equal_brute_force(devices):
   queries, corpus = _integer_data(4, n_queries=21, n_docs=403)
@@ -151,6 +152,7 @@ def test_chunks_larger_than_k_are_exact_with_ties(k, chunk_size):
     np.testing.assert_array_equal(scores, want_scores.astype(np.float32))
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("pieces", [2, 3, 64])
 def test_host_chunks_sent_in_pieces_give_the_same_answer(monkeypatch, pieces):
   """To one accelerator a host chunk travels as several puts joined on the device
@@ -171,6 +173,8 @@ def test_host_chunks_sent_in_pieces_give_the_same_answer(monkeypatch, pieces):
   np.testing.assert_array_equal(ranks, np.broadcast_to([1, 30], ranks.shape))
 
 
+@pytest.mark.gpu
+@pytest.mark.fast
 def test_only_a_single_accelerator_gets_pieces():
   class Device:
     def __init__(self, platform):

@@ -184,6 +184,7 @@ def test_per_step_batch_records_when_logging_is_sparse(tmp_path, shards):
       assert logged[step][key] == records[step][key]
 
 
+@pytest.mark.fast
 def test_truncate_drops_later_and_cut_short_lines(tmp_path):
   path = tmp_path / "batches.jsonl"
   path.write_text('{"step": 1}\n{"step": 2}\n{"step": 3}\n{"ste')
@@ -235,6 +236,7 @@ def test_default_training_check(tmp_path):
   assert report["xquad_r_en_mono_map_after"] >= report["xquad_r_en_mono_map_before"] - 0.005
 
 
+@pytest.mark.fast
 def test_truncate_refuses_a_corrupt_line_before_the_end(tmp_path):
   path = tmp_path / "metrics.jsonl"
   path.write_text('{"step": 1}\n{"ste\n{"step": 3}\n')
@@ -262,6 +264,7 @@ class _ReadRecorder:
     return self._config.get(name, default)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("variant", [{}, dict(l2sp=0.1, freeze_layers=1),
                                      dict(gradcache_chunk_size=4, symmetric_loss=True),
                                      dict(data_source="synthetic", hard_negatives_per_pair=2)])

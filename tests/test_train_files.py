@@ -16,11 +16,6 @@ from mlir_train import models
 LANGS = ("de", "en", "es")
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-  return models.tiny_random_model(0).tokenizer
-
-
 def _text(kind, group, language):
   return f"{kind} {language} number {group} about the invented town of Qorvel-{group}"
 

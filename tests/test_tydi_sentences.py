@@ -39,6 +39,7 @@ def _offsets(passage, sentences):
   return starts
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("language", readers.TYDI_LANGUAGES)
 def test_segmentation_and_relevance_on_every_language(data_dir, language):
   passages, raw_questions = _raw(data_dir, language)
@@ -79,6 +80,7 @@ def test_segmentation_and_relevance_on_every_language(data_dir, language):
     assert set(questions[qid].relevant.values()) == {1}
 
 
+@pytest.mark.fast
 def test_sentence_spans_hand_made():
   text = "  First sentence here. Second one!   \n Third?  "
   spans = readers.sentence_spans(text, "en")
@@ -97,6 +99,7 @@ def _write_tydi(tmp_path, qas_context):
   return tmp_path
 
 
+@pytest.mark.fast
 def test_hand_made_file_relevance_and_bad_records(tmp_path):
   context = "Alpha is first. Beta is second. Gamma is third."
   beta, gamma = context.index("Beta"), context.index("Gamma")
@@ -128,6 +131,7 @@ def _encoded(language, vectors, candidates, relevant):
   return protocols.EncodedSet(data, np.asarray(vectors, np.float32), np.asarray(candidates, np.float32))
 
 
+@pytest.mark.fast
 def test_protocol_mono_and_pooled_by_hand():
   eye = np.eye(6, dtype=np.float32)
   # language a: candidates e0 e1 e2; b: e3 e4 e5. Queries equal their relevant sentence,

@@ -29,6 +29,7 @@ def groups_of(table):
   return set(np.unique(table.group_id).tolist())
 
 
+@pytest.mark.fast
 def test_hold_out_splits_whole_groups_the_same_way_for_every_run(data):
   training, validation = sampler.hold_out(data, 0.2)
   all_groups = groups_of(data.table)
@@ -50,6 +51,7 @@ def test_hold_out_splits_whole_groups_the_same_way_for_every_run(data):
   assert groups_of(sampler.hold_out(data, 0.2)[1].table) == held  # no dependence on run seed
 
 
+@pytest.mark.fast
 def test_training_batches_never_hold_a_validation_group(data):
   training, validation = sampler.hold_out(data, 0.2)
   held = groups_of(validation.table)
@@ -61,6 +63,7 @@ def test_training_batches_never_hold_a_validation_group(data):
     assert not seen & held, mode
 
 
+@pytest.mark.fast
 def test_validation_batches_are_fixed_and_cover_every_kind(data):
   _, validation = sampler.hold_out(data, 0.3)
   a = sampler.validation_batches(validation, 8, 2)
@@ -149,6 +152,7 @@ def test_resume_redoes_validation_and_best_identically(early_stopped, tmp_path):
                jax.device_get(models.restore_for_inference(workdir).params))
 
 
+@pytest.mark.fast
 def test_early_stopping_without_validation_is_refused(tmp_path):
   with pytest.raises(train.TrainingError, match="early_stopping needs a validation set"):
     train.train(run_config(validation_fraction=0.0), tmp_path / "run")
