@@ -7,6 +7,8 @@ import pytest
 from data_pipelines import readers
 from eval import benchmarks, protocols, report, run
 
+pytestmark = [pytest.mark.fast]
+
 
 def _synthetic(benchmark, language, n=4, dim=8, seed=0):
   """A small EncodedSet: n questions, n candidates, question i relevant to candidate i."""

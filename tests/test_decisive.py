@@ -6,6 +6,8 @@ import pytest
 import replicate
 from study import plan, render, summaries
 
+pytestmark = [pytest.mark.fast]
+
 ALPHAS = {"cross": 0.0, "hybrid@0.25": 0.25, "hybrid@0.5": 0.5, "hybrid@0.75": 0.75, "mono": 1.0}
 TYDI = ("ar", "bn", "sw", "fi")
 

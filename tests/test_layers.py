@@ -3,6 +3,10 @@ folder imports one above it, and no two modules import each other (directly or i
 import ast
 import pathlib
 
+import pytest
+
+pytestmark = [pytest.mark.fast]
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 LAYERS = ["configs", "data_pipelines", "mlir_train", "eval", "study"]
 

@@ -30,6 +30,7 @@ def _brute(queries, corpus, relevant):
   return np.array(ranks)
 
 
+@pytest.mark.fast
 def test_bitext_matches_a_numpy_brute_force_both_ways():
   rng = np.random.default_rng(0)
   n, dim = 40, 16
@@ -66,6 +67,7 @@ def test_bitext_matches_a_numpy_brute_force_both_ways():
   assert result["settings"]["pooled"]["macro"]["map"] == pytest.approx(np.mean(aps), rel=1e-5)
 
 
+@pytest.mark.fast
 def test_the_entry_reads_the_real_files(data_dir):
   bench = benchmarks.get("ntrex128")
   assert bench.default_split == "test" and len(bench.default_languages()) == len(readers.NTREX_FILES)
@@ -82,6 +84,7 @@ def test_the_entry_reads_the_real_files(data_dir):
     bench.read(data_dir, "xx")
 
 
+@pytest.mark.fast
 def test_misaligned_files_are_refused(tmp_path):
   (tmp_path / "ntrex128").mkdir()
   (tmp_path / "ntrex128" / readers.NTREX_SOURCE).write_text("a\nb\nc\n")

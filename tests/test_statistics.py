@@ -8,6 +8,8 @@ from scipy import stats
 
 from study import render, statistics
 
+pytestmark = [pytest.mark.fast]
+
 
 def _parallel_null(rng, groups=60, copies=11, effect=0.0):
   """Per-query differences of `groups` questions x `copies` parallel copies, strongly correlated."""

@@ -6,6 +6,8 @@ import pytest
 
 from study import methods, plots, render, summaries
 
+pytestmark = [pytest.mark.fast]
+
 XQ = ["de", "en", "es"]
 TY = {"ar": 5, "bn": 8, "sw": 12}  # language -> number of TyDi questions
 N_XQ = 20

@@ -8,6 +8,8 @@ from study import methods, plots, render, statistics, summaries
 from tests.test_driver import check_report_numbers
 from tests.test_summaries import TY, _run
 
+pytestmark = [pytest.mark.fast]
+
 SEEN = ["ar"]            # of TyDi's ar, bn, sw
 UNSEEN = ["bn", "sw"]
 LAMBDAS = (0.25, 0.5, 0.75)

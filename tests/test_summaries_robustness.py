@@ -8,6 +8,8 @@ import pytest
 from study import plots, render, statistics, summaries
 from tests.test_summaries import XQ, _numbers_in, _run
 
+pytestmark = [pytest.mark.fast]
+
 SENT = {"ar": 6, "en": 9, "sw": 7}          # TyDi sentences: language -> questions
 AFRI = {"hau": 8, "swa": 5, "yor": 6}       # AfriQA: language -> questions (ids from "0" each)
 

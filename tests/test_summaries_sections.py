@@ -7,6 +7,8 @@ from eval import benchmarks, protocols
 from study import plots, render, summaries
 from tests.test_summaries import _runs
 
+pytestmark = [pytest.mark.fast]
+
 LANGS = ("aa", "bb", "cc", "dd")
 
 
