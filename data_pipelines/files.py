@@ -12,7 +12,8 @@ half-way, or a full disk) sees the old file or the new one, never a part.
 `<directory>/.lock` (a JSON line: host, pid, since, what), held while a process
 writes there. A second process gets `LockError` naming the holder; a lock file
 left by a process that died (the kernel drops its flock) is taken over with a
-message naming the old holder. Re-entrant within one process. Advisory: only
+message naming the old holder. Re-entrant within one process. A directory the lock
+created and the process left empty is removed again on release. Advisory: only
 processes that take the lock are kept out.
 """
 from __future__ import annotations
@@ -203,6 +204,7 @@ class DirectoryLock:
     self._fd: int | None = None
     self._nested = False
     self.taken_over: dict | None = None  # the dead holder's record, if one was taken over
+    self._created = False
 
   def _key(self) -> tuple[int, str]:
     return os.getpid(), str(self.path.absolute())
@@ -212,6 +214,7 @@ class DirectoryLock:
       if self._key() in _HELD:
         self._nested = True
         return self
+    self._created = not self.directory.exists()
     with write_errors(self.path, "nothing was written"):
       self.directory.mkdir(parents=True, exist_ok=True)
     while True:
@@ -272,6 +275,9 @@ class DirectoryLock:
     with contextlib.suppress(OSError):
       os.close(self._fd)  # closing drops the flock
     self._fd = None
+    if self._created:  # made for the lock, and the process wrote nothing there
+      with contextlib.suppress(OSError):
+        self.directory.rmdir()
 
   @property
   def held(self) -> bool:

@@ -22,7 +22,7 @@ import time
 from typing import Mapping, Sequence
 
 from configs import split_list
-from data_pipelines import readers
+from data_pipelines import files, readers
 from data_pipelines.errors import ProjectError
 from eval import benchmarks, protocols, report, search
 from mlir_train import config_validation
@@ -285,9 +285,16 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
 def write(result: dict, out: str | os.PathLike) -> list[pathlib.Path]:
   """The JSON at `out`, then the report and plots beside it; returns every path written."""
   out = pathlib.Path(out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+  files.atomic_write_json(out, result, ensure_ascii=False)  # whole or not at all
   return [out] + report.write_report(result, out)
+
+
+def output_lock(out: str | os.PathLike) -> files.DirectoryLock:
+  """One evaluation per result file: the lock `.<name>.lock` beside `out` (its report, plots
+  and `--interpolate` results share it); evaluations of other files in the directory go on."""
+  out = pathlib.Path(out)
+  return files.DirectoryLock(out.parent, f"evaluation writing {out.name}",
+                             lock_name=f".{out.name}.lock")
 
 
 def main(argv=None) -> None:
@@ -354,6 +361,11 @@ def _main(argv=None) -> None:
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   config_validation.check_writable(pathlib.Path(args.out).parent)  # before any work
+  with output_lock(args.out):
+    _evaluate_and_write(args)
+
+
+def _evaluate_and_write(args) -> None:
   languages = split_list(args.languages) or None
   if args.interpolate is not None:
     _main_interpolated(args, languages)
