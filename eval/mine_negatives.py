@@ -185,6 +185,24 @@ def write_jsonl(path: pathlib.Path, rows: list[dict]) -> None:
   os.replace(tmp, path)
 
 
+def check_out_is_no_input(out: pathlib.Path, train_files_spec: str, corpus=None) -> None:
+  """`MiningError` when `--out` is one of the inputs (a training file, a file of a datasets
+  directory, the corpus): writing it would overwrite the user's data."""
+  from data_pipelines import train_files
+  from data_pipelines.errors import DataError
+  target = out.resolve()
+  try:
+    named = [("--train_files", path) for path in train_files.expand(train_files_spec)]
+  except DataError:
+    named = []  # read_train_files names the problem
+  named += [("--corpus", pathlib.Path(corpus))] if corpus else []
+  for flag, path in named:
+    path = path.resolve()
+    if target == path or path in target.parents:
+      raise MiningError(f"--out {out} is an input ({flag} {path}): writing there would "
+                        f"overwrite your data; choose another --out path")
+
+
 def run(model_name: str, train_files_spec: str, out, *, window: str = "10:100",
         per_pair: int = 4, language: str = "same", corpus=None, strict: bool = False,
         batch_size: int = 64, max_length: int = 512, progress: bool = True) -> dict:
@@ -197,6 +215,7 @@ def run(model_name: str, train_files_spec: str, out, *, window: str = "10:100",
   if per_pair < 1:
     raise MiningError(f"--per_pair {per_pair}: must be >= 1")
   out = pathlib.Path(out)
+  check_out_is_no_input(out, train_files_spec, corpus)
   try:
     config_validation.check_writable(out.parent, "--out directory")
   except config_validation.ConfigError as e:

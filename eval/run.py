@@ -358,6 +358,11 @@ def _main(argv=None) -> None:
                            "lambda * fine-tuned weights (WiSE-FT) for each comma-separated "
                            "lambda in [0, 1]; writes <stem>.lambda<LAMBDA>.json (+ report) "
                            "beside --out for each, recording the lambda")
+  parser.add_argument("--interpolate_start", default=None, choices=("provenance", "config"),
+                      help="with --interpolate, when the workdir's provenance.json and "
+                           "config.json name different start models (a resume with "
+                           "--allow_config_change): interpolate from the one the weights were "
+                           "trained from (provenance) or config.json's")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   config_validation.check_writable(pathlib.Path(args.out).parent)  # before any work
@@ -399,8 +404,9 @@ def _main_interpolated(args, languages) -> None:
   """--interpolate: one evaluation and one result JSON per lambda (see mlir_train.interpolate)."""
   from mlir_train import interpolate
   lams = interpolate.parse_lambdas(args.interpolate)
-  interpolate.base_model_name(args.model)  # a training workdir, or a one-line error
-  grid = interpolate.interpolate_grid(args.model, lams)
+  start = args.interpolate_start
+  interpolate.base_model_name(args.model, start)  # a training workdir, or a one-line error
+  grid = interpolate.interpolate_grid(args.model, lams, start=start)
   for lam, model in grid:
     out = interpolated_out(args.out, lam)
     result = evaluate(model, args.benchmark, languages, args.data_dir, args.batch_size,
@@ -408,7 +414,7 @@ def _main_interpolated(args, languages) -> None:
                       args.miracl_corpus, args.chunk_size, max_questions=args.max_questions,
                       max_documents=args.max_documents, split=args.split,
                       files=args.files, batch_tokens=args.batch_tokens)
-    result["interpolation"] = interpolate.describe(args.model, lam)
+    result["interpolation"] = interpolate.describe(args.model, lam, start)
     write(result, out)
     print(report.headline(result))
     print_dropped(result)

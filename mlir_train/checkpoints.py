@@ -206,6 +206,14 @@ def quiet_orbax(matching: tuple[str, ...] | None = None):
         logger.removeFilter(records)
 
 
+def _drop_later_reports(text: str) -> None:
+  """Orbax's futures of a failed restore are collected later, and asyncio then logs each
+  one's exception ("exception was never retrieved") with a traceback: those naming the
+  failed step's directory (`text`) are dropped for good, `_newest_first` reports it once."""
+  if text:
+    logging.getLogger("asyncio").addFilter(_OrbaxRecords((text,)))
+
+
 def _reason(error: BaseException) -> str:
   """The first line of the innermost cause: TensorStore's names the array and the damage
   ('Error reading "x/0.0" ...: Truncated ... stream'); Orbax's wrapper only an index."""
@@ -236,6 +244,7 @@ def _newest_first(mngr: ocp.CheckpointManager, restore_step, what: str):
       raise
     except Exception as e:  # Orbax/TensorStore raise many kinds for a damaged step
       reason = _reason(e)
+      _drop_later_reports(str(_step_dir(mngr, step)) + "/")
       log.warning("%s: checkpoint at step %d (%s) is unusable, trying the previous one: %s",
                   what, step, _step_dir(mngr, step), reason)
       failures.append(f"step {step}: {type(e).__name__}: {reason}")
