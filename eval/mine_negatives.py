@@ -179,10 +179,9 @@ def native_record(r, negatives: list[str]) -> dict:
 
 
 def write_jsonl(path: pathlib.Path, rows: list[dict]) -> None:
-  """Atomically (a kill never leaves half a file)."""
-  tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-  tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-  os.replace(tmp, path)
+  """Atomically (a kill or a full disk never leaves half a file: `files.WriteError`)."""
+  from data_pipelines import files
+  files.atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def check_out_is_no_input(out: pathlib.Path, train_files_spec: str, corpus=None) -> None:

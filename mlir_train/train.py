@@ -536,7 +536,8 @@ def _write_failures(workdir: pathlib.Path):
                    if p.name.isdigit())
     kept = (f"the checkpoint of step {steps[-1]} is kept: free space and run the same command "
             f"to resume from it" if steps else "no checkpoint was saved yet")
-    raise TrainingError(f"{workdir}: cannot write ({reason}); {kept}") from None
+    where = getattr(e, "filename", None) or workdir
+    raise TrainingError(f"{where}: cannot write ({reason}); {kept}") from None
 
 
 def workdir_lock(workdir: pathlib.Path):

@@ -366,18 +366,23 @@ def test_deleted_checkpoint_array_is_one_line_naming_it_without_tracebacks(
   assert "Traceback" not in err and "Exception ignored" not in err
 
 
-def test_resume_past_a_deleted_array_file_prints_no_traceback(trained, tmp_path, capfd):
+def test_resume_past_a_deleted_array_file_prints_no_traceback(trained, tmp_path):
   import shutil
-  from mlir_train import train
   workdir = tmp_path / "run"
   shutil.copytree(trained, workdir)
   for data in (workdir / "checkpoints" / "6" / "train").glob("ocdbt.process_0/d/*"):
     data.unlink()
-  capfd.readouterr()
-  summary = train.train(tiny_config(total_steps=8), workdir, allow_config_change=True)
-  assert summary["resumed_from_step"] == 4
-  err = capfd.readouterr().err
-  assert "Traceback" not in err and "Exception ignored" not in err
+  # Whether Orbax's abandoned reads print tracebacks depends on timing (17 in one run of the
+  # code before this fix, none in others); the filter itself is tested above.
+  done = subprocess.run(  # the command line: absl prints Orbax's records to stderr there
+      [sys.executable, "-m", "mlir_train.train", "--config", str(REPO / "configs/tiny.py"),
+       "--workdir", str(workdir), "--config.total_steps=8", "--config.warmup_steps=1",
+       "--config.checkpoint_every_steps=2", "--allow_config_change"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert json.loads(done.stdout)["resumed_from_step"] == 4
+  assert "step 6" in done.stderr and "is unusable" in done.stderr  # one line says so
+  assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
 
 
 # --- POOR 8 (+ issue 32): the sampling mode against the data's language pairs -------------
