@@ -384,8 +384,9 @@ def check_provenance(config, workdir: pathlib.Path, allow_change: bool = False) 
 
 def record_config(config, workdir: pathlib.Path, step: int, changed: dict) -> None:
   """After a successful restore: config.json (this start), provenance.json (the
-  first start's training config and its hash, never rewritten) and, for an
-  allowed change, one line of config_history.jsonl."""
+  first start's training config and its hash, rewritten only by a start at step 0: a
+  run that failed before its first checkpoint fixes no config) and, for an allowed
+  change, one line of config_history.jsonl. Each file is written atomically."""
   values = config_validation.as_dict(config)
   if step == 0 or not (workdir / PROVENANCE_FILE).exists():
     legacy = workdir / checkpoints.CONFIG_FILE  # a workdir from before provenance.json
