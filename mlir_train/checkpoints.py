@@ -27,6 +27,7 @@ import hashlib
 import logging
 import os
 import pathlib
+import sys
 import time
 from typing import Any
 
@@ -206,12 +207,40 @@ def quiet_orbax(matching: tuple[str, ...] | None = None):
         logger.removeFilter(records)
 
 
-def _drop_later_reports(text: str) -> None:
-  """Orbax's futures of a failed restore are collected later, and asyncio then logs each
-  one's exception ("exception was never retrieved") with a traceback: those naming the
-  failed step's directory (`text`) are dropped for good, `_newest_first` reports it once."""
+_LATE_TEXTS: list[str] = []  # what late reports of failures handled already mention
+_LATE_HOOKS = False
+
+
+def _late(text: str) -> bool:
+  return "See full TensorStore details" in text or any(t in text for t in _LATE_TEXTS)
+
+
+def drop_late_reports(text: str | None = None) -> None:
+  """After a failed restore or save, Orbax's abandoned reads and writes report again as the
+  objects are collected: asyncio logs "exception was never retrieved", coroutines print
+  "Exception ignored in", each with a traceback. From now on those (and log records
+  mentioning `text`, e.g. the failed step's directory) are dropped: the failure was
+  reported once, by the caller. (Not dropped: TensorStore's own threads print
+  'RuntimeError: Event loop is closed' tracebacks through PyErr_Print when their writes
+  finish after Orbax closed its event loop; no Python hook sees those.)"""
+  global _LATE_HOOKS
   if text:
-    logging.getLogger("asyncio").addFilter(_OrbaxRecords((text,)))
+    _LATE_TEXTS.append(text)
+  if _LATE_HOOKS:
+    return
+  _LATE_HOOKS = True
+
+  class _Late(logging.Filter):
+    def filter(self, record):
+      return not _late(record.getMessage() + (str(record.exc_info[1]) if record.exc_info else ""))
+  logging.getLogger("asyncio").addFilter(_Late())
+  unraisablehook = sys.unraisablehook
+
+  def quiet_unraisablehook(unraisable):
+    code = getattr(unraisable.object, "cr_code", None)
+    if not (_late(str(unraisable.exc_value)) or "orbax" in getattr(code, "co_filename", "")):
+      unraisablehook(unraisable)
+  sys.unraisablehook = quiet_unraisablehook
 
 
 def _reason(error: BaseException) -> str:
@@ -244,7 +273,7 @@ def _newest_first(mngr: ocp.CheckpointManager, restore_step, what: str):
       raise
     except Exception as e:  # Orbax/TensorStore raise many kinds for a damaged step
       reason = _reason(e)
-      _drop_later_reports(str(_step_dir(mngr, step)) + "/")
+      drop_late_reports(str(_step_dir(mngr, step)) + "/")
       log.warning("%s: checkpoint at step %d (%s) is unusable, trying the previous one: %s",
                   what, step, _step_dir(mngr, step), reason)
       failures.append(f"step {step}: {type(e).__name__}: {reason}")

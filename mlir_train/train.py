@@ -505,22 +505,12 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False)
     return _train(config, workdir, allow_config_change)
 
 
-def _quiet_closed_loops() -> None:
-  """After a failed save, TensorStore's pending writes call back into Orbax's closed event
-  loops as the process ends, each printing a 'RuntimeError: Event loop is closed'
-  traceback: those are dropped (the failure is reported once)."""
-  previous = sys.excepthook
-
-  def hook(kind, value, tb):
-    if not (kind is RuntimeError and "Event loop is closed" in str(value)):
-      previous(kind, value, tb)
-  sys.excepthook = hook
-
-
 @contextlib.contextmanager
 def _write_failures(workdir: pathlib.Path):
   """A full disk or a denied write while training (a metrics line, an Orbax save): one
   `TrainingError` line saying what is kept, instead of the library's tracebacks."""
+  # Installed first: a failed save's late reports can come before the error reaches us.
+  checkpoints.drop_late_reports()
   try:
     with checkpoints.quiet_orbax(DISK_FULL):
       yield
@@ -530,7 +520,6 @@ def _write_failures(workdir: pathlib.Path):
     full = any(m in str(e) for m in DISK_FULL) or getattr(e, "errno", None) == errno.ENOSPC
     if not (full or isinstance(e, OSError)):
       raise
-    _quiet_closed_loops()
     reason = ("no space left on the device" if full
               else getattr(e, "strerror", None) or str(e).splitlines()[0][:200])
     steps = sorted(int(p.name) for p in (workdir / checkpoints.CHECKPOINT_DIR).glob("*")
@@ -718,8 +707,10 @@ def _train(config, workdir: pathlib.Path, allow_config_change: bool) -> dict:
   finally:
     for m in (mngr, best_mngr):
       if m is not None:
-        m.wait_until_finished()
-        m.close()
+        try:
+          m.wait_until_finished()
+        finally:  # also after a failed save: its threads end before the error goes on
+          m.close()
     progress.close()
     for f in (metrics_file, batches_file, tensorboard):
       if f:
