@@ -531,11 +531,18 @@ def segmented_sentences(obj, path, benchmark: str, language: str,
         issues.add(path, qid, "no usable answer_start")
         continue
       relevant: dict[int, int] = {}
-      for start in starts:
+      answers = [a for a in qa["answers"] if isinstance(a, dict)]  # as `_answer_starts` reads
+      for answer, start in zip(answers, starts):
         if not 0 <= start < len(context):
           issues.add(path, qid, "answer start outside the passage", f"answer_start={start}",
                      dropped=len(starts) == 1)
           continue
+        said = answer.get("text")
+        if isinstance(said, str) and said and context[start:start + len(said)] != said:
+          where = (f"found at {context.find(said)}" if said in context
+                   else "absent from the passage")
+          issues.add(path, qid, "answer text not at its answer_start (start kept)",
+                     f"answer_start={start}: {said[:40]!r} is {where}", dropped=False)
         relevant[first + bisect.bisect_right(span_starts, start) - 1] = 1
       if not relevant:
         if len(starts) > 1:

@@ -334,6 +334,90 @@ SAMPLING_MODES: dict[str, SamplingMode] = {
 }
 
 
+# What each source draws of a group's pairs (a, b), given the languages in which the group
+# has both a query and a positive ("holders"): MONO (l, l) of a holder; CROSS (a, b), a != b,
+# both holders; MIXED every pair. A source not listed draws every pair.
+SOURCE_DRAWS: dict[str, Callable[[str, str, frozenset], bool]] = {
+    "mono": lambda a, b, holders: a == b and a in holders,
+    "cross": lambda a, b, holders: a != b and a in holders and b in holders,
+}
+SOURCE_NEEDS = {"mono": "a query and a positive in the same language, in every training "
+                        "language",
+                "cross": "a group with a query and a positive in each of two languages"}
+
+
+def fitting_modes(groups, languages, config) -> tuple[dict[str, str], list[str]]:
+  """({source: what the data lack for it}, [sampling modes whose sources all have data]).
+
+  `groups`: (query languages, positive languages) of each group; its pairs are their
+  product. MONO needs an (l, l) pair in every training language, CROSS one group holding
+  two languages, MIXED any pair."""
+  holders = [frozenset(q) & frozenset(p) for q, p in groups]
+  lacking = {}
+  no_mono = [l for l in languages if not any(l in h for h in holders)]
+  if no_mono:
+    lacking["mono"] = "no " + ", ".join(f"{l}-{l}" for l in no_mono) + " pair"
+  if not any(len(h) >= 2 for h in holders):
+    lacking["cross"] = "none"
+  if not groups:
+    lacking["mixed"] = "no pair"
+  modes = [name for name, mode in SAMPLING_MODES.items()
+           if not any(w > 0 and source in lacking for source, w in mode.weights(config).items())]
+  return lacking, modes
+
+
+_WARNED: set = set()  # unused-pair warnings given in this process
+
+
+def check_sampling(groups, languages, config, where: str = "the training data") -> None:
+  """`DataError` (one line) when `config.sampling` draws a batch kind the data cannot give:
+  names what is missing, the language pairs there are and the modes that fit. Warns when
+  pairs are never drawn by the mode, or a batch must repeat pairs."""
+  from data_pipelines.errors import DataError
+  sampling = config_value(config, "sampling")
+  if sampling not in SAMPLING_MODES:
+    return  # config validation names it
+  lacking, modes = fitting_modes(groups, languages, config)
+  weights = {n: w for n, w in SAMPLING_MODES[sampling].weights(config).items() if w > 0}
+  missing = [n for n in weights if n in lacking]
+  pair_counts = collections.Counter(f"{a}-{b}" for q, p in groups for a in q for b in p)
+  present = ", ".join(f"{k} ({n})" for k, n in sorted(pair_counts.items())) or "none"
+  if missing:
+    needs = "; ".join(f"{n.upper()} batches need {SOURCE_NEEDS.get(n, 'pairs')} (the data "
+                      f"have {lacking[n]})" for n in missing)
+    fit = (", ".join(modes) + f" (e.g. --config.sampling={modes[0]})") if modes else "none"
+    raise DataError(f"config.sampling={sampling!r} cannot be drawn from {where}: {needs}. "
+                    f"Language pairs there: {present}. Sampling modes that fit: {fit}")
+  draws = [SOURCE_DRAWS.get(n) for n in weights]
+  unused = sum(1 for q, p in groups for a in q for b in p
+               if not any(d is None or d(a, b, frozenset(q) & frozenset(p)) for d in draws))
+  if unused and (where, sampling, unused) not in _WARNED:
+    _WARNED.add((where, sampling, unused))
+    logging.warning(
+        "%d of %d training pairs in %s are never drawn by sampling=%r (their group has no "
+        "query and positive in one language, or not in two for CROSS): only 'mixed' batches "
+        "draw them; give such records the group of their translations, or use sampling=mixed",
+        unused, sum(pair_counts.values()), where, sampling)
+
+
+def check_data_fits(config) -> None:
+  """`check_sampling` for a run's data before anything is built: your files (read once,
+  `train_files.read_train_files_cached`) or a fold's languages; nothing for synthetic."""
+  source = config_value(config, "data_source")
+  if source == "files" and config_value(config, "train_files"):
+    data = train_files.read_train_files_cached(config_value(config, "train_files"),
+                                               bool(config_value(config, "strict_data")))
+    languages = data.select_languages(config_value(config, "train_languages"))
+    check_sampling(data.language_groups(languages), languages, config,
+                   "the training files")
+  elif source == "pairs":
+    languages = folds.train_languages(folds.get_fold(config_value(config, "fold")),
+                                      config_value(config, "train_languages"))
+    if len(languages) == 1:  # a fold's languages are parallel: one language lacks CROSS only
+      check_sampling([((languages[0],), (languages[0],))], languages, config,
+                     f"fold {config_value(config, 'fold')}'s {languages[0]} pairs")
+
+
 class BatchPlan:
   """Which rows of the pair table form each global step: a pure function of (config, step).
 
@@ -395,16 +479,20 @@ class BatchPlan:
     if "mono" in used and empty:
       raise ValueError(f"training languages {empty} have no pairs; drop them from train_languages")
     small = []
+    b = self.batch_size
     if "mono" in used:
-      small += [f"{l} ({n} pairs)" for l, n in zip(self.languages, self.data.mono_sizes())
-                if 0 < n < self.batch_size]
-    if "cross" in used and len(self.cross_groups) < self.batch_size:
-      small.append(f"CROSS ({len(self.cross_groups)} groups)")
+      small += [f"{l} ({n} pairs: each about {b / n:.1f} times per batch)"
+                for l, n in zip(self.languages, self.data.mono_sizes()) if 0 < n < b]
+    if "cross" in used and len(self.cross_groups) < b:
+      n = len(self.cross_groups)
+      small.append(f"CROSS ({n} groups: each about {b / n:.1f} times per batch)")
     if "mixed" in used and self.mixed_per_epoch == 0:
-      small.append(f"MIXED ({len(np.unique(self.table.group_id))} groups)")
+      n = len(np.unique(self.table.group_id))
+      small.append(f"MIXED ({n} groups: each about {b / n:.1f} times per batch)")
     if small:
-      logging.warning("global batch %d is larger than sources %s: their batches repeat "
-                      "parallel groups (masked in the loss)", self.batch_size, ", ".join(small))
+      logging.warning("global batch %d is larger than its sources %s: the same pairs repeat "
+                      "within a batch (masked as each other's negatives, so they add no "
+                      "contrast); lower config.batch_size or add data", b, ", ".join(small))
 
   # -- the kind plan -------------------------------------------------------
 

@@ -414,6 +414,13 @@ class TrainFiles:
       shard.sort(key=lambda p: p.group_id)
     return out
 
+  def language_groups(self, languages: Sequence[str]) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """(query languages, positive languages) in `languages` of each group with a pair there
+    (what `sampler.check_sampling` reads)."""
+    keep = set(languages)
+    return [(tuple(l for l in self.queries[g] if l in keep),
+             tuple(l for l in self.positives[g] if l in keep)) for g in self.group_ids(languages)]
+
   def retrieval_sets(self, languages: Sequence[str]) -> list[readers.RetrievalSet]:
     """One RetrievalSet per query language (questions: the groups' queries, relevant: their
     positives in every language) for `folds.check_no_overlap`."""
@@ -513,6 +520,26 @@ def read_train_files(spec, strict: bool = False) -> TrainFiles:
     # Records read = rows parsed + lines that could not be parsed (bad UTF-8, malformed JSON).
     rows_read[file] = len(read | {i.record_id for i in issues if i.file == file and i.dropped})
   return TrainFiles(paths, records, queries, positives, negatives, issues, rows_read)
+
+
+_LAST_READ: dict = {}  # the last read_train_files_cached call: key -> TrainFiles
+
+
+def read_train_files_cached(spec, strict: bool = False) -> TrainFiles:
+  """`read_train_files`, or the last call's result while the spec and every file (size,
+  mtime) are the same: the trainer checks the files before loading the model and builds
+  its shards from them later, reading them once."""
+  paths = expand(spec)
+  stamps = []
+  for path in paths:
+    for f in ([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())):
+      st = f.stat()
+      stamps.append((str(f), st.st_size, st.st_mtime_ns))
+  key = (str(spec), strict, tuple(stamps))
+  if key not in _LAST_READ:
+    _LAST_READ.clear()
+    _LAST_READ[key] = read_train_files(spec, strict)
+  return _LAST_READ[key]
 
 
 def report_issues(issues: readers.IssueLog) -> str:
@@ -630,10 +657,13 @@ def build_training_data(config, tokenizer, *, progress: bool = True, prompts=Non
   if not (spec_text.strip() if isinstance(spec_text, str) else spec_text):
     raise DataError("config.data_source='files' needs config.train_files (comma-separated "
                     "paths or globs of JSON Lines, Parquet or datasets directories)")
-  data = read_train_files(spec_text, strict=bool(config_value(config, "strict_data")))
+  data = read_train_files_cached(spec_text, strict=bool(config_value(config, "strict_data")))
   if data.issues and progress:
     print(report_issues(data.issues), file=sys.stderr)
   languages = data.select_languages(config_value(config, "train_languages"))
+  from data_pipelines import sampler
+  sampler.check_sampling(data.language_groups(languages), languages, config,
+                         "the training files")
   if not data.group_ids(languages):
     raise DataError(f"the training files hold no usable pair in {', '.join(languages) or 'any language'}"
                     f" ({data.issues.num_dropped} records dropped; see the summary above)")

@@ -179,10 +179,27 @@ def native_record(r, negatives: list[str]) -> dict:
 
 
 def write_jsonl(path: pathlib.Path, rows: list[dict]) -> None:
-  """Atomically (a kill never leaves half a file)."""
-  tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-  tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-  os.replace(tmp, path)
+  """Atomically (a kill or a full disk never leaves half a file: `files.WriteError`)."""
+  from data_pipelines import files
+  files.atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def check_out_is_no_input(out: pathlib.Path, train_files_spec: str, corpus=None) -> None:
+  """`MiningError` when `--out` is one of the inputs (a training file, a file of a datasets
+  directory, the corpus): writing it would overwrite the user's data."""
+  from data_pipelines import train_files
+  from data_pipelines.errors import DataError
+  target = out.resolve()
+  try:
+    named = [("--train_files", path) for path in train_files.expand(train_files_spec)]
+  except DataError:
+    named = []  # read_train_files names the problem
+  named += [("--corpus", pathlib.Path(corpus))] if corpus else []
+  for flag, path in named:
+    path = path.resolve()
+    if target == path or path in target.parents:
+      raise MiningError(f"--out {out} is an input ({flag} {path}): writing there would "
+                        f"overwrite your data; choose another --out path")
 
 
 def run(model_name: str, train_files_spec: str, out, *, window: str = "10:100",
@@ -197,6 +214,7 @@ def run(model_name: str, train_files_spec: str, out, *, window: str = "10:100",
   if per_pair < 1:
     raise MiningError(f"--per_pair {per_pair}: must be >= 1")
   out = pathlib.Path(out)
+  check_out_is_no_input(out, train_files_spec, corpus)
   try:
     config_validation.check_writable(out.parent, "--out directory")
   except config_validation.ConfigError as e:

@@ -12,6 +12,9 @@ import pathlib
 
 import numpy as np
 
+from data_pipelines import files
+
+
 def fmt(value, digits: int = 3, missing: str = "n/a") -> str:
   """A table cell: floats to `digits` decimals, None as `missing`, anything else as text."""
   if value is None:
@@ -208,7 +211,8 @@ def plot_per_language(result: dict, path: pathlib.Path) -> None:
                + (" (cross: mean over corpus languages)" if "cross" in tables else ""))
   ax.legend()
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  with files.atomic_output(path) as tmp:  # whole or not at all
+    fig.savefig(tmp, dpi=120, format=pathlib.Path(path).suffix.lstrip(".") or "png")
   plt.close(fig)
 
 
@@ -233,7 +237,8 @@ def plot_heatmap(result: dict, path: pathlib.Path, metric: str = "map") -> None:
   fig.colorbar(image, ax=ax, label=metric)
   ax.set_title(f"{result['benchmark']}: {metric}")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  with files.atomic_output(path) as tmp:  # whole or not at all
+    fig.savefig(tmp, dpi=120, format=pathlib.Path(path).suffix.lstrip(".") or "png")
   plt.close(fig)
 
 
@@ -242,7 +247,7 @@ def write_report(result: dict, json_path) -> list[pathlib.Path]:
   json_path = pathlib.Path(json_path)
   stem = json_path.with_suffix("")
   paths = [stem.with_name(stem.name + ".report.md"), stem.with_name(stem.name + ".per_language.png")]
-  paths[0].write_text(markdown(result))
+  files.atomic_write_text(paths[0], markdown(result))
   plot_per_language(result, paths[1])
   if "cross" in result["settings"]:
     paths.append(stem.with_name(stem.name + ".heatmap.png"))

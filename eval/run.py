@@ -24,7 +24,7 @@ import time
 from typing import Mapping, Sequence
 
 from configs import split_list
-from data_pipelines import readers
+from data_pipelines import files, readers
 from data_pipelines.errors import ProjectError
 from eval import benchmarks, protocols, report, search, trec
 from mlir_train import config_validation
@@ -337,9 +337,16 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
 def write(result: dict, out: str | os.PathLike) -> list[pathlib.Path]:
   """The JSON at `out`, then the report and plots beside it; returns every path written."""
   out = pathlib.Path(out)
-  out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+  files.atomic_write_json(out, result, ensure_ascii=False)  # whole or not at all
   return [out] + report.write_report(result, out)
+
+
+def output_lock(out: str | os.PathLike) -> files.DirectoryLock:
+  """One evaluation per result file: the lock `.<name>.lock` beside `out` (its report, plots
+  and `--interpolate` results share it); evaluations of other files in the directory go on."""
+  out = pathlib.Path(out)
+  return files.DirectoryLock(out.parent, f"evaluation writing {out.name}",
+                             lock_name=f".{out.name}.lock")
 
 
 def main(argv=None) -> None:
@@ -410,6 +417,11 @@ def _main(argv=None) -> None:
                            "lambda * fine-tuned weights (WiSE-FT) for each comma-separated "
                            "lambda in [0, 1]; writes <stem>.lambda<LAMBDA>.json (+ report) "
                            "beside --out for each, recording the lambda")
+  parser.add_argument("--interpolate_start", default=None, choices=("provenance", "config"),
+                      help="with --interpolate, when the workdir's provenance.json and "
+                           "config.json name different start models (a resume with "
+                           "--allow_config_change): interpolate from the one the weights were "
+                           "trained from (provenance) or config.json's")
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
   config_validation.check_writable(pathlib.Path(args.out).parent)  # before any work
@@ -419,6 +431,11 @@ def _main(argv=None) -> None:
       raise EvalError("--trec_run writes one model's ranking; evaluate one lambda at a time")
   if args.trec_depth < 1:
     raise EvalError(f"--trec_depth must be >= 1, got {args.trec_depth}")
+  with output_lock(args.out):
+    _evaluate_and_write(args)
+
+
+def _evaluate_and_write(args) -> None:
   languages = split_list(args.languages) or None
   if args.interpolate is not None:
     _main_interpolated(args, languages)
@@ -456,8 +473,9 @@ def _main_interpolated(args, languages) -> None:
   """--interpolate: one evaluation and one result JSON per lambda (see mlir_train.interpolate)."""
   from mlir_train import interpolate
   lams = interpolate.parse_lambdas(args.interpolate)
-  interpolate.base_model_name(args.model)  # a training workdir, or a one-line error
-  grid = interpolate.interpolate_grid(args.model, lams)
+  start = args.interpolate_start
+  interpolate.base_model_name(args.model, start)  # a training workdir, or a one-line error
+  grid = interpolate.interpolate_grid(args.model, lams, start=start)
   for lam, model in grid:
     out = interpolated_out(args.out, lam)
     result = evaluate(model, args.benchmark, languages, args.data_dir, args.batch_size,
@@ -465,7 +483,7 @@ def _main_interpolated(args, languages) -> None:
                       args.miracl_corpus, args.chunk_size, max_questions=args.max_questions,
                       max_documents=args.max_documents, split=args.split,
                       files=args.files, batch_tokens=args.batch_tokens)
-    result["interpolation"] = interpolate.describe(args.model, lam)
+    result["interpolation"] = interpolate.describe(args.model, lam, start)
     write(result, out)
     print(report.headline(result))
     print_dropped(result)

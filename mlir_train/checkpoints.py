@@ -21,11 +21,13 @@ complete checkpoint); `max_to_keep` bounds disk use.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import os
 import pathlib
+import sys
 import time
 from typing import Any
 
@@ -165,6 +167,92 @@ def _step_dir(mngr: ocp.CheckpointManager, step: int) -> pathlib.Path:
   return pathlib.Path(mngr.directory) / str(step)
 
 
+class _OrbaxRecords(logging.Filter):
+  """Drops Orbax's log records (with their tracebacks) that mention one of `matching`
+  (None: all of them), while a failure they describe is reported in one line by us."""
+
+  def __init__(self, matching: tuple[str, ...] | None = None):
+    super().__init__()
+    self.matching = matching
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if self.matching is None:
+      return "orbax" not in record.pathname
+    text = record.getMessage() + (str(record.exc_info[1]) if record.exc_info else "")
+    return not any(m in text for m in self.matching)
+
+
+_LOGGERS = ("absl", "orbax", "asyncio")  # where Orbax's threads and tasks report
+
+
+@contextlib.contextmanager
+def quiet_orbax(matching: tuple[str, ...] | None = None):
+  """Orbax logs (through absl) an error with a traceback from each of its threads for one
+  failed save or restore; inside this block those records are dropped (Orbax's, or any
+  mentioning one of `matching`, then also after the block fails: its background threads
+  go on reporting): the caller reports the failure once."""
+  records = _OrbaxRecords(matching)
+  loggers = [logging.getLogger(name) for name in _LOGGERS]
+  for logger in loggers:
+    logger.addFilter(records)
+  keep = False
+  try:
+    yield
+  except BaseException:
+    keep = matching is not None  # Orbax's threads may go on reporting that failure
+    raise
+  finally:
+    if not keep:
+      for logger in loggers:
+        logger.removeFilter(records)
+
+
+_LATE_TEXTS: list[str] = []  # what late reports of failures handled already mention
+_LATE_HOOKS = False
+
+
+def _late(text: str) -> bool:
+  return "See full TensorStore details" in text or any(t in text for t in _LATE_TEXTS)
+
+
+def drop_late_reports(text: str | None = None) -> None:
+  """After a failed restore or save, Orbax's abandoned reads and writes report again as the
+  objects are collected: asyncio logs "exception was never retrieved", coroutines print
+  "Exception ignored in", each with a traceback. From now on those (and log records
+  mentioning `text`, e.g. the failed step's directory) are dropped: the failure was
+  reported once, by the caller. (Not dropped: TensorStore's own threads print
+  'RuntimeError: Event loop is closed' tracebacks through PyErr_Print when their writes
+  finish after Orbax closed its event loop; no Python hook sees those.)"""
+  global _LATE_HOOKS
+  if text:
+    _LATE_TEXTS.append(text)
+  if _LATE_HOOKS:
+    return
+  _LATE_HOOKS = True
+
+  class _Late(logging.Filter):
+    def filter(self, record):
+      return not _late(record.getMessage() + (str(record.exc_info[1]) if record.exc_info else ""))
+  logging.getLogger("asyncio").addFilter(_Late())
+  unraisablehook = sys.unraisablehook
+
+  def quiet_unraisablehook(unraisable):
+    code = getattr(unraisable.object, "cr_code", None)
+    if not (_late(str(unraisable.exc_value)) or "orbax" in getattr(code, "co_filename", "")):
+      unraisablehook(unraisable)
+  sys.unraisablehook = quiet_unraisablehook
+
+
+def _reason(error: BaseException) -> str:
+  """The first line of the innermost cause: TensorStore's names the array and the damage
+  ('Error reading "x/0.0" ...: Truncated ... stream'); Orbax's wrapper only an index."""
+  while (error.__cause__ or error.__context__) is not None and len(str(error)) > 0 \
+      and "See full TensorStore details" in str(error):
+    error = error.__cause__ or error.__context__
+  text = str(error).strip()
+  return text.splitlines()[0][:300] if text else type(error).__name__
+
+
 def _newest_first(mngr: ocp.CheckpointManager, restore_step, what: str):
   """Call `restore_step(step)` on the newest step that restores; returns (step, result).
 
@@ -179,11 +267,13 @@ def _newest_first(mngr: ocp.CheckpointManager, restore_step, what: str):
   failures = []
   for step in steps:
     try:
-      return step, restore_step(step)
+      with quiet_orbax():  # a damaged step: one warning line below, not Orbax's tracebacks
+        return step, restore_step(step)
     except FrozenMismatch:
       raise
     except Exception as e:  # Orbax/TensorStore raise many kinds for a damaged step
-      reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+      reason = _reason(e)
+      drop_late_reports(str(_step_dir(mngr, step)) + "/")
       log.warning("%s: checkpoint at step %d (%s) is unusable, trying the previous one: %s",
                   what, step, _step_dir(mngr, step), reason)
       failures.append(f"step {step}: {type(e).__name__}: {reason}")

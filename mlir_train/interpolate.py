@@ -3,8 +3,10 @@
     theta(lambda) = (1 - lambda) * theta_start + lambda * theta_finetuned
 
 (Wortsman et al., CVPR 2022), computed leaf by leaf in float32 for any lambda
-in [0, 1], without retraining. theta_start is the run's base model
-(`config.json`'s "model", loaded with `models.load_model`), and
+in [0, 1], without retraining. theta_start is the model the run was trained from
+(`provenance.json`'s "model", loaded with `models.load_model`; a workdir whose
+`config.json` names another, after a resume with --allow_config_change, is refused
+unless `start` says which: "provenance" or "config"), and
 theta_finetuned its latest checkpoint (`models.restore_for_inference`).
 lambda = 0 gives the starting model and lambda = 1 the fine-tuned one exactly
 (0 * x = 0 and 1 * x = x in floating point); leaves that training did not
@@ -60,24 +62,55 @@ def check_lambda(lam: float) -> float:
   return lam
 
 
-def base_model_name(workdir: str | os.PathLike) -> str:
-  """The starting model of a training workdir (config.json's "model"); InterpolationError if
-  `workdir` is not one."""
+PROVENANCE_FILE = "provenance.json"  # mlir_train.train's: the first start's training config
+START_CHOICES = ("provenance", "config")
+
+
+def _model_in(path: pathlib.Path, *keys: str) -> str:
+  try:
+    value = json.loads(path.read_text())
+    for key in keys:
+      value = value[key]
+    return value
+  except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+    raise InterpolationError(f"{path}: cannot read the base model name ({e})") from None
+
+
+def base_model_name(workdir: str | os.PathLike, start: str | None = None) -> str:
+  """The model a training workdir's weights were trained from: provenance.json's (the first
+  start's) "model", which config.json (the last start's) must agree with; InterpolationError
+  if `workdir` is not a training workdir, or if they disagree (a run resumed with
+  --allow_config_change --config.model=OTHER) and `start` does not say which to use:
+  "provenance" or "config" (workdirs from before provenance.json: config.json's)."""
   path = pathlib.Path(workdir)
   config = path / checkpoints.CONFIG_FILE
   if not (path.is_dir() and (path / checkpoints.CHECKPOINT_DIR).is_dir() and config.is_file()):
     raise InterpolationError(
         f"--interpolate needs a training workdir (a directory with {checkpoints.CHECKPOINT_DIR}/ "
         f"and {checkpoints.CONFIG_FILE}); {str(workdir)!r} is not one")
-  try:
-    return json.loads(config.read_text())["model"]
-  except (json.JSONDecodeError, KeyError) as e:
-    raise InterpolationError(f"{config}: cannot read the base model name ({e})") from e
+  if start is not None and start not in START_CHOICES:
+    raise InterpolationError(f"interpolation start must be one of {', '.join(START_CHOICES)}, "
+                             f"got {start!r}")
+  in_config = _model_in(config, "model")
+  provenance = path / PROVENANCE_FILE
+  if not provenance.is_file():
+    return in_config
+  trained_from = _model_in(provenance, "training_config", "model")
+  if trained_from == in_config or start == "provenance":
+    return trained_from
+  if start == "config":
+    return in_config
+  raise InterpolationError(
+      f"{workdir}: the start model is ambiguous: the weights were trained from "
+      f"{trained_from!r} ({PROVENANCE_FILE}), but {checkpoints.CONFIG_FILE} names {in_config!r} "
+      f"(a resume with --allow_config_change); say which to interpolate from: "
+      f"--interpolate_start provenance (the usual choice) or config "
+      f"(Python: start='provenance' / 'config')")
 
 
-def endpoints(workdir: str | os.PathLike, dtype=jnp.float32):
-  """(start, finetuned) `LoadedModel`s of a training workdir."""
-  name = base_model_name(workdir)
+def endpoints(workdir: str | os.PathLike, dtype=jnp.float32, start: str | None = None):
+  """(start, finetuned) `LoadedModel`s of a training workdir (`start`: see `base_model_name`)."""
+  name = base_model_name(workdir, start)
   finetuned = models.restore_for_inference(workdir, dtype=dtype)
   start = models.load_model(name, dtype=dtype)
   start_leaves = jax.tree_util.tree_structure(start.params)
@@ -105,23 +138,26 @@ def mix(start, finetuned, lam: float, name: str | None = None):
                              name=name or f"{finetuned.name}@lambda={lam:g}")
 
 
-def interpolate(workdir: str | os.PathLike, lam: float, dtype=jnp.float32):
+def interpolate(workdir: str | os.PathLike, lam: float, dtype=jnp.float32,
+                start: str | None = None):
   """theta(lam) of a training workdir as a `LoadedModel` named "WORKDIR@lambda=LAM"."""
   check_lambda(lam)
-  start, finetuned = endpoints(workdir, dtype=dtype)
+  start, finetuned = endpoints(workdir, dtype=dtype, start=start)
   return mix(start, finetuned, lam, name=f"{workdir}@lambda={float(lam):g}")
 
 
 def interpolate_grid(workdir: str | os.PathLike, lams: Sequence[float],
-                     dtype=jnp.float32) -> Iterator[tuple[float, object]]:
+                     dtype=jnp.float32, start: str | None = None
+                     ) -> Iterator[tuple[float, object]]:
   """(lam, model) for each lam, loading the two endpoints once."""
   lams = [check_lambda(l) for l in lams]
-  start, finetuned = endpoints(workdir, dtype=dtype)
+  start, finetuned = endpoints(workdir, dtype=dtype, start=start)
   for lam in lams:
     yield lam, mix(start, finetuned, lam, name=f"{workdir}@lambda={lam:g}")
 
 
-def describe(workdir: str | os.PathLike, lam: float) -> dict:
+def describe(workdir: str | os.PathLike, lam: float, start: str | None = None) -> dict:
   """What a result JSON records about an interpolated model."""
-  return {"lambda": float(lam), "start": base_model_name(workdir), "finetuned": str(workdir),
+  return {"lambda": float(lam), "start": base_model_name(workdir, start),
+          "finetuned": str(workdir),
           "formula": "(1 - lambda) * start + lambda * finetuned"}

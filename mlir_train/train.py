@@ -19,6 +19,8 @@ lines of both files past that checkpoint are dropped and redone.
 from __future__ import annotations
 
 import collections
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -33,6 +35,7 @@ import numpy as np
 import optax
 
 from configs import split_list
+from data_pipelines import files
 from data_pipelines.errors import ProjectError
 
 from mlir_train import checkpoints
@@ -57,6 +60,8 @@ BATCH_FIELDS = ("query_ids", "query_mask", "passage_ids", "passage_mask", "group
 # With config.hard_negatives_per_pair = n > 0: [host_batch, n, Lp] ids / mask, [host_batch, n]
 # validity (0 = missing, masked out of the loss) and source group (-1 = none).
 NEGATIVE_FIELDS = ("negative_ids", "negative_mask", "negative_valid", "negative_group_id")
+# How a full disk reads in Orbax's and TensorStore's errors.
+DISK_FULL = ("No space left on device", "os_error_code='28'")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -359,6 +364,8 @@ def check_provenance(config, workdir: pathlib.Path, allow_change: bool = False) 
   Workdirs from before provenance.json compare against their config.json.
   """
   recorded = None
+  if not has_checkpoint(workdir):
+    return {}  # a run that failed before its first checkpoint fixes no config
   if (workdir / PROVENANCE_FILE).exists():
     recorded = dict(_read_json(workdir / PROVENANCE_FILE)["training_config"])
     history = workdir / CONFIG_HISTORY_FILE
@@ -380,22 +387,24 @@ def check_provenance(config, workdir: pathlib.Path, allow_change: bool = False) 
 
 def record_config(config, workdir: pathlib.Path, step: int, changed: dict) -> None:
   """After a successful restore: config.json (this start), provenance.json (the
-  first start's training config and its hash, never rewritten) and, for an
-  allowed change, one line of config_history.jsonl."""
+  first start's training config and its hash, rewritten only by a start at step 0: a
+  run that failed before its first checkpoint fixes no config) and, for an allowed
+  change, one line of config_history.jsonl. Each file is written atomically."""
   values = config_validation.as_dict(config)
-  if not (workdir / PROVENANCE_FILE).exists():
+  if step == 0 or not (workdir / PROVENANCE_FILE).exists():
     legacy = workdir / checkpoints.CONFIG_FILE  # a workdir from before provenance.json
     first = _read_json(legacy) if step and legacy.exists() else values
     provenance = {"training_config": config_validation.training_config(first),
                   "config_hash": config_validation.config_hash(first),
                   "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    _write_text(workdir / PROVENANCE_FILE, json.dumps(provenance, indent=2, sort_keys=True) + "\n")
-  _write_text(workdir / checkpoints.CONFIG_FILE, json.dumps(values, indent=2, sort_keys=True) + "\n")
+    files.atomic_write_json(workdir / PROVENANCE_FILE, provenance, sort_keys=True)
+  files.atomic_write_json(workdir / checkpoints.CONFIG_FILE, values, sort_keys=True)
   if changed:
     line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "resumed_from_step": step,
             "changed": {k: {"was": a, "now": b} for k, (a, b) in changed.items()},
             "config_hash": config_validation.config_hash(values)}
-    with open(workdir / CONFIG_HISTORY_FILE, "a") as f:
+    with files.write_errors(workdir / CONFIG_HISTORY_FILE), \
+        open(workdir / CONFIG_HISTORY_FILE, "a") as f:
       f.write(json.dumps(line) + "\n")
     log.warning("%s: config changed at step %d (allowed): %s", workdir, step, sorted(changed))
 
@@ -407,11 +416,10 @@ def _read_json(path: pathlib.Path):
     raise TrainingError(f"{path}: unreadable ({e})") from e
 
 
-def _write_text(path: pathlib.Path, text: str) -> None:
-  """Write atomically (a kill never leaves half a file)."""
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(text)
-  os.replace(tmp, path)
+def has_checkpoint(workdir: pathlib.Path) -> bool:
+  """Whether the workdir holds a saved step (a finalised Orbax step directory)."""
+  directory = workdir / checkpoints.CHECKPOINT_DIR
+  return directory.is_dir() and any(p.name.isdigit() for p in directory.iterdir())
 
 
 def truncate_metrics(path: pathlib.Path, last_step: int) -> None:
@@ -434,7 +442,7 @@ def truncate_metrics(path: pathlib.Path, last_step: int) -> None:
       raise TrainingError(f"{path}: line {number} has no integer \"step\": {line[:80]!r}")
     if record["step"] <= last_step:
       keep.append(line)
-  path.write_text("".join(line + "\n" for line in keep))
+  files.atomic_write_text(path, "".join(line + "\n" for line in keep), fsync=False)
 
 
 def _validate(config, workdir: pathlib.Path) -> None:
@@ -463,6 +471,27 @@ def _validate(config, workdir: pathlib.Path) -> None:
     raise TrainingError(str(e)) from None
 
 
+def check_lengths(config, model) -> None:
+  """`TrainingError` (one line) for a max_query_len / max_passage_len above what the model's
+  position table holds: refused, not capped, right after the model is loaded and before any
+  text is tokenised (a longer row would read past the table: NaN losses, or a huge shard)."""
+  from mlir_train import encode
+  limit = encode.model_max_length(model, 2**62)
+  too_long = [f"config.{key}={int(config[key])}" for key in ("max_query_len", "max_passage_len")
+              if int(config[key]) > limit]
+  if too_long:
+    raise TrainingError(
+        f"{' and '.join(too_long)} exceed{'s' if len(too_long) == 1 else ''} the {limit} "
+        f"tokens that model {config.model!r} can hold (its position table); use at most {limit}")
+
+
+def _check_data(config) -> None:
+  """The sampling mode against the training data's language pairs (`sampler.check_sampling`),
+  right after reading the files and before the model is loaded: one `DataError` line."""
+  from data_pipelines import sampler
+  sampler.check_data_fits(config)
+
+
 # ----------------------------------------------------------------------------
 # main
 # ----------------------------------------------------------------------------
@@ -475,11 +504,52 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False,
   a terminal gets a progress bar either way.
 
   Resuming with a different training config raises `TrainingError` unless
-  `allow_config_change` (see `check_provenance`).
+  `allow_config_change` (see `check_provenance`). A workdir another live process
+  trains in raises `files.LockError` naming it, before anything is read or written.
   """
   workdir = pathlib.Path(workdir)
-  is_chief = jax.process_index() == 0
   _validate(config, workdir)
+  with workdir_lock(workdir), _write_failures(workdir):
+    return _train(config, workdir, allow_config_change)
+
+
+@contextlib.contextmanager
+def _write_failures(workdir: pathlib.Path):
+  """A full disk or a denied write while training (a metrics line, an Orbax save): one
+  `TrainingError` line saying what is kept, instead of the library's tracebacks."""
+  # Installed first: a failed save's late reports can come before the error reaches us.
+  checkpoints.drop_late_reports()
+  try:
+    with checkpoints.quiet_orbax(DISK_FULL):
+      yield
+  except ProjectError:
+    raise
+  except Exception as e:  # Orbax / TensorStore wrap the OSError in their own kinds
+    full = any(m in str(e) for m in DISK_FULL) or getattr(e, "errno", None) == errno.ENOSPC
+    if not (full or isinstance(e, OSError)):
+      raise
+    reason = ("no space left on the device" if full
+              else getattr(e, "strerror", None) or str(e).splitlines()[0][:200])
+    steps = sorted(int(p.name) for p in (workdir / checkpoints.CHECKPOINT_DIR).glob("*")
+                   if p.name.isdigit())
+    kept = (f"the checkpoint of step {steps[-1]} is kept: free space and run the same command "
+            f"to resume from it" if steps else "no checkpoint was saved yet")
+    where = getattr(e, "filename", None) or workdir
+    raise TrainingError(f"{where}: cannot write ({reason}); {kept}") from None
+
+
+def workdir_lock(workdir: pathlib.Path):
+  """One writer per workdir: its `files.DirectoryLock`, taken by the process that writes
+  (the chief); a no-op on the other processes of a multi-host run."""
+  if jax.process_index() != 0:
+    return contextlib.nullcontext()
+  return files.DirectoryLock(workdir, "training run")
+
+
+def _train(config, workdir: pathlib.Path, allow_config_change: bool) -> dict:
+  """`train` holding the workdir's lock."""
+  is_chief = jax.process_index() == 0
+  _check_data(config)  # the sampling mode against the data's language pairs, before the model
   changed = check_provenance(config, workdir, allow_config_change)
   if is_chief:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -490,6 +560,7 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False,
 
   # --- Model and optimizer --------------------------------------------------
   model = models.load_model(config.model)
+  check_lengths(config, model)  # before any tokenisation
   base_is_run = models.is_training_workdir(config.model)
   if base_is_run:  # restored onto the first device; the mesh may span more
     model.params = jax.device_get(model.params)
@@ -650,8 +721,10 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False,
   finally:
     for m in (mngr, best_mngr):
       if m is not None:
-        m.wait_until_finished()
-        m.close()
+        try:
+          m.wait_until_finished()
+        finally:  # also after a failed save: its threads end before the error goes on
+          m.close()
     progress.close()
     for f in (metrics_file, batches_file, tensorboard):
       if f:
