@@ -35,7 +35,7 @@ import sys
 import time
 from typing import Any
 
-from data_pipelines import folds
+from data_pipelines import files, folds
 from data_pipelines.errors import ProjectError
 from study import plan as plan_lib
 from study import plots, render, summaries
@@ -64,10 +64,9 @@ class WallClock:
 
 
 def _write_json(path: pathlib.Path, obj) -> None:
-  """Write atomically so an interrupted run never leaves half a file behind."""
-  tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=1, sort_keys=False))
-  os.replace(tmp, path)
+  """Whole or not at all (an interrupted run never leaves half a file; a full disk is one
+  `error:` line naming the file)."""
+  files.atomic_write_json(path, obj, indent=1)
 
 
 def _machine() -> str:
@@ -280,7 +279,16 @@ def _main(argv=None) -> dict:
   out = pathlib.Path(args.out)
   from mlir_train import config_validation
   config_validation.check_writable(out, "study directory")
-  (out / "runs").mkdir(parents=True, exist_ok=True)
+  out.mkdir(parents=True, exist_ok=True)
+  if args.dry_run:  # reads only: no lock
+    return _study(args, preset, out, argv)
+  with files.DirectoryLock(out, "study"):  # one study process per --out, before any work
+    return _study(args, preset, out, argv)
+
+
+def _study(args, preset: Preset, out: pathlib.Path, argv) -> dict:
+  """The study in --out: plan, train and evaluate every run, aggregate and report."""
+  (out / "runs").mkdir(exist_ok=True)
   command = "python -m replicate " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
   fold = folds.get_fold(args.fold)
   lareqa = fold.eval_benchmarks[0][0]  # the LAReQA benchmark the fold does not train on
@@ -345,7 +353,7 @@ def _main(argv=None) -> dict:
                                            margin=preset.equivalence_margin)
   results["plots"] = plots.write_plots(results, out)
   _write_json(out / "results.json", results)
-  (out / "report.md").write_text(render.render_markdown(results))
+  files.atomic_write_text(out / "report.md", render.render_markdown(results))
   print(f"wrote {out / 'report.md'} and {out / 'results.json'} "
         f"({results['wall_time_last_s'] / 60:.1f} min; {results['wall_time_s'] / 60:.1f} min over "
         f"{results['invocations']} invocations)")
