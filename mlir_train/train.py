@@ -510,7 +510,7 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False,
   workdir = pathlib.Path(workdir)
   _validate(config, workdir)
   with workdir_lock(workdir), _write_failures(workdir):
-    return _train(config, workdir, allow_config_change)
+    return _train(config, workdir, allow_config_change, console)
 
 
 @contextlib.contextmanager
@@ -546,7 +546,7 @@ def workdir_lock(workdir: pathlib.Path):
   return files.DirectoryLock(workdir, "training run")
 
 
-def _train(config, workdir: pathlib.Path, allow_config_change: bool) -> dict:
+def _train(config, workdir: pathlib.Path, allow_config_change: bool, console: bool) -> dict:
   """`train` holding the workdir's lock."""
   is_chief = jax.process_index() == 0
   _check_data(config)  # the sampling mode against the data's language pairs, before the model
