@@ -32,17 +32,18 @@ from mlir_train import models
 
 
 def export(model_name: str, out_dir: str | pathlib.Path,
-           interpolate: float | None = None) -> pathlib.Path:
+           interpolate: float | None = None, interpolate_start: str | None = None) -> pathlib.Path:
   """Load `model_name` (see `models.load_model`) and write it to `out_dir`.
 
   With `interpolate` (a lambda in [0, 1]), `model_name` must be a training
   workdir, and the export holds (1 - lambda) * start + lambda * fine-tuned
-  weights (`mlir_train.interpolate`).
+  weights (`mlir_train.interpolate`; `interpolate_start` "provenance" / "config" picks the
+  start where the workdir's provenance.json and config.json disagree).
   """
   check_out_dir(model_name, out_dir)
   if interpolate is not None:
     from mlir_train import interpolate as interpolate_lib
-    model = interpolate_lib.interpolate(model_name, interpolate)
+    model = interpolate_lib.interpolate(model_name, interpolate, start=interpolate_start)
   else:
     model = models.load_model(model_name)
   out = hf_io.save_hf_dir(out_dir, model.config, model.params, model.tokenizer,
@@ -93,10 +94,16 @@ def main(argv=None) -> int:
   parser.add_argument("--interpolate", type=float, default=None, metavar="LAMBDA",
                       help="training workdirs only: export (1 - LAMBDA) * starting weights + "
                            "LAMBDA * fine-tuned weights (WiSE-FT), LAMBDA in [0, 1]")
+  parser.add_argument("--interpolate_start", default=None, choices=("provenance", "config"),
+                      help="with --interpolate, when the workdir's provenance.json and config.json "
+                           "name different start models (a resume with --allow_config_change): "
+                           "interpolate from the one the weights were trained from (provenance) "
+                           "or config.json's")
   args = parser.parse_args(argv)
   compile_cache.enable()
   try:
-    out = export(args.model, args.out, interpolate=args.interpolate)
+    out = export(args.model, args.out, interpolate=args.interpolate,
+                 interpolate_start=args.interpolate_start)
   except ProjectError as e:  # bad model, workdir, lambda or output directory
     print(f"error: {e}", file=sys.stderr)
     return 2

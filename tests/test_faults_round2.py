@@ -277,6 +277,13 @@ def test_interpolation_start_comes_from_provenance(tmp_path):
   trained_from = jax.device_get(models.load_model("tiny-random-0").params)
   jax.tree.map(np.testing.assert_array_equal, start, trained_from)
   assert interpolate.base_model_name(workdir, "config") == "tiny-random-1"
+  # The export takes the same choice: refused without it, the start's weights with it.
+  from mlir_train import export
+  assert export.main(["--model", str(workdir), "--interpolate", "0", "--out", str(tmp_path / "x")]) == 2
+  assert export.main(["--model", str(workdir), "--interpolate", "0", "--interpolate_start",
+                      "provenance", "--out", str(tmp_path / "wise0")]) == 0
+  exported = jax.device_get(models.load_model(str(tmp_path / "wise0")).params)
+  jax.tree.map(np.testing.assert_allclose, exported, trained_from)
 
 
 # --- BAD 4, 5: lengths above the model's position table ------------------------------------
