@@ -77,3 +77,19 @@ def tokenizer():
   """The tiny random model's tokenizer."""
   from mlir_train import models
   return models.tiny_random_model(0).tokenizer
+
+
+@pytest.fixture
+def saved_figures(monkeypatch) -> dict:
+  """{file name: matplotlib Figure} of every figure saved during the test (Agg backend)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  from matplotlib.figure import Figure
+  figures, save = {}, Figure.savefig
+
+  def record(fig, path, *args, **kwargs):
+    figures[str(path).rsplit("/", 1)[-1]] = fig
+    return save(fig, path, *args, **kwargs)
+
+  monkeypatch.setattr(Figure, "savefig", record)
+  return figures

@@ -122,13 +122,7 @@ def test_lock_is_reentrant_within_a_process(tmp_path):
 
 
 # --- shared helpers for the trainer's cases ------------------------------------------------
-def tiny_config(**overrides):
-  from configs import tiny
-  config = tiny.get_config()
-  config.total_steps, config.checkpoint_every_steps, config.warmup_steps = 6, 2, 1
-  for key, value in overrides.items():
-    config[key] = value
-  return config
+from tests.test_faults import tiny_config  # noqa: E402  (the trainer cases' config)
 
 
 def must_not_run(what):

@@ -177,15 +177,8 @@ def test_report_prints_each_benchmarks_recorded_settings_and_why_a_query_test_is
                             "each target, one family of tests per group of targets (planned, ")
 
 
-def test_per_language_plot_shows_change_against_start_with_legend_outside(tmp_path, monkeypatch):
-  import matplotlib
-  matplotlib.use("Agg")
-  from matplotlib.figure import Figure
-  figures, save = {}, Figure.savefig
-  def record(fig, path, *args, **kwargs):
-    figures[str(path).rsplit("/", 1)[-1]] = fig
-    return save(fig, path, *args, **kwargs)
-  monkeypatch.setattr(Figure, "savefig", record)
+def test_per_language_plot_shows_change_against_start_with_legend_outside(tmp_path, saved_figures):
+  figures = saved_figures
   results = _results(_runs())
   written = plots.write_plots(results, tmp_path)
   assert "tydi_per_language.png" in written and (tmp_path / "tydi_per_language.png").stat().st_size > 1000

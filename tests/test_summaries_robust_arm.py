@@ -134,15 +134,8 @@ def test_robust_report_prints_only_numbers_from_results():
   assert f"{render.fmt(cell['score'])} | {render.fmt_signed(cell['delta_vs_start'])} |" in section
 
 
-def test_tradeoff_plot_points_and_wise_curve(tmp_path, monkeypatch):
-  import matplotlib
-  matplotlib.use("Agg")
-  from matplotlib.figure import Figure
-  figures, save = {}, Figure.savefig
-  def record(fig, path, *args, **kwargs):
-    figures[str(path).rsplit("/", 1)[-1]] = fig
-    return save(fig, path, *args, **kwargs)
-  monkeypatch.setattr(Figure, "savefig", record)
+def test_tradeoff_plot_points_and_wise_curve(tmp_path, saved_figures):
+  figures = saved_figures
   results = _results(_robust_runs())
   assert "robust_tradeoff.png" in plots.write_plots(results, tmp_path)
   assert (tmp_path / "robust_tradeoff.png").stat().st_size > 1000

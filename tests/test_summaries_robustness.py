@@ -183,15 +183,8 @@ def test_report_sections_print_only_numbers_from_results():
   assert f"| Hybrid (alpha=0.5) | {render.fmt(cell)} |" in report
 
 
-def test_per_language_plots_for_sentences_and_afriqa(tmp_path, monkeypatch):
-  import matplotlib
-  matplotlib.use("Agg")
-  from matplotlib.figure import Figure
-  figures, save = {}, Figure.savefig
-  def record(fig, path, *args, **kwargs):
-    figures[str(path).rsplit("/", 1)[-1]] = fig
-    return save(fig, path, *args, **kwargs)
-  monkeypatch.setattr(Figure, "savefig", record)
+def test_per_language_plots_for_sentences_and_afriqa(tmp_path, saved_figures):
+  figures = saved_figures
   results = _results(_runs())
   written = plots.write_plots(results, tmp_path)
   s = results["summary"]
