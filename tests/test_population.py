@@ -109,12 +109,14 @@ def test_member_workdirs_load_like_any_run(trained):
 
 
 def test_members_with_their_own_learning_rates(tmp_path):
-  """Learning rates differ: each member follows its own schedule, as alone."""
+  """Learning rates differ: each member follows its own schedule, as alone. With frozen
+  embeddings (held once, shared, not checkpointed) and L2-SP (its anchor shared)."""
   configs = []
   for seed, rate in ((0, 1e-3), (1, 3e-3)):
     config = tiny.get_config()  # synthetic batches
     config.total_steps, config.warmup_steps, config.checkpoint_every_steps = 2, 1, 2
     config.seed, config.learning_rate = seed, rate
+    config.freeze_embeddings, config.l2sp = True, 0.1
     configs.append(config)
   _, params = population.train_population(configs, [tmp_path / "m0", tmp_path / "m1"],
                                           return_params=True)
@@ -122,7 +124,7 @@ def test_members_with_their_own_learning_rates(tmp_path):
     train.train(config, tmp_path / f"alone_{k}")
     logged, alone = (lines(tmp_path / d / train.METRICS_FILE) for d in (f"m{k}", f"alone_{k}"))
     for m, s in zip(logged, alone, strict=True):
-      for key in ("loss", "learning_rate"):
+      for key in ("loss", "learning_rate", "l2sp_penalty"):
         np.testing.assert_allclose(m[key], s[key], rtol=1e-6, err_msg=f"member {k} {key}")
     # At 3e-3 the round-off of near-cancelling word-embedding gradients grows to ~4e-6
     # (the member's traced learning rate itself is bit-identical to a constant one).
