@@ -140,6 +140,7 @@ def build_training_data(config, tokenizer, *, progress: bool = True,
   sets read for it are reused if the shards need building.
   """
   if config_value(config, "data_source") == "files":  # your own files: data_pipelines.train_files
+    check_data_fits(config)  # the sampling mode against the files' pairs, before any shard
     return train_files.build_training_data(config, tokenizer, progress=progress, prompts=prompts)
   if int(config_value(config, "hard_negatives_per_pair") or 0):
     from data_pipelines.errors import DataError

@@ -661,9 +661,7 @@ def build_training_data(config, tokenizer, *, progress: bool = True, prompts=Non
   if data.issues and progress:
     print(report_issues(data.issues), file=sys.stderr)
   languages = data.select_languages(config_value(config, "train_languages"))
-  from data_pipelines import sampler
-  sampler.check_sampling(data.language_groups(languages), languages, config,
-                         "the training files")
+  # (the sampling mode was checked against these pairs by `sampler.build_training_data`)
   if not data.group_ids(languages):
     raise DataError(f"the training files hold no usable pair in {', '.join(languages) or 'any language'}"
                     f" ({data.issues.num_dropped} records dropped; see the summary above)")
