@@ -329,10 +329,11 @@ def test_robust_report_section_and_tradeoff_plot(robust_dir):
   assert {row["baseline"] for row in results["summary"]["significance"]} == {"none", "mono", "cross"}
 
 
-def test_robust_preset_adopts_finished_runs_without_redoing_them(robust_dir, data_dir, monkeypatch):
+def test_robust_preset_adopts_finished_runs_without_redoing_them(robust_dir, data_dir, tmp_path):
   """A robust-style preset (hybrid + the arm, mono / cross adopted) on a finished study does
   no work and reports the finished mono / cross runs; an adopted run made otherwise is left out."""
-  out, _ = robust_dir
+  out = tmp_path / "robust"  # a copy: the fixture's report stays the robust command's
+  shutil.copytree(robust_dir[0], out)
   before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*.json")}
   results = replicate.main([  # the smoke preset made robust-style from the command line
       "--preset", "smoke", "--set", "name=smoke-robust", "--set", "strategies=(('hybrid', 0.5),)",

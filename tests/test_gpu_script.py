@@ -114,7 +114,6 @@ def test_gpu_bench_dry_run(tmp_path, data_dir):
 def test_gpu_preset_is_the_issues_study():
   """X-X-mono, X-Y and hybrid 0.5 over 3 seeds at batch 100, evaluated as the quick study
   evaluates (the gpu study's evaluation: XQuAD-R whole at 512 tokens)."""
-  import replicate
   from study import plan
   p, quick = plan.load_preset("gpu"), plan.load_preset("quick")
   assert p.strategies == (("mono", 1.0), ("cross", 0.0), ("hybrid", 0.5))
@@ -233,15 +232,15 @@ def test_benchmark_times_the_gpu_studys_step():
   every config key the steps read (`train.step_functions` builds them from those), so the
   study after the benchmark finds that compilation in the persistent cache. The GradCache
   configuration is another program."""
-  import replicate
+  from study import plan as study_plan
   from mlir_train import train
   sys.path.insert(0, str(REPO / "perf"))
   import gpu_bench
   plan = gpu_bench.settings(dry_run=False)
   read = lambda c: {k: v for k, v in c.to_dict().items() if k not in train.NOT_READ_BY_STEPS}
   for strategy, alpha in (("mono", 1.0), ("hybrid", 0.5)):
-    study = plan.train_config(plan.load_preset("gpu"), "A", strategy, alpha, 2,
-                                   "e5-small", None, pathlib.Path("shards"))
+    study = study_plan.train_config(study_plan.load_preset("gpu"), "A", strategy, alpha, 2,
+                                    "e5-small", None, pathlib.Path("shards"))
     assert read(gpu_bench.train_config(plan["train"][0], "bfloat16")) == read(study)
     assert read(gpu_bench.train_config(plan["train"][1], "bfloat16")) != read(study)
     assert read(gpu_bench.train_config(plan["train"][0], "float32")) != read(study)
