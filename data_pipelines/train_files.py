@@ -1,29 +1,58 @@
 """Training pairs from your own files: `config.data_source = "files"`.
 
-`config.train_files` is a comma-separated list of paths or globs. Each file is
+`config.train_files` is a comma-separated list of paths or globs, each optionally
+tagged `LANG:` or `corpus:` (see below). Each input is
 
 - JSON Lines (any name but `*.parquet`; a `.json` file holding one JSON array
   of records works too), one record per line;
 - Parquet (`*.parquet`, needs `pyarrow`), one record per row;
 - a Hugging Face `datasets` directory written by `save_to_disk` (a `Dataset`, or
-  a `DatasetDict` whose `train` split is read; needs `pyarrow`, not `datasets`).
+  a `DatasetDict` whose `train` split is read; needs `pyarrow`, not `datasets`);
+- a BEIR directory (corpus.jsonl, queries.jsonl, qrels/*.tsv).
 
 Record layouts (fields of one line / row):
 
   native:        {"group": "q17", "query": "...", "query_language": "de",
                   "positive": "...", "passage_language": "en",
                   "negatives": ["...", ...]}                 (negatives optional)
-  FlagEmbedding: {"query": "...", "pos": ["..."], "neg": ["...", ...]}
-  tevatron:      {"query_id": "17", "query": "...",
+  sentence-transformers:
+                 {"anchor": "...", "positive": "...", "negative": "..."}
+                 (or "negative_1", "negative_2", ...: all are negatives)
+  FlagEmbedding: {"query": "...", "pos": ["..."], "neg": ["...", ...],
+                  "prompt": "..."}                           (prompt optional)
+  tevatron v1:   {"query_id": "17", "query": "...",
                   "positive_passages": [{"docid": "..", "title": "..", "text": ".."}],
                   "negative_passages": [...]}
+  tevatron v2:   {"query_id": "17", "query_text": "...",
+                  "positive_document_ids": ["d1"], "negative_document_ids": [...]}
+                 with its corpus given in train_files as `corpus:PATH` (records
+                 {"docid", "text" or "document_text", "title" optional}; any
+                 format above). Without a corpus the read stops with one
+                 `DataError` naming `corpus:PATH`; an unknown positive id drops the
+                 record, unknown negative ids are left out.
+  BEIR directory (corpus.jsonl, queries.jsonl, qrels/train.tsv or its only
+                 qrels/*.tsv): one record per query with a document of score > 0
+                 (group: the query id; documents as "title text"). BEIR files
+                 name no language: give one (below).
 
 plus the language fields, `query_language` and `passage_language`, or
-`language` for both. The group is `group`, else `query_id`, else the record's
+`language` for both. Records without them take the file's tag (train_files
+item `de:PATH`, any language code) or `config.default_language`; else they are
+dropped as "missing field" with these two fixes named. FlagEmbedding's `prompt`
+(the query instruction) is never ignored: when every record carries the same
+one it must equal the run's query prompt (`--config.query_prompt=...`, which
+the export and evaluation use too), else `build_training_data` refuses with
+one line (`check_prompt`); records that disagree are refused too.
+The group is `group`, else `query_id`, else the record's
 own place (`file:line`: a group of one). A passage object's text is
-"title text" (as MIRACL passages are encoded). FlagEmbedding / tevatron
+"title text" (as MIRACL passages are encoded). FlagEmbedding / tevatron / BEIR
 records may list several positives: the first is used (one positive per group
 and language) and the rest are counted as a caveat.
+
+Cut texts: the shards' manifest counts, per field (queries, positives, hard
+negatives), the texts longer than max_query_len / max_passage_len tokens
+(prompt and special tokens included; they are cut); every `build_training_data`
+prints the counts, and a warning line for a field above 10% (`cut_lines`).
 
 Groups are the folds' question ids: the records of a group are translations
 of one question and its answer. A group holds at most one query and one
@@ -152,6 +181,8 @@ def _is_beir_dir(path: pathlib.Path) -> bool:
 def _tag(item: str) -> tuple[str | None, str]:
   """"de:PATH" -> ("de", PATH), "corpus:PATH" -> ("corpus", PATH), PATH -> (None, PATH)."""
   match = _TAG.fullmatch(item)
+  if os.path.exists(os.path.expanduser(item)):  # a file really named "de:x" stays a path
+    return None, item
   if match and (match.group(1) == "corpus" or is_language_code(match.group(1))):
     return match.group(1), match.group(2)
   return None, item
@@ -876,8 +907,11 @@ def build_training_data(config, tokenizer, *, progress: bool = True, prompts=Non
   languages = data.select_languages(config_value(config, "train_languages"))
   # (the sampling mode was checked against these pairs by `sampler.build_training_data`)
   if not data.group_ids(languages):
+    no_language = sum(i.dropped and "default_language" in i.detail for i in data.issues)
+    hint = (f"; {no_language} name no language: give --config.default_language=xx or the file "
+            "as xx:PATH" if no_language else "")
     raise DataError(f"the training files hold no usable pair in {', '.join(languages) or 'any language'}"
-                    f" ({data.issues.num_dropped} records dropped; see the summary above)")
+                    f" ({data.issues.num_dropped} records dropped; see the summary above{hint})")
   fold = folds.get_fold(config_value(config, "fold"))
   start = time.perf_counter()
   folds.check_no_overlap(data.retrieval_sets(languages), folds.load_eval_sets(fold, config_value(config, "data_dir")))

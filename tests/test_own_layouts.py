@@ -141,3 +141,13 @@ def test_cut_texts_counted_per_field_with_a_warning(tmp_path, tokenizer):
   assert lines[0].endswith("queries 3/10 (30.0%), positives 0/10 (0.0%), negatives 10/10 (100.0%)")
   assert [l.split(" are longer")[0] for l in lines[1:]] == [
       "warning: 30% of the training queries", "warning: 100% of the training negatives"]
+
+
+def test_no_usable_pair_error_names_the_language_fix(tmp_path, tokenizer):
+  path = _jsonl(tmp_path / "nolang.jsonl", [{"query": "wo ist Zent?", "positive": "Zent."}])
+  config = ml_collections.ConfigDict({"data_source": "files", "train_files": str(path),
+                                      "strict_data": False, "default_language": "",
+                                      "train_languages": ()})
+  with pytest.raises(DataError, match=r"1 name no language: give --config.default_language=xx "
+                                      r"or the file as xx:PATH"):
+    train_files.build_training_data(config, tokenizer, progress=False)
