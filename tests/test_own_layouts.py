@@ -151,3 +151,19 @@ def test_no_usable_pair_error_names_the_language_fix(tmp_path, tokenizer):
   with pytest.raises(DataError, match=r"1 name no language: give --config.default_language=xx "
                                       r"or the file as xx:PATH"):
     train_files.build_training_data(config, tokenizer, progress=False)
+
+
+def test_example_files_of_every_layout_read_alike():
+  """examples/: the tevatron v2 file (+ its corpus) holds the tevatron v1 file's records; the
+  sentence-transformers file and the BEIR directory hold its English ones."""
+  import pathlib
+  ex = pathlib.Path(__file__).resolve().parents[1] / "examples"
+  v1 = train_files.read_train_files(str(ex / "tevatron.jsonl"))
+  v2 = train_files.read_train_files(f"{ex / 'tevatron_v2.jsonl'},corpus:{ex / 'tevatron_v2_corpus.jsonl'}")
+  assert (v2.queries, v2.positives, v2.negatives) == (v1.queries, v1.positives, v1.negatives)
+  english = {g: t["en"] for g, t in v1.positives.items() if "en" in t}
+  beir = train_files.read_train_files(f"en:{ex / 'beir_en'}")
+  assert {g: t["en"] for g, t in beir.positives.items()} == english
+  st = train_files.read_train_files(f"en:{ex / 'sentence_transformers.jsonl'}")
+  assert sorted(t["en"] for t in st.positives.values()) == sorted(english.values())
+  assert not (v2.issues or beir.issues or st.issues)
