@@ -848,6 +848,8 @@ def cut_lines(cut: Mapping[str, Mapping[str, int]]) -> list[str]:
            "negatives": "max_passage_len"}
   parts, warnings = [], []
   for field, c in cut.items():
+    if not c["texts"]:
+      continue
     share = c["cut"] / c["texts"] if c["texts"] else 0.0
     parts.append(f"{field} {c['cut']}/{c['texts']} ({100 * share:.1f}%)")
     if share > CUT_WARNING:
@@ -925,10 +927,11 @@ def build_training_data(config, tokenizer, *, progress: bool = True, prompts=Non
   if data.issues and progress:
     print(f"training files: every issue is listed in {directory / ISSUES_FILE}", file=sys.stderr)
   cut = json.loads((directory / shards_lib.MANIFEST).read_text()).get("cut_texts", {})
-  for line in cut_lines(cut):
-    (logging.warning if line.startswith("warning") else logging.info)("%s", line)
+  for line in cut_lines(cut):  # once: printed, or logged where the console is quiet
     if progress:
       print(line, file=sys.stderr)
+    else:
+      (logging.warning if line.startswith("warning") else logging.info)("%s", line)
   training_data = shards_lib.load_training_data(directory)
   n = int(config_value(config, "hard_negatives_per_pair") or 0)
   if n:
