@@ -26,6 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data_source = "pairs"          # "pairs" (the fold's), "files" (train_files) or "synthetic" (benchmarks)
   c.train_files = ""               # data_source "files": comma-separated paths/globs (JSONL, Parquet, datasets dirs)
   c.strict_data = False            # data_source "files": raise at the first bad record (else report them all)
+  c.default_language = ""          # data_source "files": language of records without one ("de"; per file: train_files "de:PATH")
   c.data_dir = ml_collections.config_dict.placeholder(str)    # raw data; None: $MLIR_DATA_DIR or ../shared/data
   c.shards_dir = ml_collections.config_dict.placeholder(str)  # token shard cache; None: $MLIR_TRAIN_CACHE/shards
   c.fold = "A"                     # A: train MLQA-R, eval XQuAD-R + TyDi; B: train XQuAD-R (files: checked against its eval sets)

@@ -706,7 +706,7 @@ def read_qrels(path, issues: IssueLog) -> dict[str, dict[str, int]]:
 
 
 def read_corpus_jsonl(path, issues: IssueLog) -> list[Candidate]:
-  """Corpus JSONL: {"docid", "title", "text"} per line.
+  """Corpus JSONL: {"docid" (BEIR: "_id"), "title", "text"} per line.
 
   A candidate's text is "title text" (the title gives the passage its subject,
   as MIRACL baselines encode it); `context` is the same string.
@@ -723,7 +723,7 @@ def read_corpus_jsonl(path, issues: IssueLog) -> list[Candidate]:
     except json.JSONDecodeError as e:
       issues.add(path, f"line {number}", "malformed JSON line", str(e))
       continue
-    docid = doc.get("docid") if isinstance(doc, dict) else None
+    docid = doc.get("docid", doc.get("_id")) if isinstance(doc, dict) else None  # _id: BEIR
     text = doc.get("text") if isinstance(doc, dict) else None
     title = doc.get("title", "") if isinstance(doc, dict) else ""
     if not isinstance(docid, str) or not docid or not isinstance(text, str):
@@ -748,6 +748,69 @@ def miracl_files(data_dir, language: str, split: str = "dev") -> tuple[pathlib.P
   return _data_path(data_dir, "miracl", f"topics.{stem}"), _data_path(data_dir, "miracl", f"qrels.{stem}")
 
 
+def _judged_questions(topics: Mapping[str, str], qrels: Mapping[str, Mapping[str, int]],
+                      candidates: list[Candidate], issues: IssueLog, topics_path, qrels_path
+                      ) -> list[Question]:
+  """Questions with their relevant candidates (grade >= 1); qrels naming an unknown
+  topic or docid and questions without a relevant candidate are logged."""
+  index = {c.doc_id: i for i, c in enumerate(candidates)}
+  for qid in qrels:
+    if qid not in topics:
+      issues.add(qrels_path, qid, "qrels topic missing from the topics file")
+  questions = []
+  for qid, text in topics.items():
+    relevant = {}
+    for docid, grade in qrels.get(qid, {}).items():
+      if docid not in index:
+        issues.add(qrels_path, f"{qid}/{docid}", "qrels docid missing from the corpus")
+      elif grade >= 1:
+        relevant[index[docid]] = grade
+    if not relevant:
+      issues.add(topics_path, qid, "no relevant passage in the corpus")
+      continue
+    questions.append(Question(qid=qid, text=text, relevant=relevant))
+  return questions
+
+
+def read_beir(directory, language: str, split: str = "test", strict: bool = False) -> RetrievalSet:
+  """A BEIR directory (corpus.jsonl with "_id", "title", "text"; queries.jsonl with "_id",
+  "text"; qrels/{split}.tsv: "query-id corpus-id score" with a header line), scored like
+  MIRACL (graded relevance, 0 = judged not relevant). Only the split's judged queries
+  are asked."""
+  directory = pathlib.Path(directory)
+  qrels_path = directory / "qrels" / f"{split}.tsv"
+  if not qrels_path.is_file():
+    found = sorted(p.stem for p in (directory / "qrels").glob("*.tsv"))
+    raise DataError(f"{directory}: no qrels/{split}.tsv (its qrels: {', '.join(found) or 'none'};"
+                    " choose one with --split)")
+  issues = IssueLog(strict)
+  candidates = read_corpus_jsonl(directory / "corpus.jsonl", issues)
+  qrels: dict[str, dict[str, int]] = {}
+  for number, line in _read_lines(qrels_path, issues):
+    parts = line.split("\t")
+    if not line.strip() or (number == 1 and parts[0] in ("query-id", "query_id")):
+      continue
+    try:
+      qid, docid, grade = parts[0], parts[1], int(parts[2])
+    except (IndexError, ValueError):
+      issues.add(qrels_path, f"line {number}", "malformed qrels line (want query-id, corpus-id, "
+                 "score)")
+      continue
+    qrels.setdefault(qid, {})[docid] = grade
+  topics = {}
+  for number, line in _read_lines(directory / "queries.jsonl", issues):
+    try:
+      query = json.loads(line) if line.strip() else None
+    except json.JSONDecodeError as e:
+      issues.add(directory / "queries.jsonl", f"line {number}", "malformed JSON line", str(e))
+      continue
+    if isinstance(query, dict) and str(query.get("_id")) in qrels and isinstance(query.get("text"), str):
+      topics[str(query["_id"])] = query["text"]
+  questions = _judged_questions(topics, qrels, candidates, issues, directory / "queries.jsonl",
+                                qrels_path)
+  return RetrievalSet("beir_files", language, questions, candidates, issues)
+
+
 def read_miracl(topics_tsv, qrels_trec, corpus_jsonl, language: str, strict: bool = False) -> RetrievalSet:
   """MIRACL-format data; graded relevance, grade 0 = judged not relevant.
 
@@ -759,22 +822,7 @@ def read_miracl(topics_tsv, qrels_trec, corpus_jsonl, language: str, strict: boo
   topics = read_topics(topics_tsv, issues)
   qrels = read_qrels(qrels_trec, issues)
   candidates = read_corpus_jsonl(corpus_jsonl, issues)
-  index = {c.doc_id: i for i, c in enumerate(candidates)}
-  for qid in qrels:
-    if qid not in topics:
-      issues.add(qrels_trec, qid, "qrels topic missing from the topics file")
-  questions = []
-  for qid, text in topics.items():
-    relevant = {}
-    for docid, grade in qrels.get(qid, {}).items():
-      if docid not in index:
-        issues.add(qrels_trec, f"{qid}/{docid}", "qrels docid missing from the corpus")
-      elif grade >= 1:
-        relevant[index[docid]] = grade
-    if not relevant:
-      issues.add(topics_tsv, qid, "no relevant passage in the corpus")
-      continue
-    questions.append(Question(qid=qid, text=text, relevant=relevant))
+  questions = _judged_questions(topics, qrels, candidates, issues, topics_tsv, qrels_trec)
   return RetrievalSet("miracl", language, questions, candidates, issues)
 
 

@@ -407,7 +407,8 @@ def check_data_fits(config) -> None:
   source = config_value(config, "data_source")
   if source == "files" and config_value(config, "train_files"):
     data = train_files.read_train_files_cached(config_value(config, "train_files"),
-                                               bool(config_value(config, "strict_data")))
+                                               bool(config_value(config, "strict_data")),
+                                               config_value(config, "default_language"))
     languages = data.select_languages(config_value(config, "train_languages"))
     check_sampling(data.language_groups(languages), languages, config,
                    "the training files")

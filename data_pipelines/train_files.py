@@ -1,29 +1,58 @@
 """Training pairs from your own files: `config.data_source = "files"`.
 
-`config.train_files` is a comma-separated list of paths or globs. Each file is
+`config.train_files` is a comma-separated list of paths or globs, each optionally
+tagged `LANG:` or `corpus:` (see below). Each input is
 
 - JSON Lines (any name but `*.parquet`; a `.json` file holding one JSON array
   of records works too), one record per line;
 - Parquet (`*.parquet`, needs `pyarrow`), one record per row;
 - a Hugging Face `datasets` directory written by `save_to_disk` (a `Dataset`, or
-  a `DatasetDict` whose `train` split is read; needs `pyarrow`, not `datasets`).
+  a `DatasetDict` whose `train` split is read; needs `pyarrow`, not `datasets`);
+- a BEIR directory (corpus.jsonl, queries.jsonl, qrels/*.tsv).
 
 Record layouts (fields of one line / row):
 
   native:        {"group": "q17", "query": "...", "query_language": "de",
                   "positive": "...", "passage_language": "en",
                   "negatives": ["...", ...]}                 (negatives optional)
-  FlagEmbedding: {"query": "...", "pos": ["..."], "neg": ["...", ...]}
-  tevatron:      {"query_id": "17", "query": "...",
+  sentence-transformers:
+                 {"anchor": "...", "positive": "...", "negative": "..."}
+                 (or "negative_1", "negative_2", ...: all are negatives)
+  FlagEmbedding: {"query": "...", "pos": ["..."], "neg": ["...", ...],
+                  "prompt": "..."}                           (prompt optional)
+  tevatron v1:   {"query_id": "17", "query": "...",
                   "positive_passages": [{"docid": "..", "title": "..", "text": ".."}],
                   "negative_passages": [...]}
+  tevatron v2:   {"query_id": "17", "query_text": "...",
+                  "positive_document_ids": ["d1"], "negative_document_ids": [...]}
+                 with its corpus given in train_files as `corpus:PATH` (records
+                 {"docid", "text" or "document_text", "title" optional}; any
+                 format above). Without a corpus the read stops with one
+                 `DataError` naming `corpus:PATH`; an unknown positive id drops the
+                 record, unknown negative ids are left out.
+  BEIR directory (corpus.jsonl, queries.jsonl, qrels/train.tsv or its only
+                 qrels/*.tsv): one record per query with a document of score > 0
+                 (group: the query id; documents as "title text"). BEIR files
+                 name no language: give one (below).
 
 plus the language fields, `query_language` and `passage_language`, or
-`language` for both. The group is `group`, else `query_id`, else the record's
+`language` for both. Records without them take the file's tag (train_files
+item `de:PATH`, any language code) or `config.default_language`; else they are
+dropped as "missing field" with these two fixes named. FlagEmbedding's `prompt`
+(the query instruction) is never ignored: when every record carries the same
+one it must equal the run's query prompt (`--config.query_prompt=...`, which
+the export and evaluation use too), else `build_training_data` refuses with
+one line (`check_prompt`); records that disagree are refused too.
+The group is `group`, else `query_id`, else the record's
 own place (`file:line`: a group of one). A passage object's text is
-"title text" (as MIRACL passages are encoded). FlagEmbedding / tevatron
+"title text" (as MIRACL passages are encoded). FlagEmbedding / tevatron / BEIR
 records may list several positives: the first is used (one positive per group
 and language) and the rest are counted as a caveat.
+
+Cut texts: the shards' manifest counts, per field (queries, positives, hard
+negatives), the texts longer than max_query_len / max_passage_len tokens
+(prompt and special tokens included; they are cut); every `build_training_data`
+prints the counts, and a warning line for a field above 10% (`cut_lines`).
 
 Groups are the folds' question ids: the records of a group are translations
 of one question and its answer. A group holds at most one query and one
@@ -91,7 +120,7 @@ from data_pipelines import pairs as pairs_lib
 from data_pipelines import readers
 from data_pipelines.errors import DataError
 
-READER_VERSION = 1  # bump when the reading rules change: it is part of the shard key
+READER_VERSION = 2  # bump when the reading rules change: it is part of the shard key
 
 # ISO 639-1 (all 183 two-letter codes, plus "iw", "in", "ji", "jw" still used by some corpora).
 ISO_639_1 = frozenset("""
@@ -105,9 +134,14 @@ iw in ji jw""".split())
 _THREE_LETTERS = re.compile(r"[a-z]{3}")
 
 # Field names per role, first found wins.
-QUERY_FIELDS = ("query",)
+QUERY_FIELDS = ("query", "query_text", "anchor")
 POSITIVE_FIELDS = ("positive", "pos", "positive_passages")
-NEGATIVE_FIELDS = ("negatives", "neg", "negative_passages")
+NEGATIVE_FIELDS = ("negatives", "neg", "negative_passages", "negative")
+DOCUMENT_ID_FIELDS = {"positive_document_ids": "positive_passages",  # tevatron v2 -> v1
+                      "negative_document_ids": "negative_passages"}
+_NUMBERED_NEGATIVE = re.compile(r"negative_(\d+)")  # sentence-transformers negative_1, _2, ...
+_TAG = re.compile(r"([a-z]{2,3}|corpus):(.+)", re.S)  # "de:PATH" / "corpus:PATH" in train_files
+CUT_WARNING = 0.10  # a field with more cut texts than this gets a warning line
 GROUP_FIELDS = ("group", "query_id")
 ISSUES_FILE = "data_issues.json"
 NEGATIVES_FILE = "negatives.jsonl"
@@ -140,15 +174,32 @@ def _is_hf_dir(path: pathlib.Path) -> bool:
   return path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file())
 
 
-def expand(spec: str | Sequence[str]) -> list[pathlib.Path]:
-  """Comma-separated paths or globs (or a list of them) -> existing inputs, in the
-  order given (each glob sorted), without repeats. A pattern or path that matches
-  nothing raises `DataError`."""
+def _is_beir_dir(path: pathlib.Path) -> bool:
+  return path.is_dir() and (path / "corpus.jsonl").is_file() and (path / "queries.jsonl").is_file()
+
+
+def _tag(item: str) -> tuple[str | None, str]:
+  """"de:PATH" -> ("de", PATH), "corpus:PATH" -> ("corpus", PATH), PATH -> (None, PATH)."""
+  match = _TAG.fullmatch(item)
+  if os.path.exists(os.path.expanduser(item)):  # a file really named "de:x" stays a path
+    return None, item
+  if match and (match.group(1) == "corpus" or is_language_code(match.group(1))):
+    return match.group(1), match.group(2)
+  return None, item
+
+
+def expand_tagged(spec: str | Sequence[str]) -> list[tuple[pathlib.Path, str | None]]:
+  """Comma-separated paths or globs (or a list of them), each optionally tagged
+  "LANG:" (the language of its records that name none) or "corpus:" (documents that
+  tevatron v2 records reference by id) -> (existing input, tag), in the order given
+  (each glob sorted), without repeats. A pattern or path that matches nothing raises
+  `DataError`."""
   items = split_list(spec)
   if not items:
     raise DataError("no training files given (config.train_files is empty)")
   out, seen = [], set()
   for item in items:
+    tag, item = _tag(item)
     expanded = os.path.expanduser(item)
     if glob.has_magic(expanded):
       matches = sorted(glob.glob(expanded, recursive=True))
@@ -160,15 +211,21 @@ def expand(spec: str | Sequence[str]) -> list[pathlib.Path]:
       path = pathlib.Path(match)
       if not path.exists():
         raise DataError(f"train_files: {path}: file not found")
-      if path.is_dir() and not _is_hf_dir(path):
-        raise DataError(f"train_files: {path} is a directory but not a Hugging Face datasets "
-                        "save_to_disk directory (no state.json or dataset_dict.json); give "
+      if path.is_dir() and not (_is_hf_dir(path) or _is_beir_dir(path)):
+        raise DataError(f"train_files: {path} is a directory but neither a Hugging Face datasets "
+                        "save_to_disk directory (state.json or dataset_dict.json) nor a BEIR "
+                        "directory (corpus.jsonl, queries.jsonl, qrels/*.tsv); give "
                         "files or a glob such as DIR/*.jsonl")
       key = path.resolve()
       if key not in seen:
         seen.add(key)
-        out.append(path)
+        out.append((path, tag))
   return out
+
+
+def expand(spec: str | Sequence[str]) -> list[pathlib.Path]:
+  """The inputs of `expand_tagged`, without their tags (corpus files included)."""
+  return [path for path, _ in expand_tagged(spec)]
 
 
 def hashed_files(paths: Iterable[pathlib.Path]) -> list[pathlib.Path]:
@@ -264,7 +321,56 @@ def _hf_rows(path: pathlib.Path) -> Iterator[tuple[str, object]]:
     yield from _table_rows(pa.concat_tables(tables))
 
 
+def _beir_qrels(path: pathlib.Path) -> pathlib.Path:
+  """qrels/train.tsv of a BEIR directory, else its only qrels file."""
+  found = sorted((path / "qrels").glob("*.tsv"))
+  if (path / "qrels" / "train.tsv").is_file():
+    return path / "qrels" / "train.tsv"
+  if len(found) == 1:
+    return found[0]
+  raise DataError(f"{path}: a BEIR directory needs qrels/train.tsv (or a single qrels/*.tsv); "
+                  f"found {[f.name for f in found] or 'none'}")
+
+
+def _beir_rows(path: pathlib.Path, issues: readers.IssueLog) -> Iterator[tuple[str, object]]:
+  """One tevatron-v1-shaped row per query of a BEIR directory's training qrels
+  (its relevant documents, score > 0, as positive_passages; record id "query ID")."""
+  def by_id(name):
+    out = {}
+    for rid, row in _jsonl_rows(path / name, issues):
+      if isinstance(row, dict) and "_id" in row:
+        out[str(row["_id"])] = row
+      else:
+        issues.add(str(path / name), rid, "missing field", "_id")
+    return out
+  corpus, queries = by_id("corpus.jsonl"), by_id("queries.jsonl")
+  qrels = _beir_qrels(path)
+  relevant: dict[str, list[str]] = {}
+  for number, line in readers._read_lines(qrels, issues):
+    fields = line.rstrip("\n").split("\t")
+    if not line.strip() or fields[0] in ("query-id", "query_id"):
+      continue
+    if len(fields) < 3 or not fields[2].strip().lstrip("-").isdigit():
+      issues.add(str(qrels), f"line {number}", "malformed qrels line", "query-id, corpus-id, score")
+    elif int(fields[2]) > 0:
+      relevant.setdefault(fields[0], []).append(fields[1])
+  for qid, docids in relevant.items():
+    known = [corpus[d] for d in docids if d in corpus]
+    if qid not in queries or not known:
+      issues.add(str(path), f"query {qid}", "unknown id in qrels",
+                 "query not in queries.jsonl" if qid not in queries
+                 else f"documents {docids[:3]} not in corpus.jsonl")
+      continue
+    row = {k: v for k, v in queries[qid].items() if k != "_id" and k != "text"}
+    row.update({"query_id": qid, "query": queries[qid].get("text"),
+                "positive_passages": [{"title": d.get("title") or "", "text": d.get("text")}
+                                      for d in known]})
+    yield f"query {qid}", row
+
+
 def _rows(path: pathlib.Path, issues: readers.IssueLog) -> Iterator[tuple[str, object]]:
+  if _is_beir_dir(path):
+    return _beir_rows(path, issues)
   if path.is_dir():
     return _hf_rows(path)
   if path.suffix.lower() == ".parquet":
@@ -292,7 +398,7 @@ def _first(row: dict, names: Sequence[str]):
 def _passage_text(value, field: str) -> str:
   """A passage: a string, or a {"title", "text"} object (tevatron) -> "title text"."""
   if isinstance(value, dict):
-    text, title = value.get("text"), value.get("title") or ""
+    text, title = value.get("text", value.get("document_text")), value.get("title") or ""
     if not isinstance(text, str) or not isinstance(title, str):
       raise _Bad("malformed field", f"{field}: a passage object needs a string 'text'")
     return f"{title} {text}" if title.strip() else text
@@ -311,22 +417,63 @@ def _check_text(text: str, field: str) -> str:
   return text
 
 
-def _language(row: dict, name: str) -> str:
+def _language(row: dict, name: str, default: str | None = None) -> str:
   value = row.get(name, row.get("language"))
   if value is None:
-    raise _Bad("missing field", name)
+    value = default
+  if value is None:
+    raise _Bad("missing field", f"{name} (or language; for records without one give "
+                                "--config.default_language=xx, or the file as xx:PATH)")
   if not is_language_code(value):
     raise _Bad("unknown language code", f"{name}={value!r}")
   return value
 
 
-def _record(row, file: str, rid: str, caveats: list) -> TrainRecord:
-  """The usable record of one row, or `_Bad`; `caveats` collects (problem, detail) kept."""
+def _negatives(row: dict):
+  """(field, list of negatives): `negatives` / `neg` / `negative_passages` / `negative`
+  (one string: sentence-transformers), or sentence-transformers' negative_1, negative_2..."""
+  field, values = _first(row, NEGATIVE_FIELDS)
+  if isinstance(values, str):
+    values = [values]
+  numbered = sorted((int(m.group(1)), k) for k in row
+                    if (m := _NUMBERED_NEGATIVE.fullmatch(k)) and row[k] is not None)
+  if numbered:
+    field, values = "negative_N", list(values or []) + [row[k] for _, k in numbered]
+  return field, values
+
+
+def _resolve_ids(row: dict, corpus: Mapping[str, dict] | None, where: str) -> dict:
+  """A tevatron v2 row (positive_document_ids / negative_document_ids) with the corpus'
+  documents in positive_passages / negative_passages (v1); other rows unchanged."""
+  if not isinstance(row, dict) or not any(k in row for k in DOCUMENT_ID_FIELDS):
+    return row
+  if not corpus:
+    raise DataError(f"{where}: tevatron v2 records name their documents by id "
+                    "(positive_document_ids): add the corpus to config.train_files as "
+                    "corpus:PATH (JSON Lines of docid, text[, title])")
+  row = dict(row)
+  for ids_field, field in DOCUMENT_ID_FIELDS.items():
+    ids = row.pop(ids_field, None)
+    if ids is None:
+      continue
+    if not isinstance(ids, (list, tuple)):
+      raise _Bad("malformed field", f"{ids_field}: a list of document ids was expected")
+    unknown = [str(i) for i in ids if str(i) not in corpus]
+    if unknown and field == "positive_passages":
+      raise _Bad("unknown document id", f"{ids_field}: {unknown[:3]} not in the corpus")
+    row[field] = [corpus[str(i)] for i in ids if str(i) in corpus]
+  return row
+
+
+def _record(row, file: str, rid: str, caveats: list, default_language: str | None = None
+            ) -> TrainRecord:
+  """The usable record of one row, or `_Bad`; `caveats` collects (problem, detail) kept;
+  `default_language`: the language of records that name none."""
   if not isinstance(row, dict):
     raise _Bad("malformed record", f"a JSON object was expected, got {type(row).__name__}")
   _, query = _first(row, QUERY_FIELDS)
   if query is None:
-    raise _Bad("missing field", "query")
+    raise _Bad("missing field", "query (or query_text / anchor)")
   if not isinstance(query, str):
     raise _Bad("malformed field", f"query: {type(query).__name__} instead of a string")
   field, positive = _first(row, POSITIVE_FIELDS)
@@ -340,8 +487,8 @@ def _record(row, file: str, rid: str, caveats: list) -> TrainRecord:
                       f"{field}: {len(positive) - 1} more"))
     positive = positive[0]
   positive = _passage_text(positive, field)
-  query_language = _language(row, "query_language")
-  passage_language = _language(row, "passage_language")
+  query_language = _language(row, "query_language", default_language)
+  passage_language = _language(row, "passage_language", default_language)
   _check_text(query, "query")
   _check_text(positive, field)
   gfield, group = _first(row, GROUP_FIELDS)
@@ -349,7 +496,7 @@ def _record(row, file: str, rid: str, caveats: list) -> TrainRecord:
     group = f"{file}:{rid}"
   elif isinstance(group, bool) or not isinstance(group, (str, int)) or str(group).strip() == "":
     raise _Bad("malformed field", f"{gfield}: {group!r} is not a non-empty string or integer")
-  nfield, values = _first(row, NEGATIVE_FIELDS)
+  nfield, values = _negatives(row)
   negatives = []
   if values is not None:
     if not isinstance(values, (list, tuple)):
@@ -377,6 +524,22 @@ class TrainFiles:
   negatives: dict[tuple[str, str], list[str]]  # (group, passage language) -> texts
   issues: readers.IssueLog
   rows_read: dict[str, int]               # file -> records read (usable or not, parsed or not)
+  prompts: dict[str, collections.Counter] = dataclasses.field(default_factory=dict)
+  # file -> usable records per FlagEmbedding `prompt` (None: records without one)
+
+  def query_prompt(self) -> str | None:
+    """The records' one `prompt` (FlagEmbedding: the query instruction), None when no
+    record has one; records that disagree (or some without one) raise `DataError`."""
+    seen = collections.Counter()
+    for counts in self.prompts.values():
+      seen.update(counts)
+    if set(seen) <= {None}:
+      return None
+    if len(seen) > 1:
+      where = "; ".join(f"{f}: {dict(c)}" for f, c in self.prompts.items() if c)
+      raise DataError("the training records' `prompt` fields differ (one query prompt per run;"
+                      f" records per prompt: {where[:300]}): give files with one prompt")
+    return next(iter(seen))
 
   @property
   def languages(self) -> tuple[str, ...]:
@@ -468,11 +631,32 @@ def issues_json(issues: readers.IssueLog) -> dict:
                        "detail": i.detail, "dropped": i.dropped} for i in issues]}
 
 
-def read_train_files(spec, strict: bool = False) -> TrainFiles:
-  """Read every file of `spec` (see `expand`) into groups; every bad record is logged
-  (`strict`: the first dropped one raises `DataError`)."""
-  paths = expand(spec)
+def _read_corpus(paths: Sequence[pathlib.Path], issues: readers.IssueLog) -> dict[str, dict]:
+  """docid -> document ({"title", "text"} or "document_text") of the corpus: files."""
+  corpus = {}
+  for path in paths:
+    for rid, row in _rows(path, issues):
+      key = _first(row, ("docid", "_id", "id"))[1] if isinstance(row, dict) else None
+      if key is None:
+        issues.add(str(path), rid, "missing field", "docid")
+      else:
+        corpus[str(key)] = row
+  return corpus
+
+
+def read_train_files(spec, strict: bool = False, default_language: str | None = None
+                     ) -> TrainFiles:
+  """Read every file of `spec` (see `expand_tagged`) into groups; every bad record is
+  logged (`strict`: the first dropped one raises `DataError`). `default_language`: the
+  language of records that name none (a file's "LANG:" tag comes first)."""
+  if default_language and not is_language_code(default_language):
+    raise DataError(f"default_language {default_language!r} is not a language code "
+                    "(ISO 639-1 such as 'de', or three lowercase letters)")
+  tagged = expand_tagged(spec)
+  paths = [p for p, _ in tagged]
   issues = readers.IssueLog(strict)
+  corpus = _read_corpus([p for p, tag in tagged if tag == "corpus"], issues)
+  prompts: dict[str, collections.Counter] = {}
   records: list[TrainRecord] = []
   queries: dict[str, dict[str, str]] = {}
   positives: dict[str, dict[str, str]] = {}
@@ -480,14 +664,18 @@ def read_train_files(spec, strict: bool = False) -> TrainFiles:
   negatives: dict[tuple[str, str], list[str]] = {}
   seen: set[tuple] = set()
   rows_read: dict[str, int] = {}
-  for path in paths:
+  for path, tag in tagged:
+    if tag == "corpus":
+      continue
     file = str(path)
     read: set[str] = set()
+    prompts[file] = collections.Counter()
     for rid, row in _rows(path, issues):
       read.add(rid)
       caveats: list[tuple[str, str]] = []
       try:
-        record = _record(row, file, rid, caveats)
+        record = _record(_resolve_ids(row, corpus, f"{file} {rid}"), file, rid, caveats,
+                         tag or default_language or None)
       except _Bad as e:
         issues.add(file, rid, e.problem, e.detail)
         continue
@@ -517,15 +705,17 @@ def read_train_files(spec, strict: bool = False) -> TrainFiles:
         kept = negatives.setdefault((record.group, record.passage_language), [])
         kept += [n for n in record.negatives if n not in kept and n != record.positive]
       records.append(record)
+      prompts[file][row.get("prompt")] += 1
     # Records read = rows parsed + lines that could not be parsed (bad UTF-8, malformed JSON).
     rows_read[file] = len(read | {i.record_id for i in issues if i.file == file and i.dropped})
-  return TrainFiles(paths, records, queries, positives, negatives, issues, rows_read)
+  return TrainFiles(paths, records, queries, positives, negatives, issues, rows_read, prompts)
 
 
 _LAST_READ: dict = {}  # the last read_train_files_cached call: key -> TrainFiles
 
 
-def read_train_files_cached(spec, strict: bool = False) -> TrainFiles:
+def read_train_files_cached(spec, strict: bool = False, default_language: str | None = None
+                            ) -> TrainFiles:
   """`read_train_files`, or the last call's result while the spec and every file (size,
   mtime) are the same: the trainer checks the files before loading the model and builds
   its shards from them later, reading them once."""
@@ -535,10 +725,10 @@ def read_train_files_cached(spec, strict: bool = False) -> TrainFiles:
     for f in ([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())):
       st = f.stat()
       stamps.append((str(f), st.st_size, st.st_mtime_ns))
-  key = (str(spec), strict, tuple(stamps))
+  key = (str(spec), strict, default_language or None, tuple(stamps))
   if key not in _LAST_READ:
     _LAST_READ.clear()
-    _LAST_READ[key] = read_train_files(spec, strict)
+    _LAST_READ[key] = read_train_files(spec, strict, default_language)
   return _LAST_READ[key]
 
 
@@ -558,9 +748,13 @@ def report_issues(issues: readers.IssueLog) -> str:
 
 
 def shard_spec(config, data: TrainFiles, languages: Sequence[str], prompts=None):
-  """The ShardSpec of the files path: `fold` names the file set, `positive` is "file"."""
+  """The ShardSpec of the files path: `fold` names the file set (with its tags and
+  default_language), `positive` is "file"."""
   from data_pipelines import shards as shards_lib
   names = json.dumps([str(p.resolve()) for p in data.files])
+  tags = [tag for _, tag in expand_tagged(config_value(config, "train_files"))]
+  if any(tags) or config_value(config, "default_language"):
+    names += json.dumps([tags, config_value(config, "default_language") or None])
   hashed = hashed_files(data.files)
   if len({f"{p.parent.name}/{p.name}" for p in hashed}) < len(hashed):
     # The manifest keys inputs by parent/name; where two collide, key on the contents too.
@@ -608,11 +802,22 @@ def write_shards(directory: pathlib.Path, data: TrainFiles, spec, tokenizer, exp
     shards_lib._write_records(directory / name, records)
     shards.append({"query_language": a, "passage_language": b, "file": name,
                    "count": len(shard_pairs)})
+  kept_negatives = []
   with open(directory / NEGATIVES_FILE, "w", encoding="utf-8") as f:
     for (group, language), texts in sorted(data.negatives.items()):
       if group in ids and language in languages and texts:
+        kept_negatives += texts
         f.write(json.dumps({"group_id": ids[group], "group": group, "passage_language": language,
                             "negatives": texts}, ensure_ascii=False) + "\n")
+  cut = {}
+  for field, texts, role, length in (
+      ("queries", [data.queries[g][l] for g in ids for l in languages
+                   if l in data.queries[g]], "query", spec.max_query_len),
+      ("positives", [data.positives[g][l] for g in ids for l in languages
+                     if l in data.positives[g]], "passage", spec.max_passage_len),
+      ("negatives", kept_negatives, "passage", spec.max_passage_len)):
+    cut[field] = {"cut": count_cut(tokenizer, texts, role, length, kwargs.get("prompts")),
+                  "texts": len(texts), "max_len": int(length)}
   summary = data.summary(languages)
   (directory / ISSUES_FILE).write_text(json.dumps(summary, indent=1, ensure_ascii=False))
   manifest = dict(expected)
@@ -623,9 +828,36 @@ def write_shards(directory: pathlib.Path, data: TrainFiles, spec, tokenizer, exp
                    "num_negatives": sum(len(v) for (g, l), v in data.negatives.items()
                                         if g in ids and l in languages),
                    "data_issues": {"dropped": data.issues.num_dropped,
-                                   "kept": len(data.issues) - data.issues.num_dropped}})
+                                   "kept": len(data.issues) - data.issues.num_dropped},
+                   "cut_texts": cut})
   (directory / shards_lib.MANIFEST).write_text(json.dumps(manifest, indent=1))
   return manifest
+
+
+def count_cut(tokenizer, texts: Sequence[str], role: str, length: int, prompts=None) -> int:
+  """How many texts (with their prompt and special tokens) are longer than `length` tokens."""
+  from data_pipelines import tokenization
+  ids = tokenization.token_ids(tokenizer, list(texts), role, int(length) + 1, prompts)
+  return sum(len(row) > int(length) for row in ids)
+
+
+def cut_lines(cut: Mapping[str, Mapping[str, int]]) -> list[str]:
+  """The console lines of a manifest's `cut_texts`: one count line, then a warning
+  line per field with more than `CUT_WARNING` of its texts cut."""
+  names = {"queries": "max_query_len", "positives": "max_passage_len",
+           "negatives": "max_passage_len"}
+  parts, warnings = [], []
+  for field, c in cut.items():
+    if not c["texts"]:
+      continue
+    share = c["cut"] / c["texts"] if c["texts"] else 0.0
+    parts.append(f"{field} {c['cut']}/{c['texts']} ({100 * share:.1f}%)")
+    if share > CUT_WARNING:
+      warnings.append(f"warning: {100 * share:.0f}% of the training {field} are longer than "
+                      f"{names[field]}={c['max_len']} tokens and are cut; raise "
+                      f"--config.{names[field]} to keep more of them")
+  return [f"training files: texts cut at max_query_len / max_passage_len: {', '.join(parts)}"
+          ] + warnings
 
 
 def load_negatives(directory) -> dict[tuple[int, str], list[str]]:
@@ -638,6 +870,18 @@ def load_negatives(directory) -> dict[tuple[int, str], list[str]]:
       out[(r["group_id"], r["passage_language"])] = r["negatives"]
   return out
 
+
+
+def check_prompt(data: TrainFiles, prompts=None) -> None:
+  """The records' `prompt` (FlagEmbedding) must be the run's query prompt (`prompts`,
+  None: E5's "query: "): it is used as that, or refused with one line."""
+  record_prompt = data.query_prompt()
+  query_prompt = "query: " if prompts is None else prompts["query"]
+  if record_prompt is not None and record_prompt != query_prompt:
+    raise DataError(f"the training records carry the query prompt {record_prompt!r} (field "
+                    f"`prompt`), the run uses {query_prompt!r}: pass "
+                    f"--config.query_prompt={record_prompt!r} to train with it (the export "
+                    "and evaluation use it too), or drop the field")
 
 
 def build_training_data(config, tokenizer, *, progress: bool = True, prompts=None):
@@ -657,14 +901,19 @@ def build_training_data(config, tokenizer, *, progress: bool = True, prompts=Non
   if not (spec_text.strip() if isinstance(spec_text, str) else spec_text):
     raise DataError("config.data_source='files' needs config.train_files (comma-separated "
                     "paths or globs of JSON Lines, Parquet or datasets directories)")
-  data = read_train_files_cached(spec_text, strict=bool(config_value(config, "strict_data")))
+  data = read_train_files_cached(spec_text, strict=bool(config_value(config, "strict_data")),
+                                default_language=config_value(config, "default_language"))
   if data.issues and progress:
     print(report_issues(data.issues), file=sys.stderr)
+  check_prompt(data, prompts)
   languages = data.select_languages(config_value(config, "train_languages"))
   # (the sampling mode was checked against these pairs by `sampler.build_training_data`)
   if not data.group_ids(languages):
+    no_language = sum(i.dropped and "default_language" in i.detail for i in data.issues)
+    hint = (f"; {no_language} name no language: give --config.default_language=xx or the file "
+            "as xx:PATH" if no_language else "")
     raise DataError(f"the training files hold no usable pair in {', '.join(languages) or 'any language'}"
-                    f" ({data.issues.num_dropped} records dropped; see the summary above)")
+                    f" ({data.issues.num_dropped} records dropped; see the summary above{hint})")
   fold = folds.get_fold(config_value(config, "fold"))
   start = time.perf_counter()
   folds.check_no_overlap(data.retrieval_sets(languages), folds.load_eval_sets(fold, config_value(config, "data_dir")))
@@ -677,6 +926,12 @@ def build_training_data(config, tokenizer, *, progress: bool = True, prompts=Non
       write=lambda tmp, expected: write_shards(tmp, data, spec, tokenizer, expected, progress))
   if data.issues and progress:
     print(f"training files: every issue is listed in {directory / ISSUES_FILE}", file=sys.stderr)
+  cut = json.loads((directory / shards_lib.MANIFEST).read_text()).get("cut_texts", {})
+  for line in cut_lines(cut):  # once: printed, or logged where the console is quiet
+    if progress:
+      print(line, file=sys.stderr)
+    else:
+      (logging.warning if line.startswith("warning") else logging.info)("%s", line)
   training_data = shards_lib.load_training_data(directory)
   n = int(config_value(config, "hard_negatives_per_pair") or 0)
   if n:

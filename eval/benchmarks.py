@@ -160,7 +160,8 @@ def parse_files(spec: str) -> dict[str, list[str]]:
   return out
 
 
-def _files_of(options, language: str, name: str, count: int) -> list[pathlib.Path]:
+def _files_of(options, language: str, name: str, count: int, directory: bool = False
+              ) -> list[pathlib.Path]:
   files = options.get("files") or {}
   if language not in files:
     raise BenchmarkError(f"{name}: no file for language {language!r} in --files "
@@ -171,8 +172,8 @@ def _files_of(options, language: str, name: str, count: int) -> list[pathlib.Pat
     raise BenchmarkError(f"{name}: --files for {language} needs {count} path(s), {form}; "
                          f"got {len(paths)}")
   for path in paths:
-    if not path.is_file():
-      raise BenchmarkError(f"{name}: {path}: file not found")
+    if not (path.is_dir() if directory else path.is_file()):
+      raise BenchmarkError(f"{name}: {path}: {'directory' if directory else 'file'} not found")
   return paths
 
 
@@ -199,6 +200,18 @@ def _miracl_files(data_dir, language, split, strict, options):
   topics, qrels, corpus = _files_of(options, language, "miracl_files", 3)
   return dataclasses.replace(readers.read_miracl(topics, qrels, corpus, language, strict=strict),
                              benchmark="miracl_files")
+
+
+def _beir_files(data_dir, language, split, strict, options):
+  """A BEIR directory per language (corpus.jsonl, queries.jsonl, qrels/{split}.tsv)."""
+  path, = _files_of(options, language, "beir_files", 1, directory=True)
+  for name in ("corpus.jsonl", "queries.jsonl"):
+    if not (path / name).is_file():
+      raise BenchmarkError(f"beir_files: {path} is no BEIR directory (no {name})")
+  try:
+    return readers.read_beir(path, language, split=split, strict=strict)
+  except readers.DataError as e:
+    raise BenchmarkError(f"beir_files: {e}") from None
 
 
 # Languages listed for the file benchmarks (any code `train_files.is_language_code`
@@ -315,6 +328,12 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
     Benchmark("miracl_files", _file_languages(), _miracl_files, protocols.miracl,
               main_setting="mono", main_metric="ndcg@10", needs_files=3,
               description="MIRACL-format triples (--files de:topics.tsv+qrels.trec+corpus.jsonl): "
+                          "nDCG@10, R@100"),
+    Benchmark("beir_files", _file_languages(), _beir_files, protocols.miracl,
+              main_setting="mono", main_metric="ndcg@10", needs_files=1,
+              splits=("test", "dev", "train"),
+              description="a BEIR directory per language (--files de:DIR with corpus.jsonl, "
+                          "queries.jsonl, qrels/test.tsv; --split dev / train for the others): "
                           "nDCG@10, R@100"),
 ]}
 

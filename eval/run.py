@@ -396,7 +396,8 @@ def _main(argv=None) -> None:
   parser.add_argument("--files", default=None, metavar="LANG:PATH,...",
                       help="squad / squad_sentences: one SQuAD-format file per language, e.g. "
                            "ar:ar.json,th:th.json; miracl_files: three files per language joined "
-                           "by '+', e.g. de:topics.tsv+qrels.trec+corpus.jsonl")
+                           "by '+', e.g. de:topics.tsv+qrels.trec+corpus.jsonl; beir_files: a BEIR "
+                           "directory per language, e.g. de:beir_de/")
   parser.add_argument("--max_questions", type=int, default=None,
                       help="quick checks only: keep the first N question ids (sorted) in every "
                            "language; corpora stay whole")

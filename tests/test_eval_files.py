@@ -120,3 +120,27 @@ def test_files_errors(tiny_model, tmp_path):
     run.evaluate(tiny_model, "miracl_files", files=f"en:{path}", progress=False)
   with pytest.raises(run.EvalError, match="not found"):
     run.evaluate(tiny_model, "squad", files=f"en:{tmp_path / 'nope.json'}", progress=False)
+
+
+def test_beir_directory_per_language(tiny_model, tmp_path):
+  root = tmp_path / "beir_sw"
+  (root / "qrels").mkdir(parents=True)
+  (root / "corpus.jsonl").write_text("".join(
+      json.dumps({"_id": f"d{i}", "title": "Zent", "text": f"passage {i}"}) + "\n" for i in range(7)))
+  (root / "queries.jsonl").write_text("".join(
+      json.dumps({"_id": f"q{i}", "text": f"question {i} about Zent"}) + "\n" for i in range(6)))
+  (root / "qrels" / "test.tsv").write_text(
+      "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(4))
+      + "q0\tmissing\t1\nq3\td5\t0\n")
+  (root / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq5\td5\t1\n")
+  result = run.evaluate(tiny_model, "beir_files", files=f"sw:{root}", max_length=32,
+                        progress=False, out=tmp_path / "b.json")
+  # The test split's judged queries only (q4, q5 are not in qrels/test.tsv).
+  assert result["options"]["questions"] == {"sw": 4} and result["options"]["candidates"] == {"sw": 7}
+  assert result["data_issues"]["sw"]["by_problem"] == {"qrels docid missing from the corpus (dropped)": 1}
+  assert result["settings"]["mono"]["macro"]["r@100"] == 1.0
+  train = run.evaluate(tiny_model, "beir_files", files=f"sw:{root}", split="train", max_length=32,
+                       progress=False)
+  assert train["options"]["questions"] == {"sw": 1}
+  with pytest.raises(run.EvalError, match=r"no qrels/dev.tsv \(its qrels: test, train"):
+    run.evaluate(tiny_model, "beir_files", files=f"sw:{root}", split="dev", progress=False)
