@@ -291,6 +291,17 @@ def finished(run_dir: pathlib.Path, provenance: dict, eval_languages: dict) -> b
   return same and done
 
 
+def _new_key_at_default(key: str, have: dict, now: dict) -> bool:
+  """A training config key added to the project after the run was made, at its default:
+  the run was made with that behaviour, so it is no difference."""
+  if key in have or "train_config." not in key:
+    return False
+  from configs import default
+  defaults = default.get_config().to_dict()
+  name = key.rsplit(".", 1)[-1]
+  return name in defaults and now.get(key) == defaults[name]
+
+
 def check_run_dirs(out: pathlib.Path, expected: dict[str, dict]) -> None:
   """Refuse to reuse a run directory whose results were made with other settings."""
   problems = []
@@ -301,7 +312,7 @@ def check_run_dirs(out: pathlib.Path, expected: dict[str, dict]) -> None:
       have = _flat(json.loads(stored_file.read_text()))
       now = _flat(json.loads(json.dumps(want)))
       diff = [f"{k}: {have.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(have) | set(now))
-              if have.get(k) != now.get(k)]
+              if have.get(k) != now.get(k) and not _new_key_at_default(k, have, now)]
       if diff:
         problems.append(f"{rid} ({'; '.join(diff[:4])}{'; ...' if len(diff) > 4 else ''})")
     elif run_dir.is_dir() and any(run_dir.iterdir()):
