@@ -282,7 +282,8 @@ def finished(run_dir: pathlib.Path, provenance: dict, eval_languages: dict) -> b
   stored = run_dir / PROVENANCE_FILE
   if not stored.exists():
     return False
-  same = json.loads(stored.read_text()) == json.loads(json.dumps(provenance))
+  same = (_with_defaults(json.loads(stored.read_text()))
+          == _with_defaults(json.loads(json.dumps(provenance))))
   done = (run_dir / "train_summary.json").exists() and all(
       (run_dir / f"eval_{b}.json").exists() for b in eval_languages)
   if not (same and done):
@@ -291,15 +292,17 @@ def finished(run_dir: pathlib.Path, provenance: dict, eval_languages: dict) -> b
   return same and done
 
 
-def _new_key_at_default(key: str, have: dict, now: dict) -> bool:
-  """A training config key added to the project after the run was made, at its default:
-  the run was made with that behaviour, so it is no difference."""
-  if key in have or "train_config." not in key:
-    return False
-  from configs import default
-  defaults = default.get_config().to_dict()
-  name = key.rsplit(".", 1)[-1]
-  return name in defaults and now.get(key) == defaults[name]
+def _with_defaults(tree):
+  """A provenance with every `train_config` filled with configs/default.py's values, the
+  rule `config_validation.differences` applies: a training key added to the project after
+  a run was made, at its default, is no difference."""
+  from mlir_train import config_validation
+  if not isinstance(tree, dict):
+    return tree
+  defaults = config_validation.as_dict(config_validation.default.get_config())
+  return {k: (config_validation.training_config({**defaults, **v})
+              if k == "train_config" and isinstance(v, dict) else _with_defaults(v))
+          for k, v in tree.items()}
 
 
 def check_run_dirs(out: pathlib.Path, expected: dict[str, dict]) -> None:
@@ -309,10 +312,10 @@ def check_run_dirs(out: pathlib.Path, expected: dict[str, dict]) -> None:
     run_dir = out / "runs" / rid
     stored_file = run_dir / PROVENANCE_FILE
     if stored_file.exists():
-      have = _flat(json.loads(stored_file.read_text()))
-      now = _flat(json.loads(json.dumps(want)))
+      have = _flat(_with_defaults(json.loads(stored_file.read_text())))
+      now = _flat(_with_defaults(json.loads(json.dumps(want))))
       diff = [f"{k}: {have.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(have) | set(now))
-              if have.get(k) != now.get(k) and not _new_key_at_default(k, have, now)]
+              if have.get(k) != now.get(k)]
       if diff:
         problems.append(f"{rid} ({'; '.join(diff[:4])}{'; ...' if len(diff) > 4 else ''})")
     elif run_dir.is_dir() and any(run_dir.iterdir()):

@@ -19,7 +19,7 @@ def test_a_new_training_key_at_its_default_is_no_difference(tmp_path):
   run.mkdir(parents=True)
   (run / plan.PROVENANCE_FILE).write_text(json.dumps(_provenance()))  # made before the key
   plan.check_run_dirs(tmp_path, {"mono-s0": _provenance(default_language="")})
-  with pytest.raises(plan.StudyError, match="default_language: None -> 'de'"):
+  with pytest.raises(plan.StudyError, match="default_language: '' -> 'de'"):
     plan.check_run_dirs(tmp_path, {"mono-s0": _provenance(default_language="de")})
   with pytest.raises(plan.StudyError, match="seed"):
     plan.check_run_dirs(tmp_path, {"mono-s0": {**_provenance(), "train_config": {"seed": 1, "sampling": "mono"}}})
