@@ -2,7 +2,7 @@
 
 The mesh has two axes: "data" (pure data parallelism) and "fsdp" (data
 parallelism whose devices also split the parameters and optimizer state,
-big_vision's fsdp rule). The batch is split over both axes, so every device
+big_vision's fsdp rule); a population of runs adds a third, "runs". The batch is split over both axes, so every device
 holds a slice of the global batch; the similarity matrix over the global batch
 is still one matmul and XLA inserts the collectives.
 """
@@ -40,6 +40,32 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices=None) -> Mesh:
   if data * fsdp != n:
     raise MeshError(f"mesh data={data} x fsdp={fsdp} does not use the {n} devices")
   return Mesh(np.array(devices).reshape(data, fsdp), ("data", "fsdp"))
+
+
+def make_population_mesh(runs: int, fsdp: int = 1, devices=None) -> Mesh:
+  """A ("data", "runs", "fsdp") mesh for a population (`mlir_train.population`): its
+  members spread over `runs` device groups, each member's batch over that group's
+  "data" x "fsdp" devices. "data" is outermost, so a process's devices (contiguous in
+  `jax.devices()`) hold every member's rows of its slice of the batch, as in `make_mesh`.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  n = len(devices)
+  if runs < 1 or n % (runs * fsdp):
+    raise MeshError(f"mesh runs={runs} x fsdp={fsdp} does not divide the {n} devices")
+  return Mesh(np.array(devices).reshape(n // (runs * fsdp), runs, fsdp), ("data", "runs", "fsdp"))
+
+
+def runs_axis_size(members: int, global_batch_size: int, fsdp: int = 1,
+                   device_count: int | None = None) -> int:
+  """The largest "runs" axis for `members` runs on the devices: it divides the members
+  and the devices, and leaves each member a batch its devices divide (1 if none does)."""
+  n = jax.device_count() if device_count is None else device_count
+  for runs in range(min(members, n // fsdp), 0, -1):
+    per_member = n // runs
+    if (members % runs == 0 and n % (runs * fsdp) == 0
+        and global_batch_size % per_member == 0):
+      return runs
+  return 1
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -93,6 +119,9 @@ def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.A
 
 
 def check_batch_divisible(global_batch_size: int, mesh: Mesh) -> None:
-  if global_batch_size % mesh.size:
+  """The batch splits over the mesh's batch devices (a population mesh: one member's)."""
+  devices = mesh.size // mesh.shape.get("runs", 1)
+  if global_batch_size % devices:
     raise MeshError(f"global batch {global_batch_size} is not divisible by the "
-                    f"{mesh.size} devices of the mesh {dict(mesh.shape)}")
+                    f"{devices} devices of the mesh {dict(mesh.shape)} that hold one "
+                    f"run's batch")

@@ -12,8 +12,10 @@ Layout: the trainable parameters, the optimizer state and the counters of every 
 are stacked along a leading `runs` axis; the frozen subtrees (`optimizer.split_frozen`:
 the embeddings with `freeze_embeddings`, lower `freeze_layers` layers) and L2-SP's
 anchor are held once and shared. One update is `jax.vmap` of `train.make_update_step`
-(the single run's step, unchanged) over the runs axis, on the mesh a single run uses
-(the runs axis is not sharded; the batch axis is split over the devices as in `train`).
+(the single run's step, unchanged) over the runs axis, on a ("data", "runs", "fsdp")
+mesh (`population_mesh`): the members are spread over the "runs" device groups, each
+member's batch over its group's "data" x "fsdp" devices as in `train` (one device: vmap
+only; 8 devices and 4 members: e.g. 4 runs x 2 data).
 With equal learning rates the member's step is traced exactly as alone; with different
 ones each member's rate enters as a traced scalar of its own schedule.
 
@@ -24,7 +26,7 @@ provenance.json, metrics.jsonl, batches.jsonl, tensorboard/ and Orbax checkpoint
 like any other run (and `train.train` could resume it).
 
 Not yet (issue 30): validation and early stopping (refused), resuming a population
-(a workdir with checkpoints is refused), a `runs` mesh axis, population evaluation,
+(a workdir with checkpoints is refused), population evaluation,
 the study's use of it.
 """
 from __future__ import annotations
@@ -56,6 +58,7 @@ PER_MEMBER_STEP_KEYS = frozenset({"learning_rate"})
 # Keys outside the step that the members must still share: the frozen parameters are
 # held once, so every member starts from the same model.
 SHARED_KEYS_BEYOND_STEPS = frozenset({"model"})
+RUNS_AXIS = "runs"  # the mesh axis the members are spread over
 BATCHED_STATE = ("params", "opt_state", "step", "nonfinite_in_a_row", "skipped_nonfinite")
 
 
@@ -162,7 +165,7 @@ def _jitted_step(module, config, mesh, size: int, per_member_learning_rate: bool
   values = {k: v for k, v in config.to_dict().items()
             if k in shared_keys(config.keys()) or (k in PER_MEMBER_STEP_KEYS
                                                    and not per_member_learning_rate)}
-  key = (module, tuple(d.id for d in mesh.devices.flat), mesh.devices.shape, size,
+  key = (module, tuple(d.id for d in mesh.devices.flat), mesh.devices.shape, mesh.axis_names, size,
          per_member_learning_rate, json.dumps(values, sort_keys=True, default=repr))
   if key not in _STEPS:
     import ml_collections
@@ -179,11 +182,26 @@ def _jitted_step(module, config, mesh, size: int, per_member_learning_rate: bool
 
 
 def stacked_sharding(tree, mesh):
-  """A single run's sharding of every leaf (`partitioning.tree_shardings`) behind an
-  unsharded leading runs axis; `tree` holds one member's shapes."""
+  """A single run's sharding of every leaf (`partitioning.tree_shardings`) behind a
+  leading runs axis split over the mesh's "runs" devices; `tree` holds one member's shapes."""
   fsdp = mesh.shape["fsdp"]
   return jax.tree.map(lambda x: NamedSharding(
-      mesh, P(None, *partitioning.fsdp_spec(tuple(np.shape(x)), fsdp))), tree)
+      mesh, P(RUNS_AXIS, *partitioning.fsdp_spec(tuple(np.shape(x)), fsdp))), tree)
+
+
+def population_mesh(size: int, config, runs_devices: int | None = None):
+  """The ("data", "runs", "fsdp") mesh of a population of `size` members: `runs_devices`
+  device groups (None: the most that divide the members, the devices and the batch,
+  `partitioning.runs_axis_size`), each holding whole members."""
+  fsdp, batch = int(config.fsdp), int(config.batch_size)
+  runs = (partitioning.runs_axis_size(size, batch, fsdp) if runs_devices is None
+          else int(runs_devices))
+  if runs < 1 or size % runs:
+    raise PopulationError(f"{size} members do not split evenly over runs_devices={runs} "
+                          f"device groups; choose a divisor of {size}")
+  mesh = partitioning.make_population_mesh(runs, fsdp)
+  partitioning.check_batch_divisible(batch, mesh)
+  return mesh
 
 
 def split_state(state: dict, config) -> tuple[dict, dict]:
@@ -219,10 +237,11 @@ def _stack_batches(member_batches, fields, sharding) -> dict[str, jax.Array]:
 # Training
 # ----------------------------------------------------------------------------
 def train_population(configs: Sequence, workdirs: Sequence[str | os.PathLike],
-                     return_params: bool = False):
+                     return_params: bool = False, runs_devices: int | None = None):
   """Train the members from step 0 in one program; returns one `train.train`-style
-  summary per member (plus "population": size and aggregate pairs/s), and with
-  `return_params` also each member's final parameters (host arrays)."""
+  summary per member (plus "population": size, mesh and aggregate pairs/s), and with
+  `return_params` also each member's final parameters (host arrays). `runs_devices`:
+  how many device groups the members spread over (`population_mesh`)."""
   check_compatible(configs)
   paths = _check_workdirs(configs, workdirs)
   is_chief = jax.process_index() == 0
@@ -235,8 +254,7 @@ def train_population(configs: Sequence, workdirs: Sequence[str | os.PathLike],
       train_lib.truncate_metrics(path / train_lib.BATCHES_FILE, 0)
 
   # --- Mesh, model, state (as `train.train`) ------------------------------------
-  mesh = partitioning.make_mesh(fsdp=int(config.fsdp))
-  partitioning.check_batch_divisible(int(config.batch_size), mesh)
+  mesh = population_mesh(size, config, runs_devices)
   model = models.load_model(config.model)
   base_is_run = models.is_training_workdir(config.model)
   if base_is_run:
@@ -261,7 +279,7 @@ def train_population(configs: Sequence, workdirs: Sequence[str | os.PathLike],
   rates = [float(c.learning_rate) for c in configs]
   per_member_rate = len(set(rates)) > 1
   fields = train_lib.batch_fields(config)
-  batch_sh = NamedSharding(mesh, P(None, partitioning.BATCH_AXES))
+  batch_sh = NamedSharding(mesh, P(RUNS_AXIS, partitioning.BATCH_AXES))  # [K, batch, ...]
   step_fn = _jitted_step(module, config, mesh, size, per_member_rate, shared_sh, stacked_sh,
                          batch_sh)
   learning_rates = jax.device_put(np.asarray(rates, np.float32), partitioning.replicated(mesh))
@@ -313,6 +331,7 @@ def train_population(configs: Sequence, workdirs: Sequence[str | os.PathLike],
   seconds = time.perf_counter() - started
   pairs_per_sec = step * size * int(config.batch_size) / max(seconds, 1e-9)
   summaries = [{**m.summary(step), "population": {"size": size, "member": k,
+                                                  "mesh": dict(mesh.shape),
                                                   "pairs_per_sec": pairs_per_sec}}
                for k, m in enumerate(members)]
   if not return_params:
