@@ -89,6 +89,34 @@ def test_corrupted_file_is_detected(data_dir, tmp_path):
     datadir.verify_or_download(root, "xquad_r", ["xx.json"], download_dir=tmp_path / "cache")
 
 
+def test_corrupted_data_dir_file_is_refused_not_replaced(data_dir, tmp_path, capsys):
+  """A user's file that fails its check is never fetched again over (pooch would: it
+  re-downloads a file whose hash differs, ARCHITECTURE.md "Hand-written pieces and why")
+  and is one `error:` line naming it."""
+  root = _copy_folder(data_dir, tmp_path, ["en.json"])
+  path = root / "xquad_r" / "en.json"
+  corrupted = path.read_bytes()[:-1] + b"!"
+  path.write_bytes(corrupted)
+  calls = []
+
+  def fetch(url, destination):
+    calls.append(url)
+    shutil.copy(data_dir / "xquad_r" / "en.json", destination)
+  with pytest.raises(DataError, match=rf"{path}: sha256 .* expected 7b0954f39297c27a"):
+    datadir.verify_or_download(root, "xquad_r", ["en.json"], download_dir=tmp_path / "cache",
+                               fetch=fetch)
+  assert calls == [] and path.read_bytes() == corrupted
+  assert not (tmp_path / "cache" / "xquad_r" / "en.json").exists()
+  with pytest.raises(SystemExit) as exit_info:
+    datadir.main(["--data_dir", str(root), "--folders", "xquad_r", "--files", "en.json",
+                  "--download_dir", str(tmp_path / "cache")])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()        # tqdm's bar, then the error
+  assert [l for l in err if l.startswith("error:")] == err[-1:], err
+  assert err[-1].startswith(f"error: {path}: sha256 ") and "Traceback" not in "".join(err)
+  assert path.read_bytes() == corrupted
+
+
 def _mirror(data_dir, tmp_path, names, corrupt=()):
   """A fake upstream laid out like raw.githubusercontent.com/{repo}/{commit}/{path}."""
   mirror = tmp_path / "mirror"
