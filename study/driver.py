@@ -38,7 +38,7 @@ from typing import Any
 from data_pipelines import files, folds
 from data_pipelines.errors import ProjectError
 from study import plan as plan_lib
-from study import plots, render, summaries
+from study import plots, populations, render, summaries
 from study.plan import PROVENANCE_FILE, PlannedRun, Preset
 
 INTERPOLATION_FILE = "interpolation.json"  # WiSE-FT runs: lambda, endpoints, weight fingerprint
@@ -82,6 +82,7 @@ class Progress:
     from tqdm import tqdm
     self.bar = tqdm(total=round(total_units), desc="study", unit="u", dynamic_ncols=True,
                     file=sys.stderr, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
+    self.counted: set[str] = set()  # runs whose training was already counted
 
   def advance(self, units: float, what: str) -> None:
     self.bar.set_postfix_str(what)
@@ -165,6 +166,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                            "Parquet, datasets dirs; see data_pipelines.train_files) instead of the "
                            "fold's pairs, on all their languages; still evaluated on the fold's "
                            "evaluation side, and checked against it for overlap")
+  parser.add_argument("--population", default="auto", metavar="K|auto",
+                      help="train runs that share one update program (same model, shapes, "
+                           "optimizer; any seed, strategy, alpha) together, at most K per "
+                           "population (mlir_train.population); auto: 20 on an accelerator, 1 "
+                           "(one by one) on a CPU, where populations were not faster")
   parser.add_argument("--dry_run", action="store_true",
                       help="plan only: print the runs, trainings and evaluations the command would "
                            "do (and which are already finished in --out), then stop")
@@ -191,6 +197,20 @@ def build_preset(args) -> Preset:
   return preset
 
 
+def prepare_run_dir(run_dir: pathlib.Path, provenance: dict) -> None:
+  """The run's directory with its provenance.json (what `check_run_dirs` compares)."""
+  run_dir.mkdir(parents=True, exist_ok=True)
+  if not (run_dir / PROVENANCE_FILE).exists():
+    _write_json(run_dir / PROVENANCE_FILE, provenance)
+
+
+def train_config_of(item: PlannedRun, args, preset: Preset, out: pathlib.Path):
+  """The training config of a planned trained run."""
+  return plan_lib.train_config(preset, args.fold, item.sampling, item.alpha, item.seed,
+                               args.model, args.data_dir, out / "shards",
+                               train_files=args.train_files, l2sp=item.l2sp)
+
+
 def run_one(item: PlannedRun, args, preset: Preset, out: pathlib.Path, provenance: dict,
             eval_languages: dict, progress: Progress, steps: int) -> dict:
   """Train (or interpolate, or load) one planned run and evaluate it on every benchmark;
@@ -206,8 +226,7 @@ def run_one(item: PlannedRun, args, preset: Preset, out: pathlib.Path, provenanc
     record.update({"lambda": item.lam, "base_run": item.base} if item.method == "wise"
                   else {"l2sp": item.l2sp})
   record["provenance"] = provenance[rid]
-  if not (run_dir / PROVENANCE_FILE).exists():
-    _write_json(run_dir / PROVENANCE_FILE, provenance[rid])
+  prepare_run_dir(run_dir, provenance[rid])
 
   # --- train (resumes from the run's last checkpoint; skipped when finished) ------------
   if item.sampling == "none":
@@ -221,13 +240,12 @@ def run_one(item: PlannedRun, args, preset: Preset, out: pathlib.Path, provenanc
     done_file = run_dir / "train_summary.json"
     if not done_file.exists():
       from mlir_train import train as train_lib
-      config = plan_lib.train_config(preset, args.fold, item.sampling, item.alpha, item.seed,
-                                     args.model, args.data_dir, out / "shards",
-                                     train_files=args.train_files, l2sp=item.l2sp)
+      config = train_config_of(item, args, preset, out)
       _write_json(done_file, train_lib.train(config, str(workdir)))
     record["train"] = json.loads(done_file.read_text())
     load = lambda: models.load_model(str(workdir))
-  progress.advance(steps if item.trained else 0, f"trained {rid}")
+  if rid not in progress.counted:  # (populations count their members as they finish)
+    progress.advance(steps if item.trained else 0, f"trained {rid}")
 
   # --- evaluate every benchmark (each result read back when already written) ------------
   model = None
@@ -321,6 +339,21 @@ def _study(args, preset: Preset, out: pathlib.Path, argv) -> dict:
   progress = Progress(len(plan) * len(eval_languages) * max(10.0, steps * 0.5)
                       + sum(item.trained for item in plan) * steps)
   clock = WallClock(out / WALL_TIME_FILE)
+
+  # --- populations: trainings that share one update program train together ----------------
+  cap = populations.size(args.population)
+  pending = [item for item in plan if item.trained
+             and not (out / "runs" / item.rid / populations.SUMMARY_FILE).exists()]
+  if cap > 1 and len(pending) > 1:
+    for item in pending:
+      prepare_run_dir(out / "runs" / item.rid, provenance[item.rid])
+
+    def trained(item):
+      progress.advance(steps, f"trained {item.rid}")
+      progress.counted.add(item.rid)
+    populations.train_populations(pending, lambda item: train_config_of(item, args, preset, out),
+                                  lambda item: out / "runs" / item.rid, cap, _write_json, trained)
+    clock.record()
   runs = []
   for item in plan:
     runs.append(run_one(item, args, preset, out, provenance, eval_languages, progress, steps))

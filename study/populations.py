@@ -1,0 +1,76 @@
+"""The study's trainings as populations: runs that share one update program train together.
+
+`python -m study ... --population K` groups the planned trainings whose configs share the
+update step's program (`mlir_train.population.shared_keys`: the model, shapes, optimizer;
+they differ in seed, sampling, alpha, learning rate) into populations of at most K members,
+in plan order, and trains each in one program (`population.train_population`) before the
+runs are evaluated one by one as before. Each member's workdir and `train_summary.json`
+are what a run trained alone leaves, so the rest of the study reads them unchanged; a
+killed population is continued by the re-run (the same unfinished runs form the same
+population, which resumes from its members' checkpoints).
+
+Default ("auto"): on an accelerator populations of up to `ACCELERATOR_SIZE`; on a CPU one
+run at a time unless measured faster (perf/results/population.md).
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Callable, Sequence
+
+from study.plan import PlannedRun
+
+ACCELERATOR_SIZE = 20  # members per population on a GPU / TPU (memory: --population caps it)
+CPU_SIZE = 1           # on a CPU: one by one (perf/results/population.md)
+SUMMARY_FILE = "train_summary.json"
+
+
+def size(requested: str | int | None) -> int:
+  """Members per population: `requested` (an int >= 1), or "auto"/None by the backend."""
+  if requested in (None, "auto"):
+    import jax
+    return CPU_SIZE if jax.default_backend() == "cpu" else ACCELERATOR_SIZE
+  value = int(requested)
+  if value < 1:
+    raise ValueError(f"--population must be >= 1 or auto, got {requested}")
+  return value
+
+
+def program_key(config) -> str:
+  """What members of one population must share, as one string (equal keys: one program)."""
+  from mlir_train import config_validation, population
+  values = config_validation.as_dict(config)
+  return json.dumps({k: values.get(k) for k in population.shared_keys(values)},
+                    sort_keys=True, default=repr)
+
+
+def groups(items: Sequence, key: Callable, cap: int) -> list[list]:
+  """`items` in plan order, split by `key` into runs of at most `cap` (first-seen order)."""
+  by_key: dict[str, list] = {}
+  for item in items:
+    by_key.setdefault(key(item), []).append(item)
+  return [members[i:i + cap] for members in by_key.values()
+          for i in range(0, len(members), cap)]
+
+
+def train_populations(pending: Sequence[PlannedRun], config_of: Callable[[PlannedRun], object],
+                      run_dir: Callable[[PlannedRun], pathlib.Path], cap: int,
+                      write_json: Callable, on_trained: Callable[[PlannedRun], None]) -> int:
+  """Train every pending run (trained, no summary yet) in populations of at most `cap`;
+  writes each member's `train_summary.json`; returns the number of populations trained.
+  A group of one trains alone (`train.train`), as without populations."""
+  from mlir_train import population
+  from mlir_train import train as train_lib
+  configs = {item.rid: config_of(item) for item in pending}
+  trained = 0
+  for members in groups(pending, lambda item: program_key(configs[item.rid]), cap):
+    workdirs = [run_dir(item) / "train" for item in members]
+    if len(members) == 1:
+      summaries = [train_lib.train(configs[members[0].rid], str(workdirs[0]))]
+    else:
+      summaries = population.train_population([configs[item.rid] for item in members], workdirs)
+      trained += 1
+    for item, summary in zip(members, summaries):
+      write_json(run_dir(item) / SUMMARY_FILE, summary)
+      on_trained(item)
+  return trained

@@ -1,0 +1,71 @@
+"""The study with `--population K` (study.populations): the planned trainings that share
+one update program train as one population, and the study's numbers are those of the
+same runs trained one by one (tests/golden/smoke_study_tiny.json, made one by one)."""
+import json
+import pathlib
+
+import pytest
+
+import replicate
+from study import populations
+
+GOLDEN = pathlib.Path(__file__).parent / "golden" / "smoke_study_tiny.json"
+
+
+@pytest.fixture(scope="module")
+def population_study(tmp_path_factory, data_dir):
+  out = tmp_path_factory.mktemp("study_population")
+  argv = ["--preset", "smoke", "--fold", "A", "--model", "tiny-random", "--steps", "4",
+          "--data_dir", str(data_dir), "--out", str(out), "--population", "3",
+          "--set", "benchmarks=tydiqa_goldp"]
+  return out, replicate.main(argv), argv
+
+
+def test_the_three_strategies_train_as_one_population(population_study):
+  out, results, _ = population_study
+  for rid in ("mono-s0", "cross-s0", "hybrid-a0.5-s0"):
+    summary = json.loads((out / "runs" / rid / "train_summary.json").read_text())
+    assert summary["population"]["size"] == 3, rid
+  assert {r["run_id"] for r in results["runs"]} == {"start", "mono-s0", "cross-s0",
+                                                    "hybrid-a0.5-s0"}
+
+
+def test_numbers_equal_the_runs_trained_one_by_one(population_study):
+  """Batch kinds exactly, training losses and every golden metric of the benchmarks run
+  here to the golden's 4 decimals (half a last digit, 5e-5, plus float round-off: vmap
+  reorders reductions; the golden's own test allows 0.01 across machines)."""
+  _, results, _ = population_study
+  golden = json.loads(GOLDEN.read_text())
+  runs = {r["run_id"]: r for r in results["runs"]}
+  compared = 0
+  for rid, want in golden.items():
+    for key, value in want.items():
+      if key == "train/kind_counts":
+        assert runs[rid]["train"]["kind_counts"] == value, rid
+      elif key == "train/final_loss":
+        assert runs[rid]["train"]["final_metrics"]["loss"] == pytest.approx(value, abs=6e-5), rid
+      elif key.split("/")[0] in runs[rid]["metrics"]:
+        benchmark, setting, metric = key.split("/")
+        got = runs[rid]["metrics"][benchmark]["settings"][setting]["macro"][metric]
+        assert got == pytest.approx(value, abs=6e-5), (rid, key)
+        compared += 1
+  assert compared >= 12
+
+
+def test_rerun_reads_the_population_back(population_study, capsys):
+  out, results, argv = population_study
+  before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/train_summary.json")}
+  again = replicate.main(argv)
+  assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/train_summary.json")} == before
+  assert [r["metrics"] for r in again["runs"]] == [r["metrics"] for r in results["runs"]]
+
+
+@pytest.mark.fast
+def test_groups_keep_plan_order_and_the_cap():
+  items = ["a1", "b1", "a2", "a3", "b2", "a4"]
+  assert populations.groups(items, lambda s: s[0], 3) == [["a1", "a2", "a3"], ["a4"],
+                                                          ["b1", "b2"]]
+  assert populations.groups(items, lambda s: s[0], 1) == [[i] for i in
+                                                          ("a1", "a2", "a3", "a4", "b1", "b2")]
+  with pytest.raises(ValueError, match="--population"):
+    populations.size("0")
