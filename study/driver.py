@@ -266,8 +266,10 @@ def run_one(item: PlannedRun, args, preset: Preset, out: pathlib.Path, provenanc
   return record
 
 
-def print_plan(plan: list[PlannedRun], preset: Preset, eval_languages: dict, out: pathlib.Path) -> dict:
-  """--dry_run: what the study would do, and what --out already holds; returns the counts."""
+def print_plan(plan: list[PlannedRun], preset: Preset, eval_languages: dict, out: pathlib.Path,
+               population_sizes: list[int] | None = None) -> dict:
+  """--dry_run: what the study would do, and what --out already holds; returns the counts
+  (`population_sizes`: the members of each population the pending trainings form)."""
   trained = [i for i in plan if i.trained]
   wise = [i for i in plan if i.lam is not None]
   done = {i.rid for i in plan if (out / "runs" / i.rid / "train_summary.json").exists()}
@@ -287,6 +289,10 @@ def print_plan(plan: list[PlannedRun], preset: Preset, eval_languages: dict, out
           + (f", first {preset.eval_max_questions} question ids" if preset.eval_max_questions else "") + ")")
   print(f"already in {out}: {counts['trainings_done']} of {len(trained)} trainings, "
         f"{finished} of {evaluations} evaluations")
+  if population_sizes:
+    counts["populations"] = population_sizes
+    print(f"pending trainings as {len(population_sizes)} populations of "
+          f"{', '.join(map(str, population_sizes))} members (--population)")
   return {"dry_run": counts, "plan": [i.rid for i in plan]}
 
 
@@ -331,8 +337,16 @@ def _study(args, preset: Preset, out: pathlib.Path, argv) -> dict:
   plan += [item for item in adopted
            if plan_lib.finished(out / "runs" / item.rid, provenance[item.rid], eval_languages)]
   plan_lib.check_run_dirs(out, {item.rid: provenance[item.rid] for item in plan})
+  cap = populations.size(args.population)
+  pending = [item for item in plan if item.trained
+             and not (out / "runs" / item.rid / populations.SUMMARY_FILE).exists()]
   if args.dry_run:
-    return print_plan(plan, preset, eval_languages, out)
+    sizes = None
+    if cap > 1 and len(pending) > 1:
+      keys = {item.rid: populations.program_key(train_config_of(item, args, preset, out))
+              for item in pending}
+      sizes = [len(g) for g in populations.groups(pending, lambda item: keys[item.rid], cap)]
+    return print_plan(plan, preset, eval_languages, out, sizes)
 
   # --- train and evaluate every run (finished work is read back) --------------------------
   steps = preset.train_overrides["total_steps"]
@@ -341,9 +355,6 @@ def _study(args, preset: Preset, out: pathlib.Path, argv) -> dict:
   clock = WallClock(out / WALL_TIME_FILE)
 
   # --- populations: trainings that share one update program train together ----------------
-  cap = populations.size(args.population)
-  pending = [item for item in plan if item.trained
-             and not (out / "runs" / item.rid / populations.SUMMARY_FILE).exists()]
   if cap > 1 and len(pending) > 1:
     for item in pending:
       prepare_run_dir(out / "runs" / item.rid, provenance[item.rid])

@@ -34,6 +34,16 @@ def test_a_dry_run_plans_every_run_without_training(tmp_path, capsys):
   assert not (tmp_path / "study" / "runs" / "mono-s0" / "train").exists()
 
 
+def test_a_dry_run_shows_the_populations_the_trainings_form(tmp_path, capsys):
+  """Every decisive training shares one program (they differ in seed, sampling, alpha):
+  100 trainings at most 20 per population are 5 populations of 20; at 30, 30+30+30+10."""
+  for cap, sizes in (("20", [20] * 5), ("30", [30, 30, 30, 10])):
+    result = replicate.main(["--preset", "decisive", "--fold", "A", "--model", "tiny-random",
+                             "--out", str(tmp_path / "study"), "--dry_run", "--population", cap])
+    assert result["dry_run"]["populations"] == sizes
+    assert f"{len(sizes)} populations" in capsys.readouterr().out
+
+
 def _run(key, seed, rng, values):
   sampling = key.split("@")[0]
   alpha = ALPHAS.get(key)
