@@ -182,9 +182,7 @@ def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
   (`compile_ahead`); None: off the CPU only (on 2 CPU cores it gained nothing).
   """
   batch_tokens = default_batch_tokens() if batch_tokens is None else batch_tokens
-  for name, value, least in (("batch_size", batch_size, 1), ("batch_tokens", batch_tokens, 0)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-      raise ValueError(f"embed: {name} must be an integer >= {least}, got {value!r}")
+  _check_batch(batch_size, batch_tokens)
   max_length = model_max_length(model, max_length)
   rows, cut = token_rows(model, texts, kind, max_length)  # ids per text, was it cut
   if stats is not None:
@@ -206,6 +204,12 @@ def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
     compile_ahead(model.module, params, [(n, pad_to) for _, n, pad_to in plan], device)
   forward = lambda ids, mask: _forward(model.module, params, ids, mask)  # [rows, hidden]
   return _run_plan(rows, plan, forward, model.tokenizer.pad_token_id, out, kind, progress)
+
+
+def _check_batch(batch_size, batch_tokens) -> None:
+  for name, value, least in (("batch_size", batch_size, 1), ("batch_tokens", batch_tokens, 0)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+      raise ValueError(f"embed: {name} must be an integer >= {least}, got {value!r}")
 
 
 def batch_plan(rows: Sequence[np.ndarray], max_length: int, batch_size: int, batch_tokens: int,
@@ -327,36 +331,41 @@ def _forward_many(module, treedef, shared, stacked, input_ids, attention_mask):
 def embed_many(models: Sequence, texts: Sequence[str], kind: str | None, batch_size: int = 64,
                max_length: int = 512, progress: bool = True,
                buckets: Sequence[int] | None = None, stats: Sequence[dict] | None = None,
-               batch_tokens: int | None = None, ahead: bool | None = None) -> list[np.ndarray]:
+               batch_tokens: int | None = None, ahead: bool | None = None,
+               stacked: bool = True) -> list[np.ndarray]:
   """`embed` of the same texts by each of `models` (one architecture and tokenizer,
-  `check_stackable`): the texts are tokenised once per distinct prompt (once when the
-  models share their prompts) into the batches `embed` makes, and each batch goes through
-  every model's parameters in one forward pass (`jax.vmap` over a leading parameter axis;
-  leaves equal in every model are held once). Returns one [N, hidden] array per model, as
-  `embed` gives it; `stats`, if given, holds one dict per model."""
+  `check_stackable`). Returns one [N, hidden] array per model; `stats`, if given, holds
+  one dict per model.
+
+  The texts are tokenised once per distinct prompt (once when the models share their
+  prompts) into the batches `embed` makes. With `stacked`, each batch goes through every
+  model's parameters in one forward pass (`jax.vmap` over a leading parameter axis; leaves
+  equal in every model are held once): the vectors equal `embed`'s up to float round-off
+  (XLA compiles the stacked matmuls as batched ones, which for some shapes sum in another
+  order: on a CPU in float32 at most ~1e-7 apart). Without, the models run one after
+  another through `embed`'s own forward pass on the same batches: bit-identical to `embed`.
+  """
   check_stackable(models)
   batch_tokens = default_batch_tokens() if batch_tokens is None else batch_tokens
+  _check_batch(batch_size, batch_tokens)
   groups = collections.defaultdict(list)  # prompt -> indices of the models using it
   for k, model in enumerate(models):
     groups[tokenization.add_prefix([""], kind, model.prompts)[0]].append(k)
   out = [None] * len(models)
   for members in groups.values():
-    vectors = _embed_stacked([models[k] for k in members], texts, kind, batch_size, max_length,
-                             progress, buckets,
-                             None if stats is None else [stats[k] for k in members],
-                             batch_tokens, ahead)
+    vectors = _embed_group([models[k] for k in members], texts, kind, batch_size, max_length,
+                           progress, buckets,
+                           None if stats is None else [stats[k] for k in members],
+                           batch_tokens, ahead, stacked)
     for k, v in zip(members, vectors):
       out[k] = v
   return out
 
 
-def _embed_stacked(models, texts, kind, batch_size, max_length, progress, buckets, stats,
-                   batch_tokens, ahead) -> np.ndarray:
+def _embed_group(models, texts, kind, batch_size, max_length, progress, buckets, stats,
+                 batch_tokens, ahead, stacked) -> np.ndarray:
   """`embed_many` of models that share their prompt: [K, N, hidden]."""
   first = models[0]
-  for name, value, least in (("batch_size", batch_size, 1), ("batch_tokens", batch_tokens, 0)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-      raise ValueError(f"embed: {name} must be an integer >= {least}, got {value!r}")
   max_length = model_max_length(first, max_length)
   rows, cut = token_rows(first, texts, kind, max_length)  # once for every model
   for s in stats or ():
@@ -366,11 +375,22 @@ def _embed_stacked(models, texts, kind, batch_size, max_length, progress, bucket
   if not rows:
     return out
   device = jax.local_devices()[0]  # as `embed`
-  treedef, shared, stacked = stack_params([m.params for m in models], device)
   plan = batch_plan(rows, max_length, batch_size, batch_tokens, buckets)
-  forward = lambda ids, mask: _forward_many(first.module, treedef, shared, stacked, ids, mask)
-  if ahead if ahead is not None else jax.default_backend() != "cpu":
+  shapes = [(n, pad_to) for _, n, pad_to in plan]
+  ahead = jax.default_backend() != "cpu" if ahead is None else ahead
+  pad_id = first.tokenizer.pad_token_id
+  if not stacked:
+    for k, model in enumerate(models):
+      params = jax.device_put(model.params, device)
+      if ahead:
+        compile_ahead(model.module, params, shapes, device)
+      forward = lambda ids, mask: _forward(model.module, params, ids, mask)
+      _run_plan(rows, plan, forward, pad_id, out[k], kind, progress)  # out[k]: a view
+    return out
+  treedef, shared, mapped = stack_params([m.params for m in models], device)
+  forward = lambda ids, mask: _forward_many(first.module, treedef, shared, mapped, ids, mask)
+  if ahead:
     dtype = str(jax.tree_util.tree_leaves(first.params)[0].dtype)
     key = (first.module, treedef, tuple(s is None for s in shared), len(models), dtype, device.id)
-    _compile_shapes(key, [(n, pad_to) for _, n, pad_to in plan], forward)
-  return _run_plan(rows, plan, forward, first.tokenizer.pad_token_id, out, kind, progress)
+    _compile_shapes(key, shapes, forward)
+  return _run_plan(rows, plan, forward, pad_id, out, kind, progress)
