@@ -8,7 +8,8 @@ and candidate once ("query: " / "passage: " prefixes), runs the protocol of
 `eval.protocols` and writes the result JSON, `<stem>.report.md` and plots beside
 it. `evaluate(...)` is the same as a Python call returning the JSON dict.
 `--trec_run PATH` also writes each language's ranking as a TREC run file (and the
-judgements as qrels beside it, `eval.trec`).
+judgements as qrels beside it, `eval.trec`). Many models of one architecture in one
+pass: `eval.population`, which shares `request`, `read`, `encode_sets_many` and `score`.
 """
 from __future__ import annotations
 

@@ -12,6 +12,9 @@ row count of its length, so the forward pass compiles at most once per
 bucket, however many texts are encoded. Off the CPU, the shapes a call needs and
 has not compiled yet compile side by side (a thread each) before the first batch
 runs. Results come back in input order.
+
+`embed_many` encodes the same texts by K models of one architecture: tokenised once,
+each batch through every model's parameters in one `jax.vmap`ped forward pass.
 """
 from __future__ import annotations
 
@@ -309,7 +312,8 @@ def stack_params(params: Sequence, device) -> tuple:
   leaves = [jax.tree.flatten(p) for p in params]
   treedef = leaves[0][1]
   columns = list(zip(*[jax.device_put(l, device) for l, _ in leaves]))
-  same = [all(x is c[0] or bool(jax.numpy.array_equal(x, c[0])) for x in c[1:]) for c in columns]
+  equal = [[x is c[0] or jax.numpy.array_equal(x, c[0]) for x in c[1:]] for c in columns]
+  same = [all(flags) for flags in jax.device_get(equal)]  # one transfer, not one per leaf
   if all(same):
     same[0] = False  # vmap needs one mapped input
   shared = [c[0] if s else None for c, s in zip(columns, same)]

@@ -59,19 +59,17 @@ def test_embed_many_gives_each_model_its_own_vectors(three, monkeypatch):
 
   monkeypatch.setattr(encode, "token_rows", token_rows)
   monkeypatch.setattr(encode, "_forward_many", forward)
-  many = encode.embed_many(three, texts, "query", max_length=24, progress=False, stats=stats,
-                           batch_size=4)
+  shape = dict(max_length=24, buckets=(24,), batch_size=4, progress=False)  # one [4, 24] program
+  many = encode.embed_many(three, texts, "query", stats=stats, **shape)
   monkeypatch.undo()
   # Tokenised once per prompt (models 0 and 1 share E5's), each of the 4 batches of 4 texts
   # run once for all the models of that prompt.
   assert calls == {"token_rows": ["tiny-random-0", "tiny-random-0-layers"],
                    "forward": [2, 2, 2, 2, 1, 1, 1, 1]}
-  one_by_one = encode.embed_many(three, texts, "query", max_length=24, progress=False,
-                                 batch_size=4, stacked=False)
+  one_by_one = encode.embed_many(three, texts, "query", stacked=False, **shape)
   for model, vectors, in_turn, stat in zip(three, many, one_by_one, stats):
     alone = {}
-    own = encode.embed(model, texts, "query", max_length=24, progress=False, stats=alone,
-                       batch_size=4)
+    own = encode.embed(model, texts, "query", stats=alone, **shape)
     np.testing.assert_allclose(vectors, own, rtol=0, atol=5e-7)   # round-off
     np.testing.assert_array_equal(in_turn, own)                   # bit-identical
     assert stat == alone and stat["truncated"] > 0
