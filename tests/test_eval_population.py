@@ -67,6 +67,10 @@ def test_embed_many_gives_each_model_its_own_vectors(three, monkeypatch):
   assert calls == {"token_rows": ["tiny-random-0", "tiny-random-0-layers"],
                    "forward": [2, 2, 2, 2, 1, 1, 1, 1]}
   one_by_one = encode.embed_many(three, texts, "query", stacked=False, **shape)
+  for stacked in (True, False):  # compiled ahead, as off the CPU: the same vectors
+    ahead = encode.embed_many(three, texts, "query", stacked=stacked, ahead=True, **shape)
+    for a, b in zip(ahead, many if stacked else one_by_one):
+      np.testing.assert_array_equal(a, b)
   for model, vectors, in_turn, stat in zip(three, many, one_by_one, stats):
     alone = {}
     own = encode.embed(model, texts, "query", stats=alone, **shape)
