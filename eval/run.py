@@ -8,7 +8,8 @@ and candidate once ("query: " / "passage: " prefixes), runs the protocol of
 `eval.protocols` and writes the result JSON, `<stem>.report.md` and plots beside
 it. `evaluate(...)` is the same as a Python call returning the JSON dict.
 `--trec_run PATH` also writes each language's ranking as a TREC run file (and the
-judgements as qrels beside it, `eval.trec`).
+judgements as qrels beside it, `eval.trec`). Many models of one architecture in one
+pass: `eval.population`, which shares `request`, `read`, `encode_sets_many` and `score`.
 """
 from __future__ import annotations
 
@@ -117,18 +118,46 @@ def encode_sets(model, sets: Mapping[str, readers.RetrievalSet], batch_size: int
   """
   from mlir_train import encode  # imported here so protocol code needs no model stack
 
-  truncation = {}
+  def embed(texts, kind, stats):
+    return [encode.embed(model, texts, kind, batch_size=batch_size, max_length=max_length,
+                         progress=progress, stats=stats[0], batch_tokens=batch_tokens)]
+  return _encode_sets(embed, sets, 1)[0]
 
-  def pooled(texts_by_language: dict, kind: str, name: str) -> dict:
+
+def encode_sets_many(models: Sequence, sets: Mapping[str, readers.RetrievalSet],
+                     batch_size: int = 64, max_length: int = 512, progress: bool = True,
+                     batch_tokens: int | None = None, stacked: bool = True
+                     ) -> list[tuple[dict, dict, dict]]:
+  """`encode_sets` of each of `models` (one architecture and tokenizer), in one pass: each
+  kind's texts tokenised once and encoded by every model (`encode.embed_many`: in one
+  stacked forward pass, or with `stacked=False` one model after another). The seconds are
+  the pass's, split evenly between the models."""
+  from mlir_train import encode
+
+  def embed(texts, kind, stats):
+    return encode.embed_many(models, texts, kind, batch_size=batch_size, max_length=max_length,
+                             progress=progress, stats=stats, batch_tokens=batch_tokens,
+                             stacked=stacked)
+  return _encode_sets(embed, sets, len(models))
+
+
+def _encode_sets(embed, sets: Mapping[str, readers.RetrievalSet], n_models: int
+                 ) -> list[tuple[dict, dict, dict]]:
+  """`encode_sets` for `n_models` models; embed(texts, kind, [stats per model]) gives one
+  [len(texts), hidden] array per model."""
+  truncation = [{} for _ in range(n_models)]
+
+  def pooled(texts_by_language: dict, kind: str, name: str) -> list[dict]:
     flat = [t for texts in texts_by_language.values() for t in texts]
-    vectors = encode.embed(model, flat, kind, batch_size=batch_size, max_length=max_length,
-                           progress=progress, stats=truncation.setdefault(name, {}),
-                           batch_tokens=batch_tokens)
-    out, start = {}, 0
-    for language, texts in texts_by_language.items():
-      out[language] = vectors[start:start + len(texts)]
-      start += len(texts)
-    return out
+    vectors = embed(flat, kind, [t.setdefault(name, {}) for t in truncation])
+    outs = []
+    for model_vectors in vectors:
+      out, start = {}, 0
+      for language, texts in texts_by_language.items():
+        out[language] = model_vectors[start:start + len(texts)]
+        start += len(texts)
+      outs.append(out)
+    return outs
 
   start = time.perf_counter()
   questions = pooled({lang: [q.text for q in d.questions] for lang, d in sets.items()}, "query",
@@ -138,19 +167,26 @@ def encode_sets(model, sets: Mapping[str, readers.RetrievalSet], batch_size: int
   # AfriQA: the pivot-language queries.
   has_translated = {lang: [q.translated or "" for q in d.questions] for lang, d in sets.items()
                     if any(q.translated is not None for q in d.questions)}
-  translated = pooled(has_translated, "query", "translated") if has_translated else {}
-  total = time.perf_counter() - start
+  translated = (pooled(has_translated, "query", "translated") if has_translated
+                else [{}] * n_models)
+  total = (time.perf_counter() - start) / n_models
   n_texts = {lang: len(d.questions) + len(d.candidates)
-             + (len(d.questions) if lang in translated else 0) for lang, d in sets.items()}
-  encoded, seconds = {}, {}
+             + (len(d.questions) if lang in has_translated else 0) for lang, d in sets.items()}
+  seconds = {language: round(total * n_texts[language] / max(1, sum(n_texts.values())), 2)
+             for language in sets}
+  results = []
+  for k in range(n_models):
+    encoded = {}
+    for language, data in sets.items():
+      encoded[language] = protocols.EncodedSet(data, questions[k][language],
+                                               candidates[k][language],
+                                               translated[k].get(language))
+    results.append((encoded, seconds, truncation[k]))
   for language, data in sets.items():
-    encoded[language] = protocols.EncodedSet(data, questions[language], candidates[language],
-                                             translated.get(language))
-    seconds[language] = round(total * n_texts[language] / max(1, sum(n_texts.values())), 2)
-    log.info("%s/%s: %d questions, %d candidates embedded (~%.1fs of %.1fs)", data.benchmark,
-             language, len(questions[language]), len(candidates[language]), seconds[language],
-             total)
-  return encoded, seconds, truncation
+    log.info("%s/%s: %d questions, %d candidates embedded (~%.1fs of %.1fs)%s", data.benchmark,
+             language, len(data.questions), len(data.candidates), seconds[language], total,
+             f" by each of {n_models} models" if n_models > 1 else "")
+  return results
 
 
 FIRST_REASONS = 3  # dropped records named in an error about an empty set
@@ -216,6 +252,129 @@ def _json_safe(value):
   return value
 
 
+@dataclasses.dataclass(frozen=True)
+class Request:
+  """One benchmark evaluation's checked options (`request`), shared by every model it scores."""
+  benchmark: str
+  bench: benchmarks.Benchmark
+  languages: list
+  split: str
+  files: dict | None
+  data_dir: object = None
+  batch_size: int = 64
+  batch_tokens: int = 0
+  max_length: int = 512
+  progress: bool = True
+  strict: bool = False
+  miracl_corpus: str | None = None
+  chunk_size: int | None = None
+  query_block: int | None = None
+  per_query: bool = False
+  max_questions: int | None = None
+  max_documents: int | None = None
+
+
+def request(benchmark: str, languages: Sequence[str] | None = None, data_dir=None,
+            batch_size: int = 64, max_length: int = 512, progress: bool = True,
+            strict: bool = False, miracl_corpus: str | None = None,
+            chunk_size: int | None = None, query_block: int | None = None,
+            per_query: bool = False, max_questions: int | None = None,
+            max_documents: int | None = None, split: str | None = None,
+            files: str | Mapping[str, Sequence[str]] | None = None,
+            batch_tokens: int | None = None) -> Request:
+  """The options of `evaluate` checked (one `EvalError` line each) and resolved (split,
+  languages, files, batch_tokens, search shapes), before any model is loaded."""
+  try:
+    bench = benchmarks.get(benchmark)
+    split = bench.check_split(split)
+  except benchmarks.BenchmarkError as e:
+    raise EvalError(str(e)) from None
+  try:
+    files = benchmarks.parse_files(files) if isinstance(files, str) else (
+        {l: [p] if isinstance(p, (str, os.PathLike)) else list(p) for l, p in files.items()}
+        if files else None)
+  except benchmarks.BenchmarkError as e:
+    raise EvalError(str(e)) from None
+  if bench.needs_files and not files:
+    raise EvalError(f"{benchmark} evaluates your files: pass --files LANGUAGE:PATH,... "
+                    f"(python API: files={{language: [paths]}})")
+  if files and not bench.needs_files:
+    file_benchmarks = ", ".join(n for n, b in benchmarks.BENCHMARKS.items() if b.needs_files)
+    raise EvalError(f"--files is for the file benchmarks ({file_benchmarks}); {benchmark} "
+                    "reads the data dir")
+  languages = list(languages or (list(files) if files else bench.default_languages(split)))
+  unknown = [l for l in languages if l not in (files if files else bench.languages)]
+  if unknown:
+    raise EvalError(f"{benchmark}: unknown language(s) {', '.join(unknown)}; expected some of "
+                    f"{', '.join(files if files else bench.languages)}"
+                    + (" (those given in --files)" if files else ""))
+  for name, value, least in (("batch_size", batch_size, 1), ("batch_tokens", batch_tokens, 0)):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < least):
+      raise EvalError(f"--{name} must be an integer >= {least}, got {value!r}")
+  from mlir_train import encode
+  batch_tokens = encode.default_batch_tokens() if batch_tokens is None else batch_tokens
+  chunk_size, query_block = search.resolve_shapes(chunk_size, query_block)
+  return Request(benchmark, bench, languages, split, files, data_dir, batch_size, batch_tokens,
+                 max_length, progress, strict, miracl_corpus, chunk_size, query_block, per_query,
+                 max_questions, max_documents)
+
+
+def read(req: Request) -> tuple[dict[str, readers.RetrievalSet], dict]:
+  """(the request's sets, read and subsampled; `merged_paragraphs` of its files)."""
+  sets = load_sets(req.benchmark, req.languages, req.data_dir, req.strict, req.miracl_corpus,
+                   req.split, req.files)
+  check_candidates(sets)
+  merged = merged_paragraphs(req.benchmark, req.files, sets)
+  sets = subsample_questions(subsample_documents(sets, req.max_documents), req.max_questions)
+  check_candidates(sets)
+  return sets, merged
+
+
+def score(req: Request, model_name: str, encoded: Mapping[str, protocols.EncodedSet],
+          sets: Mapping[str, readers.RetrievalSet], merged: dict, truncation: dict,
+          timing: dict, trec_run: str | os.PathLike | None = None,
+          trec_depth: int = trec.DEFAULT_DEPTH) -> dict:
+  """One model's result dict from its encoded sets: the benchmark's protocol (and the TREC
+  run), the data issues, the options and `timing` ("load_model", "encode",
+  "encode_per_language" seconds; the search's and the total are added)."""
+  started = time.perf_counter()
+  search_options = {"chunk_size": req.chunk_size, "query_block": req.query_block}
+  result = req.bench.protocol(encoded, search_options=search_options)
+  per_query_values = result.pop("per_query", None)
+  if trec_run is not None:
+    trec.write_run(encoded, trec_run, trec_depth, model_name, search_options)
+  searched = time.perf_counter() - started
+  files, languages = req.files, req.languages
+  result = {
+      "benchmark": req.benchmark,
+      "model": model_name,
+      "languages": languages,
+      **result,
+      "data_issues": _issues(sets),
+      "options": {"batch_size": req.batch_size, "batch_tokens": req.batch_tokens,
+                  "max_length": req.max_length, "chunk_size": req.chunk_size,
+                  "query_block": req.query_block,
+                  "search_shapes": search.shape_rule(req.chunk_size, req.query_block),
+                  "strict": req.strict, "max_questions": req.max_questions,
+                  "max_documents": req.max_documents, "split": None if files else req.split,
+                  **({"files": {l: [str(p) for p in files[l]] for l in languages}} if files else {}),
+                  "questions": {l: len(d.questions) for l, d in sets.items()},
+                  "candidates": {l: len(d.candidates) for l, d in sets.items()},
+                  "truncated": truncation,  # texts longer than max_length, cut
+                  **({"trec_run": str(trec_run), "trec_depth": trec_depth} if trec_run else {})},
+      **({"merged_duplicates": merged} if merged else {}),
+      "timing_seconds": {"load_model": round(timing["load_model"], 2),
+                         "encode": round(timing["encode"], 2),
+                         "encode_per_language": timing["encode_per_language"],
+                         "search_and_metrics": round(searched, 2),
+                         "total": round(timing["load_model"] + timing["encode"] + searched, 2)},
+  }
+  if req.per_query and per_query_values is not None:
+    result["per_query"] = per_query_values
+  return _json_safe(result)
+
+
 def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = None, data_dir=None,
              batch_size: int = 64, max_length: int = 512, progress: bool = True,
              out: str | os.PathLike | None = None, strict: bool = False,
@@ -245,93 +404,32 @@ def evaluate(model_or_name, benchmark: str, languages: Sequence[str] | None = No
 
   Returns the result dict (see module docstring of eval.protocols for the
   settings); with `out`, also writes it as JSON plus a report and plots. Own files
-  (`files`) are recorded by path, with split None.
+  (`files`) are recorded by path, with split None. The parts (`request`, `read`,
+  `encode_sets`, `score`) are shared with `eval.population.evaluate_many`.
   """
-  try:
-    bench = benchmarks.get(benchmark)
-    split = bench.check_split(split)
-  except benchmarks.BenchmarkError as e:
-    raise EvalError(str(e)) from None
-  try:
-    files = benchmarks.parse_files(files) if isinstance(files, str) else (
-        {l: [p] if isinstance(p, (str, os.PathLike)) else list(p) for l, p in files.items()}
-        if files else None)
-  except benchmarks.BenchmarkError as e:
-    raise EvalError(str(e)) from None
-  if bench.needs_files and not files:
-    raise EvalError(f"{benchmark} evaluates your files: pass --files LANGUAGE:PATH,... "
-                    f"(python API: files={{language: [paths]}})")
-  if files and not bench.needs_files:
-    file_benchmarks = ", ".join(n for n, b in benchmarks.BENCHMARKS.items() if b.needs_files)
-    raise EvalError(f"--files is for the file benchmarks ({file_benchmarks}); {benchmark} "
-                    "reads the data dir")
-  languages = list(languages or (list(files) if files else bench.default_languages(split)))
-  unknown = [l for l in languages if l not in (files if files else bench.languages)]
-  if unknown:
-    raise EvalError(f"{benchmark}: unknown language(s) {', '.join(unknown)}; expected some of "
-                    f"{', '.join(files if files else bench.languages)}"
-                    + (" (those given in --files)" if files else ""))
-  for name, value, least in (("batch_size", batch_size, 1), ("batch_tokens", batch_tokens, 0)):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                              or value < least):
-      raise EvalError(f"--{name} must be an integer >= {least}, got {value!r}")
+  req = request(benchmark, languages, data_dir, batch_size, max_length, progress, strict,
+                miracl_corpus, chunk_size, query_block, per_query, max_questions, max_documents,
+                split, files, batch_tokens)
   started = time.perf_counter()
-  if isinstance(model_or_name, (str, os.PathLike)):
-    from mlir_train import models
-    model = models.load_model(model_or_name)
-  else:
-    model = model_or_name
+  model = load(model_or_name)
   loaded = time.perf_counter()
-
-  sets = load_sets(benchmark, languages, data_dir, strict, miracl_corpus, split, files)
-  check_candidates(sets)
-  merged = merged_paragraphs(benchmark, files, sets)
-  sets = subsample_questions(subsample_documents(sets, max_documents), max_questions)
-  check_candidates(sets)
-  from mlir_train import encode
-  batch_tokens = encode.default_batch_tokens() if batch_tokens is None else batch_tokens
-  encoded, encode_seconds, truncation = encode_sets(model, sets, batch_size, max_length, progress,
-                                                    batch_tokens)
-  encoded_at = time.perf_counter()
-  protocol = bench.protocol
-  chunk_size, query_block = search.resolve_shapes(chunk_size, query_block)
-  search_options = {"chunk_size": chunk_size, "query_block": query_block}
-  result = protocol(encoded, search_options=search_options)
-  per_query_values = result.pop("per_query", None)
-  if trec_run is not None:
-    trec.write_run(encoded, trec_run, trec_depth, model.name, search_options)
-  finished = time.perf_counter()
-
-  result = {
-      "benchmark": benchmark,
-      "model": model.name,
-      "languages": languages,
-      **result,
-      "data_issues": _issues(sets),
-      "options": {"batch_size": batch_size, "batch_tokens": batch_tokens,
-                  "max_length": max_length, "chunk_size": chunk_size,
-                  "query_block": query_block,
-                  "search_shapes": search.shape_rule(chunk_size, query_block),
-                  "strict": strict, "max_questions": max_questions,
-                  "max_documents": max_documents, "split": None if files else split,
-                  **({"files": {l: [str(p) for p in files[l]] for l in languages}} if files else {}),
-                  "questions": {l: len(d.questions) for l, d in sets.items()},
-                  "candidates": {l: len(d.candidates) for l, d in sets.items()},
-                  "truncated": truncation,  # texts longer than max_length, cut
-                  **({"trec_run": str(trec_run), "trec_depth": trec_depth} if trec_run else {})},
-      **({"merged_duplicates": merged} if merged else {}),
-      "timing_seconds": {"load_model": round(loaded - started, 2),
-                         "encode": round(encoded_at - loaded, 2),
-                         "encode_per_language": encode_seconds,
-                         "search_and_metrics": round(finished - encoded_at, 2),
-                         "total": round(finished - started, 2)},
-  }
-  if per_query and per_query_values is not None:
-    result["per_query"] = per_query_values
-  result = _json_safe(result)
+  sets, merged = read(req)
+  encoded, encode_seconds, truncation = encode_sets(model, sets, req.batch_size, req.max_length,
+                                                    req.progress, req.batch_tokens)
+  timing = {"load_model": loaded - started, "encode": time.perf_counter() - loaded,
+            "encode_per_language": encode_seconds}
+  result = score(req, model.name, encoded, sets, merged, truncation, timing, trec_run, trec_depth)
   if out is not None:
     write(result, out)
   return result
+
+
+def load(model_or_name):
+  """A `LoadedModel` as it is, or a name/path loaded with `models.load_model`."""
+  if isinstance(model_or_name, (str, os.PathLike)):
+    from mlir_train import models
+    return models.load_model(model_or_name)
+  return model_or_name
 
 
 def write(result: dict, out: str | os.PathLike) -> list[pathlib.Path]:
@@ -360,17 +458,15 @@ def main(argv=None) -> None:
     raise SystemExit(2) from None
 
 
-def _main(argv=None) -> None:
-  parser = argparse.ArgumentParser(
-      prog="python -m eval.run",
-      description="Zero-shot retrieval evaluation. XQuAD-R / MLQA-R: mono, cross and multi "
-                  "settings (mAP, R@1, R@10) and language bias; TyDi GoldP: mono and pooled "
-                  "(MRR@10, R@1, R@10, nDCG@10, MAP); TyDi GoldP sentences: mono and pooled "
-                  "(mAP, R@1, R@10); AfriQA: native and translated queries (nDCG@10, MRR@10, R@1, "
-                  "R@10, robustness gap); MIRACL-format: nDCG@10, R@100. Writes the "
-                  "result JSON, <stem>.report.md and plots beside it.")
-  parser.add_argument("--model", required=True,
-                      help='"e5-small", a Hugging Face model directory, or a training workdir')
+PROTOCOLS_HELP = ("XQuAD-R / MLQA-R: mono, cross and multi settings (mAP, R@1, R@10) and "
+                  "language bias; TyDi GoldP: mono and pooled (MRR@10, R@1, R@10, nDCG@10, MAP); "
+                  "TyDi GoldP sentences: mono and pooled (mAP, R@1, R@10); AfriQA: native and "
+                  "translated queries (nDCG@10, MRR@10, R@1, R@10, robustness gap); "
+                  "MIRACL-format: nDCG@10, R@100.")
+
+
+def add_evaluation_options(parser: argparse.ArgumentParser) -> None:
+  """The options of one benchmark evaluation (`request`'s), shared by eval.population."""
   parser.add_argument("--benchmark", required=True, choices=sorted(BENCHMARK_LANGUAGES))
   parser.add_argument("--languages", default=None,
                       help="comma-separated subset, e.g. en,de (default: all of the benchmark)")
@@ -404,6 +500,17 @@ def _main(argv=None) -> None:
   parser.add_argument("--max_documents", type=int, default=None,
                       help="quick checks only: keep the first N paragraphs/passages (sorted ids) "
                            "in every language and the questions answered in them")
+  parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
+
+
+def _main(argv=None) -> None:
+  parser = argparse.ArgumentParser(
+      prog="python -m eval.run",
+      description="Zero-shot retrieval evaluation. " + PROTOCOLS_HELP + " Writes the "
+                  "result JSON, <stem>.report.md and plots beside it.")
+  parser.add_argument("--model", required=True,
+                      help='"e5-small", a Hugging Face model directory, or a training workdir')
+  add_evaluation_options(parser)
   parser.add_argument("--trec_run", default=None, metavar="PATH",
                       help="also write each language's ranking (its own candidates: the mono "
                            "setting) as a TREC run file 'qid Q0 docid rank score tag', and the "
@@ -411,7 +518,6 @@ def _main(argv=None) -> None:
                            "ids get a LANG/ prefix when several languages are evaluated")
   parser.add_argument("--trec_depth", type=int, default=trec.DEFAULT_DEPTH,
                       help="candidates per question in the TREC run (100)")
-  parser.add_argument("--no_progress", action="store_true", help="hide progress bars")
   parser.add_argument("--out", required=True, help="result JSON path")
   parser.add_argument("--interpolate", default=None, metavar="LAMBDAS",
                       help="training workdirs only: evaluate (1 - lambda) * starting weights + "
@@ -436,17 +542,23 @@ def _main(argv=None) -> None:
     _evaluate_and_write(args)
 
 
+def evaluation_options(args) -> dict:
+  """The keyword arguments of `evaluate` (and `request`) that `add_evaluation_options` parsed,
+  --benchmark aside."""
+  return dict(languages=split_list(args.languages) or None, data_dir=args.data_dir,
+              batch_size=args.batch_size, max_length=args.max_length,
+              progress=not args.no_progress, strict=args.strict,
+              miracl_corpus=args.miracl_corpus, chunk_size=args.chunk_size,
+              max_questions=args.max_questions, max_documents=args.max_documents,
+              split=args.split, files=args.files, batch_tokens=args.batch_tokens)
+
+
 def _evaluate_and_write(args) -> None:
-  languages = split_list(args.languages) or None
   if args.interpolate is not None:
-    _main_interpolated(args, languages)
+    _main_interpolated(args)
     return
-  result = evaluate(args.model, args.benchmark, languages, args.data_dir, args.batch_size,
-                    args.max_length, not args.no_progress, args.out, args.strict,
-                    args.miracl_corpus, args.chunk_size, max_questions=args.max_questions,
-                    max_documents=args.max_documents, split=args.split,
-                    files=args.files, batch_tokens=args.batch_tokens,
-                    trec_run=args.trec_run, trec_depth=args.trec_depth)
+  result = evaluate(args.model, args.benchmark, out=args.out, trec_run=args.trec_run,
+                    trec_depth=args.trec_depth, **evaluation_options(args))
   print(report.headline(result))
   print_dropped(result)
   if args.trec_run:
@@ -470,7 +582,7 @@ def interpolated_out(out: str | os.PathLike, lam: float) -> pathlib.Path:
   return out.with_name(f"{out.stem}.lambda{lam:g}{out.suffix or '.json'}")
 
 
-def _main_interpolated(args, languages) -> None:
+def _main_interpolated(args) -> None:
   """--interpolate: one evaluation and one result JSON per lambda (see mlir_train.interpolate)."""
   from mlir_train import interpolate
   lams = interpolate.parse_lambdas(args.interpolate)
@@ -479,11 +591,7 @@ def _main_interpolated(args, languages) -> None:
   grid = interpolate.interpolate_grid(args.model, lams, start=start)
   for lam, model in grid:
     out = interpolated_out(args.out, lam)
-    result = evaluate(model, args.benchmark, languages, args.data_dir, args.batch_size,
-                      args.max_length, not args.no_progress, None, args.strict,
-                      args.miracl_corpus, args.chunk_size, max_questions=args.max_questions,
-                      max_documents=args.max_documents, split=args.split,
-                      files=args.files, batch_tokens=args.batch_tokens)
+    result = evaluate(model, args.benchmark, **evaluation_options(args))
     result["interpolation"] = interpolate.describe(args.model, lam, start)
     write(result, out)
     print(report.headline(result))

@@ -12,10 +12,14 @@ row count of its length, so the forward pass compiles at most once per
 bucket, however many texts are encoded. Off the CPU, the shapes a call needs and
 has not compiled yet compile side by side (a thread each) before the first batch
 runs. Results come back in input order.
+
+`embed_many` encodes the same texts by K models of one architecture: tokenised once,
+each batch through every model's parameters in one `jax.vmap`ped forward pass.
 """
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import hashlib
 import os
@@ -27,6 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from data_pipelines import tokenization
+from data_pipelines.errors import ProjectError
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -34,7 +39,7 @@ def _forward(module, params, input_ids, attention_mask):
   return module.apply({"params": params}, input_ids, attention_mask)  # [batch, hidden]
 
 
-_COMPILED: set = set()   # (module, rows, length, params dtype, device id) compiled here
+_COMPILED: set = set()   # (program key..., rows, length) compiled here (`_compile_shapes`)
 
 
 def compile_ahead(module, params, shapes, device) -> int:
@@ -42,16 +47,22 @@ def compile_ahead(module, params, shapes, device) -> int:
   side (a thread each: much of a compilation runs on one host core, and on a GPU each new
   shape costs seconds); returns how many compiled. Calls with those shapes then reuse them."""
   dtype = str(jax.tree_util.tree_leaves(params)[0].dtype)
-  new = sorted({s for s in shapes if (module, *s, dtype, device.id) not in _COMPILED})
+  return _compile_shapes((module, dtype, device.id), shapes,
+                         lambda ids, mask: _forward(module, params, ids, mask))
+
+
+def _compile_shapes(key: tuple, shapes, forward) -> int:
+  """`compile_ahead` for any forward(input_ids, attention_mask); `key` names its program."""
+  new = sorted({s for s in shapes if (*key, *s) not in _COMPILED})
 
   def one(shape):  # [rows, length] of padding: only the shape matters
     ids, mask = np.zeros(shape, np.int32), np.ones(shape, np.int32)
-    jax.block_until_ready(_forward(module, params, ids, mask))
+    jax.block_until_ready(forward(ids, mask))
 
   if new:
     with futures.ThreadPoolExecutor(min(len(new), os.cpu_count() or 1, 8)) as pool:
       list(pool.map(one, new))
-  _COMPILED.update((module, *s, dtype, device.id) for s in new)
+  _COMPILED.update((*key, *s) for s in new)
   return len(new)
 
 
@@ -174,9 +185,7 @@ def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
   (`compile_ahead`); None: off the CPU only (on 2 CPU cores it gained nothing).
   """
   batch_tokens = default_batch_tokens() if batch_tokens is None else batch_tokens
-  for name, value, least in (("batch_size", batch_size, 1), ("batch_tokens", batch_tokens, 0)):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-      raise ValueError(f"embed: {name} must be an integer >= {least}, got {value!r}")
+  _check_batch(batch_size, batch_tokens)
   max_length = model_max_length(model, max_length)
   rows, cut = token_rows(model, texts, kind, max_length)  # ids per text, was it cut
   if stats is not None:
@@ -191,26 +200,46 @@ def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
   # a study's first trained model paid ~25 s of compilation again).
   device = jax.local_devices()[0]
   params = jax.device_put(model.params, device)
+  plan = batch_plan(rows, max_length, batch_size, batch_tokens, buckets)
+  if ahead is None:
+    ahead = jax.default_backend() != "cpu"
+  if ahead:
+    compile_ahead(model.module, params, [(n, pad_to) for _, n, pad_to in plan], device)
+  forward = lambda ids, mask: _forward(model.module, params, ids, mask)  # [rows, hidden]
+  return _run_plan(rows, plan, forward, model.tokenizer.pad_token_id, out, kind, progress)
+
+
+def _check_batch(batch_size, batch_tokens) -> None:
+  for name, value, least in (("batch_size", batch_size, 1), ("batch_tokens", batch_tokens, 0)):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+      raise ValueError(f"embed: {name} must be an integer >= {least}, got {value!r}")
+
+
+def batch_plan(rows: Sequence[np.ndarray], max_length: int, batch_size: int, batch_tokens: int,
+               buckets: Sequence[int] | None = None) -> list[tuple[list[int], int, int]]:
+  """The batches of `embed`: (indices into rows, rows, padded length) each, longest texts
+  first, so a batch's first text sets its padded length and its rows (`batch_rows`)."""
   buckets = default_buckets() if buckets is None else buckets
   lengths = [b for b in sorted(buckets) if b < max_length] + [max_length]
   order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))  # longest first
-  # The batches: longest first, so a batch's first text sets its padded length and rows.
-  plan, start = [], 0   # (indices into rows, rows, padded length)
+  plan, start = [], 0
   while start < len(order):
     pad_to = tokenization.bucket_length(len(rows[order[start]]), lengths)
     n_rows = batch_rows(pad_to, batch_size, batch_tokens)
     plan.append((order[start:start + n_rows], n_rows, pad_to))
     start += n_rows
-  if ahead is None:
-    ahead = jax.default_backend() != "cpu"
-  if ahead:
-    compile_ahead(model.module, params, [(n, pad_to) for _, n, pad_to in plan], device)
-  pad_id = model.tokenizer.pad_token_id
+  return plan
+
+
+def _run_plan(rows, plan, forward, pad_id: int, out: np.ndarray, kind, progress: bool
+              ) -> np.ndarray:
+  """Run `forward` on each batch of `plan` and put its vectors in `out` ([..., N, hidden];
+  forward gives [..., rows, hidden]); returns `out`."""
   pending = None  # the previous batch, fetched once the next one is dispatched
 
   def fetch():
     idx, vectors = pending
-    out[idx] = np.asarray(vectors, np.float32)[:len(idx)]
+    out[..., idx, :] = np.asarray(vectors, np.float32)[..., :len(idx), :]
     bar.update(len(idx))
 
   with tqdm(total=len(rows), desc=f"embed {kind or 'text'}", unit="text",
@@ -222,11 +251,150 @@ def embed(model, texts: Sequence[str], kind: str | None, batch_size: int = 64,
       arrays = tokenization.pad(batch, pad_id, pad_to)  # [n_rows, pad_to] each
       # Dispatch is asynchronous: the device runs this batch while the host fetches
       # the previous one and pads the next (on a GPU, host and device overlap).
-      vectors = _forward(model.module, params, arrays["input_ids"],
-                         arrays["attention_mask"])  # [n_rows, hidden]
+      vectors = forward(arrays["input_ids"], arrays["attention_mask"])
       if pending is not None:
         fetch()
       pending = (idx, vectors)
     if pending is not None:
       fetch()
   return out
+
+
+# ----------------------------------------------------------------------------
+# Many models of one architecture on the same texts (population evaluation)
+# ----------------------------------------------------------------------------
+class StackError(ProjectError, ValueError):
+  """Models that cannot encode in one stacked forward pass (architecture or tokenizer differ)."""
+
+
+def check_stackable(models: Sequence) -> None:
+  """`StackError` (one line: the first model that differs from the first, and how) unless
+  every model shares the first's architecture (config, module and dtype, parameter shapes)
+  and tokenizer (`tokenizer_fingerprint`). Prompts may differ."""
+  if not models:
+    raise StackError("no models to encode")
+  first = models[0]
+  first_tokens = tokenizer_fingerprint(first.tokenizer)
+  first_shapes = jax.tree.map(lambda x: (x.shape, str(x.dtype)), first.params)
+  for model in models[1:]:
+    why = _config_difference(first.config, model.config)
+    if why is None and model.module != first.module:
+      why = f"module {model.module.dtype} vs {first.module.dtype}"
+    if why is None and jax.tree.map(lambda x: (x.shape, str(x.dtype)), model.params) != first_shapes:
+      why = "parameter shapes"
+    if why is not None:
+      raise StackError(f"{model.name}: architecture differs from {first.name} ({why}); "
+                       f"models encoded together must share one architecture")
+    tokens = tokenizer_fingerprint(model.tokenizer)
+    if (tokens is None or first_tokens is None or tokens != first_tokens) and (
+        model.tokenizer is not first.tokenizer):
+      raise StackError(f"{model.name}: tokenizer differs from {first.name}'s"
+                       + (" (not a fast tokenizer: cannot tell)" if None in (tokens, first_tokens)
+                          else "") + "; models encoded together must share one tokenizer")
+
+
+def _config_difference(a, b) -> str | None:
+  """'hidden_size 64 vs 32' for the first field where config `b` differs from `a`."""
+  if a == b:
+    return None
+  da, db = dataclasses.asdict(a), dataclasses.asdict(b)
+  for key in da:
+    if da[key] != db.get(key):
+      return f"{key} {db.get(key)} vs {da[key]}"
+  return "config"
+
+
+def stack_params(params: Sequence, device) -> tuple:
+  """(treedef, shared, stacked) of K parameter trees on `device`: a leaf equal in every
+  tree is held once in `shared` (None in its place in `stacked`, e.g. the frozen
+  embeddings of a population's members), the others stacked along a new leading axis in
+  `stacked` (None in `shared`). At least one leaf is stacked."""
+  leaves = [jax.tree.flatten(p) for p in params]
+  treedef = leaves[0][1]
+  columns = list(zip(*[jax.device_put(l, device) for l, _ in leaves]))
+  equal = [[x is c[0] or jax.numpy.array_equal(x, c[0]) for x in c[1:]] for c in columns]
+  same = [all(flags) for flags in jax.device_get(equal)]  # one transfer, not one per leaf
+  if all(same):
+    same[0] = False  # vmap needs one mapped input
+  shared = [c[0] if s else None for c, s in zip(columns, same)]
+  stacked = [None if s else jax.numpy.stack(c) for c, s in zip(columns, same)]
+  return treedef, shared, stacked
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _forward_many(module, treedef, shared, stacked, input_ids, attention_mask):
+  """`_forward` of each parameter set of `stack_params` on the same batch: [K, batch, hidden]."""
+  def one(stacked_leaves):
+    leaves = [s if s is not None else k for s, k in zip(shared, stacked_leaves)]
+    return module.apply({"params": jax.tree.unflatten(treedef, leaves)}, input_ids,
+                        attention_mask)
+  axes = [None if s is not None else 0 for s in shared]
+  return jax.vmap(one, in_axes=(axes,))(stacked)
+
+
+def embed_many(models: Sequence, texts: Sequence[str], kind: str | None, batch_size: int = 64,
+               max_length: int = 512, progress: bool = True,
+               buckets: Sequence[int] | None = None, stats: Sequence[dict] | None = None,
+               batch_tokens: int | None = None, ahead: bool | None = None,
+               stacked: bool = True) -> list[np.ndarray]:
+  """`embed` of the same texts by each of `models` (one architecture and tokenizer,
+  `check_stackable`). Returns one [N, hidden] array per model; `stats`, if given, holds
+  one dict per model.
+
+  The texts are tokenised once per distinct prompt (once when the models share their
+  prompts) into the batches `embed` makes. With `stacked`, each batch goes through every
+  model's parameters in one forward pass (`jax.vmap` over a leading parameter axis; leaves
+  equal in every model are held once): the vectors equal `embed`'s up to float round-off
+  (XLA compiles the stacked matmuls as batched ones, which for some shapes sum in another
+  order: on a CPU in float32 at most ~1e-7 apart). Without, the models run one after
+  another through `embed`'s own forward pass on the same batches: bit-identical to `embed`.
+  """
+  check_stackable(models)
+  batch_tokens = default_batch_tokens() if batch_tokens is None else batch_tokens
+  _check_batch(batch_size, batch_tokens)
+  groups = collections.defaultdict(list)  # prompt -> indices of the models using it
+  for k, model in enumerate(models):
+    groups[tokenization.add_prefix([""], kind, model.prompts)[0]].append(k)
+  out = [None] * len(models)
+  for members in groups.values():
+    vectors = _embed_group([models[k] for k in members], texts, kind, batch_size, max_length,
+                           progress, buckets,
+                           None if stats is None else [stats[k] for k in members],
+                           batch_tokens, ahead, stacked)
+    for k, v in zip(members, vectors):
+      out[k] = v
+  return out
+
+
+def _embed_group(models, texts, kind, batch_size, max_length, progress, buckets, stats,
+                 batch_tokens, ahead, stacked) -> np.ndarray:
+  """`embed_many` of models that share their prompt: [K, N, hidden]."""
+  first = models[0]
+  max_length = model_max_length(first, max_length)
+  rows, cut = token_rows(first, texts, kind, max_length)  # once for every model
+  for s in stats or ():
+    s["texts"] = s.get("texts", 0) + len(rows)
+    s["truncated"] = s.get("truncated", 0) + sum(cut)
+  out = np.zeros((len(models), len(rows), first.config.hidden_size), np.float32)
+  if not rows:
+    return out
+  device = jax.local_devices()[0]  # as `embed`
+  plan = batch_plan(rows, max_length, batch_size, batch_tokens, buckets)
+  shapes = [(n, pad_to) for _, n, pad_to in plan]
+  ahead = jax.default_backend() != "cpu" if ahead is None else ahead
+  pad_id = first.tokenizer.pad_token_id
+  if not stacked:
+    for k, model in enumerate(models):
+      params = jax.device_put(model.params, device)
+      if ahead:
+        compile_ahead(model.module, params, shapes, device)
+      forward = lambda ids, mask: _forward(model.module, params, ids, mask)
+      _run_plan(rows, plan, forward, pad_id, out[k], kind, progress)  # out[k]: a view
+    return out
+  treedef, shared, mapped = stack_params([m.params for m in models], device)
+  forward = lambda ids, mask: _forward_many(first.module, treedef, shared, mapped, ids, mask)
+  if ahead:
+    dtype = str(jax.tree_util.tree_leaves(first.params)[0].dtype)
+    key = (first.module, treedef, tuple(s is None for s in shared), len(models), dtype, device.id)
+    _compile_shapes(key, shapes, forward)
+  return _run_plan(rows, plan, forward, pad_id, out, kind, progress)
