@@ -82,7 +82,7 @@ class Progress:
     from tqdm import tqdm
     self.bar = tqdm(total=round(total_units), desc="study", unit="u", dynamic_ncols=True,
                     file=sys.stderr, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}]")
-    self.counted: set[str] = set()  # runs whose training was already counted
+    self.counted: set = set()  # rid (trained) and (rid, benchmark) (evaluated) counted already
 
   def advance(self, units: float, what: str) -> None:
     self.bar.set_postfix_str(what)
@@ -92,17 +92,21 @@ class Progress:
     self.bar.close()
 
 
+def eval_options(benchmark: str, languages, preset: Preset, data_dir) -> dict:
+  """`eval.run.evaluate`'s options for one benchmark of the study (also population passes)."""
+  return dict(languages=languages, data_dir=data_dir, batch_size=preset.eval_batch_size,
+              max_length=preset.max_length(benchmark), per_query=True, progress=False,
+              max_questions=preset.eval_max_questions,
+              max_documents=(preset.eval_max_documents or {}).get(benchmark))
+
+
 def evaluate_into(model, benchmark: str, languages, preset: Preset, data_dir, out: pathlib.Path):
   """Evaluate once; return the saved JSON on later calls (resume)."""
   if out.exists():
     return json.loads(out.read_text())
   from eval import run as eval_run
-  result = eval_run.evaluate(model, benchmark, languages=languages, data_dir=data_dir,
-                             batch_size=preset.eval_batch_size,
-                             max_length=preset.max_length(benchmark),
-                             per_query=True, progress=False,
-                             max_questions=preset.eval_max_questions,
-                             max_documents=(preset.eval_max_documents or {}).get(benchmark))
+  result = eval_run.evaluate(model, benchmark, **eval_options(benchmark, languages, preset,
+                                                              data_dir))
   _write_json(out, result)
   return result
 
@@ -259,7 +263,8 @@ def run_one(item: PlannedRun, args, preset: Preset, out: pathlib.Path, provenanc
     result = evaluate_into(model, benchmark, eval_languages[benchmark], preset, args.data_dir, target)
     record["per_query"][benchmark] = result.pop("per_query", {})
     record["metrics"][benchmark] = result
-    progress.advance(max(10.0, steps * 0.5), f"evaluated {rid} on {benchmark}")
+    if (rid, benchmark) not in progress.counted:
+      progress.advance(max(10.0, steps * 0.5), f"evaluated {rid} on {benchmark}")
   if item.lam is not None and (run_dir / INTERPOLATION_FILE).exists():
     record["interpolation"] = {k: v for k, v in json.loads(
         (run_dir / INTERPOLATION_FILE).read_text()).items() if k != "leaf_sums"}
@@ -364,6 +369,21 @@ def _study(args, preset: Preset, out: pathlib.Path, argv) -> dict:
       progress.counted.add(item.rid)
     populations.train_populations(pending, lambda item: train_config_of(item, args, preset, out),
                                   lambda item: out / "runs" / item.rid, cap, _write_json, trained)
+    clock.record()
+  if cap > 1:  # the trained runs' evaluations, K models per pass
+    from eval import population as eval_population
+
+    def evaluated(item, benchmark):
+      progress.advance(max(10.0, steps * 0.5), f"evaluated {item.rid} on {benchmark}")
+      progress.counted.add((item.rid, benchmark))
+    populations.evaluate_populations(
+        [item for item in plan if item.trained
+         and (out / "runs" / item.rid / populations.SUMMARY_FILE).exists()],
+        lambda item: out / "runs" / item.rid,
+        list(eval_languages), cap,
+        lambda models, b: eval_population.evaluate_many(
+            models, b, **eval_options(b, eval_languages[b], preset, args.data_dir)),
+        _write_json, evaluated)
     clock.record()
   runs = []
   for item in plan:

@@ -3,11 +3,12 @@
 `python -m study ... --population K` groups the planned trainings whose configs share the
 update step's program (`mlir_train.population.shared_keys`: the model, shapes, optimizer;
 they differ in seed, sampling, alpha, learning rate) into populations of at most K members,
-in plan order, and trains each in one program (`population.train_population`) before the
-runs are evaluated one by one as before. Each member's workdir and `train_summary.json`
-are what a run trained alone leaves, so the rest of the study reads them unchanged; a
-killed population is continued by the re-run (the same unfinished runs form the same
-population, which resumes from its members' checkpoints).
+in plan order, and trains each in one program (`population.train_population`); then the
+trained runs are evaluated K at a time (`eval.population.evaluate_many`: texts tokenised
+once, one stacked forward pass). Each member's workdir, `train_summary.json` and
+`eval_<benchmark>.json` are what a run alone leaves, so the rest of the study reads them
+unchanged; a killed population is continued by the re-run (the same unfinished runs form
+the same population, which resumes from its members' checkpoints).
 
 Default ("auto"): on an accelerator populations of up to `ACCELERATOR_SIZE`; on a CPU one
 run at a time unless measured faster (perf/results/population.md).
@@ -74,3 +75,28 @@ def train_populations(pending: Sequence[PlannedRun], config_of: Callable[[Planne
       write_json(run_dir(item) / SUMMARY_FILE, summary)
       on_trained(item)
   return trained
+
+
+def evaluate_populations(items: Sequence[PlannedRun], run_dir: Callable[[PlannedRun], pathlib.Path],
+                         benchmarks: Sequence[str], cap: int, evaluate_many: Callable,
+                         write_json: Callable, on_evaluated: Callable[[PlannedRun, str], None]) -> int:
+  """Evaluate the trained `items` lacking an `eval_<benchmark>.json`, at most `cap` models
+  per pass (`evaluate_many(models, benchmark) -> [result]`), each model loaded once for all
+  its benchmarks; returns the number of passes."""
+  from mlir_train import models as models_lib
+  missing = lambda item: [b for b in benchmarks
+                          if not (run_dir(item) / f"eval_{b}.json").exists()]
+  todo = [item for item in items if missing(item)]
+  passes = 0
+  for members in groups(todo, lambda item: "all", cap):
+    loaded = {item.rid: models_lib.load_model(str(run_dir(item) / "train")) for item in members}
+    for benchmark in benchmarks:
+      these = [item for item in members if benchmark in missing(item)]
+      if not these:
+        continue
+      results = evaluate_many([loaded[item.rid] for item in these], benchmark)
+      passes += 1
+      for item, result in zip(these, results):
+        write_json(run_dir(item) / f"eval_{benchmark}.json", result)
+        on_evaluated(item, benchmark)
+  return passes

@@ -18,23 +18,34 @@ def population_study(tmp_path_factory, data_dir):
   argv = ["--preset", "smoke", "--fold", "A", "--model", "tiny-random", "--steps", "4",
           "--data_dir", str(data_dir), "--out", str(out), "--population", "3",
           "--set", "benchmarks=tydiqa_goldp"]
-  return out, replicate.main(argv), argv
+  passes = []
+  from eval import population as eval_population
+  evaluate_many = eval_population.evaluate_many
+
+  def spy(models, benchmark, **options):
+    passes.append((len(models), benchmark))
+    return evaluate_many(models, benchmark, **options)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(eval_population, "evaluate_many", spy)
+    results = replicate.main(argv)
+  return out, results, argv, passes
 
 
-def test_the_three_strategies_train_as_one_population(population_study):
-  out, results, _ = population_study
+def test_the_three_strategies_train_and_evaluate_as_one_population(population_study):
+  out, results, _, passes = population_study
   for rid in ("mono-s0", "cross-s0", "hybrid-a0.5-s0"):
     summary = json.loads((out / "runs" / rid / "train_summary.json").read_text())
     assert summary["population"]["size"] == 3, rid
   assert {r["run_id"] for r in results["runs"]} == {"start", "mono-s0", "cross-s0",
                                                     "hybrid-a0.5-s0"}
+  assert passes == [(3, "xquad_r"), (3, "tydiqa_goldp")]  # the start is evaluated alone
 
 
 def test_numbers_equal_the_runs_trained_one_by_one(population_study):
   """Batch kinds exactly, training losses and every golden metric of the benchmarks run
   here to the golden's 4 decimals (half a last digit, 5e-5, plus float round-off: vmap
   reorders reductions; the golden's own test allows 0.01 across machines)."""
-  _, results, _ = population_study
+  _, results, _, _ = population_study
   golden = json.loads(GOLDEN.read_text())
   runs = {r["run_id"]: r for r in results["runs"]}
   compared = 0
@@ -53,7 +64,7 @@ def test_numbers_equal_the_runs_trained_one_by_one(population_study):
 
 
 def test_rerun_reads_the_population_back(population_study, capsys):
-  out, results, argv = population_study
+  out, results, argv, _ = population_study
   before = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/train_summary.json")}
   again = replicate.main(argv)
   assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/train_summary.json")} == before
