@@ -18,7 +18,12 @@ aggregate pairs/s over the timed steps, MFU (transformer-layer matmul FLOPs, tra
 3x forward, against a matmul peak measured in this process in --dtype), XLA's memory
 analysis of the compiled step (total and per member) and the device's peak bytes in use.
 
-Writes perf/out/population[_steps].json unless the machine is busy (see `_machine`).
+--mode eval: K models (--model's parameters, each layer weight scaled by 1 + 0.01 k so
+every model differs) evaluated on --benchmark (default XQuAD-R, every language, whole)
+in one pass (`eval.population.evaluate_many`) against one `eval.run.evaluate` after
+another: models per minute each way, after a first pass that compiles.
+
+Writes perf/out/population[_steps|_eval].json unless the machine is busy (see `_machine`).
 """
 from __future__ import annotations
 
@@ -131,11 +136,48 @@ def step_rows(args) -> list[dict]:
   return rows
 
 
+def eval_rows(args) -> list[dict]:
+  """--mode eval: models per minute, K in one pass against K evaluations one by one."""
+  import dataclasses
+  import jax
+  from eval import population as eval_population
+  from eval import run as eval_run
+  from mlir_train import models as models_lib
+  base = models_lib.load_model(args.model)
+  options = dict(languages=args.languages.split(",") if args.languages else None,
+                 batch_size=args.eval_batch_size, max_length=args.eval_max_length,
+                 progress=False)
+  rows = []
+  for size in [int(k) for k in args.sizes.split(",")]:
+    population = [dataclasses.replace(base, name=f"model{k}", params=jax.tree.map(
+        lambda x: x * (1 + 0.01 * k) if x.ndim == 2 else x, base.params)) for k in range(size)]
+    row = {"models": size, "benchmark": args.benchmark}
+    for name, run in (("one_pass", lambda: eval_population.evaluate_many(
+                          population, args.benchmark, **options)),
+                      ("one_by_one", lambda: [eval_run.evaluate(m, args.benchmark, **options)
+                                              for m in population])):
+      run()  # compiles every shape
+      started = time.perf_counter()
+      results = run()
+      seconds = time.perf_counter() - started
+      row[f"{name}_s"] = round(seconds, 2)
+      row[f"{name}_models_per_min"] = round(60 * size / seconds, 2)
+      row[f"{name}_main"] = [round(eval_population.main_metric(r)[1], 4) for r in results][:3]
+    row["speedup"] = round(row["one_by_one_s"] / row["one_pass_s"], 2)
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+  return rows
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter,
                                    epilog="\n\n".join(__doc__.split("\n\n")[1:]))
-  parser.add_argument("--mode", choices=("calls", "steps"), default="calls")
+  parser.add_argument("--mode", choices=("calls", "steps", "eval"), default="calls")
+  parser.add_argument("--benchmark", default="xquad_r", help="--mode eval: the benchmark")
+  parser.add_argument("--languages", default=None, help="--mode eval: languages (all)")
+  parser.add_argument("--eval_batch_size", type=int, default=64)
+  parser.add_argument("--eval_max_length", type=int, default=512)
   parser.add_argument("--config", default=str(REPO / "configs" / "tiny.py"))
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--model", default="tiny-random", help="--mode steps: the model")
@@ -147,13 +189,13 @@ def main() -> None:
   parser.add_argument("--force", action="store_true", help="run on a busy machine (dry run)")
   args = parser.parse_args()
   guard = _machine.LoadGuard(force=args.force)
-  if args.mode == "steps":
-    rows = step_rows(args)
-    record = {"command": " ".join(sys.argv), "mode": "steps", "rows": rows, **guard.finish()}
+  if args.mode in ("steps", "eval"):
+    rows = step_rows(args) if args.mode == "steps" else eval_rows(args)
+    record = {"command": " ".join(sys.argv), "mode": args.mode, "rows": rows, **guard.finish()}
     if guard.may_write:
       RESULTS.mkdir(parents=True, exist_ok=True)
-      (RESULTS / "population_steps.json").write_text(json.dumps(record, indent=2) + "\n")
-      print(f"wrote {RESULTS / 'population_steps.json'}")
+      (RESULTS / f"population_{args.mode}.json").write_text(json.dumps(record, indent=2) + "\n")
+      print(f"wrote {RESULTS / f'population_{args.mode}.json'}")
     return
   from mlir_train import population, train
 
