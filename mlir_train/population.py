@@ -20,12 +20,29 @@ ones each member's rate enters as a traced scalar of its own schedule.
 Each member draws the batches it would draw alone (`train.input_data`, its own stream)
 and writes into its own workdir what `train.train` writes: config.json,
 provenance.json, metrics.jsonl, batches.jsonl, tensorboard/ and Orbax checkpoints
-(`checkpoints.save`), so `models.load_model(workdir)` / `restore_for_inference` read it
-like any other run (and `train.train` could resume it).
+(`checkpoints.save`), so `models.load_model(workdir)` / `restore_for_inference` /
+`export` read it like any other run, and `train.train` resumes it (or, finished,
+returns at once).
 
-Not yet (issue 30): validation and early stopping (refused), resuming a population
-(a workdir with checkpoints is refused), a `runs` mesh axis, population evaluation,
-the study's use of it.
+Validation and early stopping are per member, as alone: its own fixed validation
+batches, scored by the single run's validation step (`train.validation_scores`) every
+`validation_every_steps` and at the end (validation_loss* in metrics.jsonl); with
+early_stopping its best checkpoint (`checkpoints.save_best`), recorded as
+best_validation in checkpoint meta and summary.
+
+A member that reaches max_nonfinite_in_a_row non-finite losses stops as it would alone
+(its last good checkpoint kept, `train.nonfinite_stop`'s message as its summary's
+"failed") but stays in the program: the step's `active` mask holds its state fixed
+while the others train on.
+
+Resume (after SIGKILL): the same configs and workdirs continue from the latest step
+that every member holds a usable checkpoint of; a member's later checkpoints (and best
+checkpoints, metrics and batches lines) are dropped and redone. A member that failed
+takes the population back to its last checkpoint (deterministic: it fails again there),
+and a new workdir among finished ones takes every member back to step 0. Each
+workdir's lock is held as `train.train` holds it.
+
+Not yet (issue 30): a `runs` mesh axis, population evaluation, the study's use of it.
 """
 from __future__ import annotations
 

@@ -159,6 +159,29 @@ def test_a_nonfinite_member_is_held_fixed_and_reported(with_failure, tmp_path):
                         absolute=1e-5, of_move=1e-2, noise=KEY_BIAS_NOISE)
 
 
+def test_a_rerun_resumes_from_the_latest_step_every_member_holds(with_failure, tmp_path):
+  """Member 1 failed after its checkpoint of step 2, member 0 saved 4 and 6: a re-run
+  resumes both from step 2 (member 0's later checkpoints and lines dropped, redone) and
+  ends as the first run did, member 1 failing again."""
+  root, configs, summaries, params = with_failure
+  for k in range(2):
+    shutil.copytree(root / f"member_{k}", tmp_path / f"member_{k}")
+  (tmp_path / "member_0" / train.METRICS_FILE).open("a").write('{"step": 7, "cut sh')
+  again, params_again = population.train_population(
+      configs, [tmp_path / "member_0", tmp_path / "member_1"], return_params=True)
+  assert [s["resumed_from_step"] for s in again] == [2, 2]
+  assert [s["final_step"] for s in again] == [s["final_step"] for s in summaries]
+  assert again[1]["failed"] == summaries[1]["failed"].replace(str(root), str(tmp_path))
+  assert again[0]["kind_counts"] == summaries[0]["kind_counts"]  # steps 1-2 counted from files
+  for k in range(2):  # the same program on the same devices: bit-identical
+    assert_same_params(params_again[k], params[k])
+    for name in (train.METRICS_FILE, train.BATCHES_FILE):
+      assert without_timing(tmp_path / f"member_{k}" / name) == \
+          without_timing(root / f"member_{k}" / name), (k, name)
+  assert sorted(int(p.name) for p in (tmp_path / "member_0" / "checkpoints").iterdir()) == \
+      [2, 4, 6]
+
+
 def test_an_inactive_member_keeps_its_state():
   """The step's `active` mask: a stopped member's state stays as it was although its batch
   would move it; the active member's update is the one it gets when all are active."""
