@@ -22,19 +22,39 @@ ones each member's rate enters as a traced scalar of its own schedule.
 Each member draws the batches it would draw alone (`train.input_data`, its own stream)
 and writes into its own workdir what `train.train` writes: config.json,
 provenance.json, metrics.jsonl, batches.jsonl, tensorboard/ and Orbax checkpoints
-(`checkpoints.save`), so `models.load_model(workdir)` / `restore_for_inference` read it
-like any other run (and `train.train` could resume it).
+(`checkpoints.save`), so `models.load_model(workdir)` / `restore_for_inference` /
+`export` read it like any other run, and `train.train` resumes it (or, finished,
+returns at once).
 
-Not yet (issue 30): validation and early stopping (refused), resuming a population
-(a workdir with checkpoints is refused), population evaluation,
-the study's use of it.
+Validation and early stopping are per member, as alone: its own fixed validation
+batches, scored by the single run's validation step (`train.validation_scores`) every
+`validation_every_steps` and at the end (validation_loss* in metrics.jsonl); with
+early_stopping its best checkpoint (`checkpoints.save_best`), recorded as
+best_validation in checkpoint meta and summary.
+
+A member that reaches max_nonfinite_in_a_row non-finite losses stops as it would alone
+(its last good checkpoint kept, `train.nonfinite_stop`'s message as its summary's
+"failed") but stays in the program: the step's `active` mask holds its state fixed
+while the others train on.
+
+Resume (after SIGKILL): the same configs and workdirs continue from the latest step
+that every member holds a usable checkpoint of; a member's later checkpoints (and best
+checkpoints, metrics and batches lines) are dropped and redone. A member that failed
+takes the population back to its last checkpoint (deterministic: it fails again there),
+and a new workdir among finished ones takes every member back to step 0. Each
+workdir's lock is held as `train.train` holds it.
+
+Evaluation of many models in one pass is `eval.population`; the study trains and
+evaluates its runs as populations with `--population` (`study.populations`).
 """
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import pathlib
+import sys
 import time
 from typing import Sequence
 
@@ -77,16 +97,10 @@ def shared_keys(keys) -> list[str]:
 
 def check_compatible(configs: Sequence) -> None:
   """`PopulationError` (one line, naming the first differing key) unless every config
-  agrees with the first on `shared_keys`; also refuses what populations lack yet."""
+  agrees with the first on `shared_keys`."""
   if not configs:
     raise PopulationError("a population needs at least one config")
   values = [config_validation.as_dict(c) for c in configs]
-  for i, v in enumerate(values):
-    if v.get("validation_fraction") or v.get("early_stopping"):
-      raise PopulationError(
-          f"population member {i}: validation and early stopping are not supported in a "
-          f"population yet (config.validation_fraction={v.get('validation_fraction')}, "
-          f"config.early_stopping={v.get('early_stopping')}); train it alone")
   for i, v in enumerate(values[1:], 1):
     for key in shared_keys(set(values[0]) | set(v)):
       if values[0].get(key) != v.get(key):
@@ -105,12 +119,8 @@ def _check_workdirs(configs, workdirs) -> list[pathlib.Path]:
   if len(set(resolved)) != len(resolved):
     raise PopulationError(f"population workdirs must differ: {[str(p) for p in paths]}")
   for config, path in zip(configs, paths):
-    train_lib._validate(config, path)  # config values, writable workdir (one line each)
-    if any((path / checkpoints.CHECKPOINT_DIR).glob("*")):
-      raise PopulationError(f"{path} already holds checkpoints: resuming a population is not "
-                            f"supported yet; resume it alone with mlir_train.train or use a "
-                            f"new workdir")
-    train_lib.check_provenance(config, path)
+    train_lib.check_run(config, path)  # config values, writable workdir (one line each)
+    train_lib.check_provenance(config, path)  # a workdir to resume: the same training config
   return paths
 
 
@@ -134,15 +144,16 @@ class _WithLearningRate:
 
 
 def make_population_step(module, config, per_member_learning_rate: bool):
-  """(shared, stacked, batches, learning_rates) -> (stacked, metrics), every leaf of
-  `stacked`, `batches` and `metrics` with a leading runs axis.
+  """(shared, stacked, batches, learning_rates, active) -> (stacked, metrics), every leaf
+  of `stacked`, `batches` and `metrics` with a leading runs axis.
 
   shared = {"frozen": frozen params[, "start_params": L2-SP anchor]};
   stacked = {"params": trainable params, "opt_state", "step", counters}. Each member
   is `train.make_update_step(module, tx, config)` on its own slice; `learning_rates`
-  [K] is read only when `per_member_learning_rate`.
+  [K] is read only when `per_member_learning_rate`. A member whose `active` [K] is
+  False (stopped) keeps its state as it was (its batch only fills the shapes).
   """
-  def member(shared, state, batch, learning_rate):
+  def member(shared, state, batch, learning_rate, active):
     c = _WithLearningRate(config, learning_rate) if per_member_learning_rate else config
     update = train_lib.make_update_step(module, optimizer_lib.make_optimizer(c), c)
     full = {**state, "params": optimizer_lib.merge(state["params"], shared["frozen"])}
@@ -150,9 +161,10 @@ def make_population_step(module, config, per_member_learning_rate: bool):
       full["start_params"] = shared["start_params"]
     new, metrics = update(full, batch)
     trainable = {k: v for k, v in new["params"].items() if k not in shared["frozen"]}
-    return {**{k: new[k] for k in BATCHED_STATE}, "params": trainable}, metrics
+    new = {**{k: new[k] for k in BATCHED_STATE}, "params": trainable}
+    return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, state), metrics
 
-  return jax.vmap(member, in_axes=(None, 0, 0, 0))
+  return jax.vmap(member, in_axes=(None, 0, 0, 0, 0))
 
 
 _STEPS: collections.OrderedDict = collections.OrderedDict()
@@ -173,7 +185,7 @@ def _jitted_step(module, config, mesh, size: int, per_member_learning_rate: bool
     _STEPS[key] = jax.jit(
         make_population_step(module, frozen_config, per_member_learning_rate),
         in_shardings=(shared_sharding, stacked_sharding, batch_sharding,
-                      partitioning.replicated(mesh)),
+                      partitioning.replicated(mesh), partitioning.replicated(mesh)),
         out_shardings=(stacked_sharding, partitioning.replicated(mesh)), donate_argnums=1)
     while len(_STEPS) > _STEPS_KEPT:
       _STEPS.popitem(last=False)
@@ -216,8 +228,12 @@ def split_state(state: dict, config) -> tuple[dict, dict]:
 
 def member_state(shared: dict, stacked: dict, k: int) -> dict:
   """Member k's train state, as `train.train` holds (and checkpoints) it."""
-  state = jax.tree.map(lambda x: x[k], stacked)
-  state["params"] = optimizer_lib.merge(state["params"], shared["frozen"])
+  return full_state(shared, jax.tree.map(lambda x: x[k], stacked))
+
+
+def full_state(shared: dict, member: dict) -> dict:
+  """`split_state`'s inverse: one member's batched part + the shared part -> train state."""
+  state = {**member, "params": optimizer_lib.merge(member["params"], shared["frozen"])}
   if "start_params" in shared:
     state["start_params"] = shared["start_params"]
   return state
@@ -238,24 +254,30 @@ def _stack_batches(member_batches, fields, sharding) -> dict[str, jax.Array]:
 # ----------------------------------------------------------------------------
 def train_population(configs: Sequence, workdirs: Sequence[str | os.PathLike],
                      return_params: bool = False, runs_devices: int | None = None):
-  """Train the members from step 0 in one program; returns one `train.train`-style
-  summary per member (plus "population": size, mesh and aggregate pairs/s), and with
-  `return_params` also each member's final parameters (host arrays). `runs_devices`:
-  how many device groups the members spread over (`population_mesh`)."""
+  """Train (or resume) the members in one program; returns one `train.train`-style
+  summary per member (plus "population": size, mesh and aggregate pairs/s, and "failed":
+  None or why the member stopped), and with `return_params` also each member's final
+  parameters (host arrays). `runs_devices`: how many device groups the members spread
+  over (`population_mesh`; None: the most that fit)."""
   check_compatible(configs)
   paths = _check_workdirs(configs, workdirs)
+  with contextlib.ExitStack() as locks:
+    for path in paths:  # one writer per workdir, as for a single run
+      locks.enter_context(train_lib.workdir_lock(path))
+    return _train_population(configs, paths, return_params, runs_devices)
+
+
+def _train_population(configs, paths, return_params, runs_devices):
   is_chief = jax.process_index() == 0
   config, size = configs[0], len(configs)
   if is_chief:
-    for c, path in zip(configs, paths):
+    for path in paths:
       path.mkdir(parents=True, exist_ok=True)
-      train_lib.record_config(c, path, 0, {})
-      train_lib.truncate_metrics(path / train_lib.METRICS_FILE, 0)
-      train_lib.truncate_metrics(path / train_lib.BATCHES_FILE, 0)
 
   # --- Mesh, model, state (as `train.train`) ------------------------------------
   mesh = population_mesh(size, config, runs_devices)
   model = models.load_model(config.model)
+  train_lib.check_lengths(config, model)
   base_is_run = models.is_training_workdir(config.model)
   if base_is_run:
     model.params = jax.device_get(model.params)
@@ -266,11 +288,8 @@ def train_population(configs: Sequence, workdirs: Sequence[str | os.PathLike],
   shared_shape, member_shape = jax.eval_shape(init, model.params)
   shared_sh = partitioning.tree_shardings(shared_shape, mesh)
   stacked_sh = stacked_sharding(member_shape, mesh)
-  shared, one = jax.jit(init, out_shardings=(shared_sh, partitioning.tree_shardings(
-      member_shape, mesh)))(model.params)
-  stacked = jax.jit(lambda m: jax.tree.map(lambda x: jnp.broadcast_to(x, (size,) + x.shape), m),
-                    out_shardings=stacked_sh)(one)
-  del one
+  member_sh = partitioning.tree_shardings(member_shape, mesh)
+  shared, one = jax.jit(init, out_shardings=(shared_sh, member_sh))(model.params)
   frozen = None if base_is_run else checkpoints.Frozen.of(
       model.params, optimizer_lib.frozen_names(model.params, config.freeze_embeddings,
                                                config.get("freeze_layers", 0)))
@@ -283,53 +302,91 @@ def train_population(configs: Sequence, workdirs: Sequence[str | os.PathLike],
   step_fn = _jitted_step(module, config, mesh, size, per_member_rate, shared_sh, stacked_sh,
                          batch_sh)
   learning_rates = jax.device_put(np.asarray(rates, np.float32), partitioning.replicated(mesh))
+  # The single run's validation step (it reads no per-member key), shared with `train`.
+  state_sh = partitioning.tree_shardings(full_state(shared_shape, member_shape), mesh)
+  validation_step = train_lib.step_functions(
+      module, config, mesh, state_sh,
+      {f: partitioning.batch_sharding(mesh) for f in fields},
+      {f: partitioning.batch_sharding(mesh) for f in train_lib.BATCH_FIELDS})[1]
 
-  # --- Each member's batches, as it would draw them alone -------------------------
-  streams = []
-  for c in configs:
-    try:
-      member_prompts = prompts_lib.from_config(model.prompts, c)
-    except prompts_lib.PromptError as e:
-      raise train_lib.TrainingError(str(e)) from None
-    streams.append(train_lib.input_data(c, model.tokenizer, model.config.vocab_size, 0,
-                                        member_prompts)[0])
-
-  # --- Loop -----------------------------------------------------------------------
+  # --- Restore: the latest step every member has a checkpoint of ------------------
   members = [_Member(c, p, is_chief) for c, p in zip(configs, paths)]
-  total_steps = int(config.total_steps)
-  started = time.perf_counter()
-  step = 0
   try:
-    while step < total_steps:
+    start_step, restored = _restore(members, full_state(shared, one), frozen)
+    if restored is None:
+      stacked = jax.jit(lambda m: jax.tree.map(
+          lambda x: jnp.broadcast_to(x, (size,) + x.shape), m), out_shardings=stacked_sh)(one)
+    else:
+      stacked = jax.jit(lambda ms: jax.tree.map(lambda *xs: jnp.stack(xs), *ms),
+                        out_shardings=stacked_sh)(
+          [split_state(state, c)[1] for state, c in zip(restored, configs)])
+      if is_chief:
+        print(f"resuming the population of {size} from step {start_step}", file=sys.stderr)
+    del one, restored
+    for member in members:
+      member.start(start_step)
+
+    # --- Each member's batches, as it would draw them alone ---------------------
+    streams = []
+    for member in members:
+      try:
+        member_prompts = prompts_lib.from_config(model.prompts, member.config)
+      except prompts_lib.PromptError as e:
+        raise train_lib.TrainingError(str(e)) from None
+      stream, validation = train_lib.input_data(member.config, model.tokenizer,
+                                                model.config.vocab_size, start_step,
+                                                member_prompts)
+      streams.append(stream)
+      member.validation = train_lib.global_validation_batches(validation, mesh)
+
+    # --- Loop -------------------------------------------------------------------
+    total_steps = int(config.total_steps)
+    step_delay_s = float(os.environ.get("MLIR_TRAIN_STEP_DELAY_S", "0") or 0)  # crash tests
+    active = np.ones(size, bool)
+    active_on_device = jax.device_put(active, partitioning.replicated(mesh))
+    started = time.perf_counter()
+    step = start_step
+    while step < total_steps and active.any():
       batches = [next(s) for s in streams]
       for k, b in enumerate(batches):
         if b.step != step:
           raise train_lib.TrainingError(
               f"{paths[k]}: batch stream out of step: expected {step}, got {b.step}")
       stacked, metrics = step_fn(shared, stacked, _stack_batches(batches, fields, batch_sh),
-                                 learning_rates)
+                                 learning_rates, active_on_device)
       step += 1
       host_metrics = None
       for k, (member, batch) in enumerate(zip(members, batches)):
+        if not active[k]:
+          continue
         member.count(step, batch)
-        if member.logs(step, total_steps):
+        scores = None
+        if member.validates(step, total_steps):
+          params = jax.device_put(member_state(shared, stacked, k)["params"],
+                                  state_sh["params"])
+          scores = member.validate(step, params, validation_step, frozen)
+        if member.logs(step, total_steps) or scores:
           if host_metrics is None:
             host_metrics = jax.device_get(metrics)
-          member.log(step, batch, {name: float(v[k]) for name, v in host_metrics.items()})
+          member.log(step, batch, {name: float(v[k]) for name, v in host_metrics.items()},
+                     scores)
       in_a_row = np.asarray(jax.device_get(stacked["nonfinite_in_a_row"]))
       for k, member in enumerate(members):
+        if not active[k]:
+          continue
         if in_a_row[k] >= int(config.max_nonfinite_in_a_row):
-          raise train_lib.TrainingError(
-              f"{paths[k]}: stopping the population at step {step}: {int(in_a_row[k])} "
-              f"non-finite losses in a row (config.max_nonfinite_in_a_row="
-              f"{config.max_nonfinite_in_a_row}); lower its learning rate or train it alone")
-        if step % int(member.config.checkpoint_every_steps) == 0 or step == total_steps:
+          member.fail(step, int(in_a_row[k]))  # held fixed from now on: its last checkpoint stays
+          active[k] = False
+          active_on_device = jax.device_put(active, partitioning.replicated(mesh))
+        elif step % int(member.config.checkpoint_every_steps) == 0 or step == total_steps:
           member.save(step, member_state(shared, stacked, k), frozen)
+      if step_delay_s:
+        time.sleep(step_delay_s)
   finally:
     for member in members:
       member.close()
   seconds = time.perf_counter() - started
-  pairs_per_sec = step * size * int(config.batch_size) / max(seconds, 1e-9)
+  pairs_per_sec = (step - start_step) * size * int(config.batch_size) / max(seconds, 1e-9)
   summaries = [{**m.summary(step), "population": {"size": size, "member": k,
                                                   "mesh": dict(mesh.shape),
                                                   "pairs_per_sec": pairs_per_sec}}
@@ -340,18 +397,66 @@ def train_population(configs: Sequence, workdirs: Sequence[str | os.PathLike],
                      for k in range(size)]
 
 
+def _restore(members, state_like, frozen) -> tuple[int, list | None]:
+  """(start step, each member's restored train state, or None to start from step 0).
+
+  The population resumes from the latest step that every member holds a usable
+  checkpoint of: a member's later checkpoints are deleted (they are redone), and a
+  member whose checkpoint there is damaged (`checkpoints.restore_latest` moves it aside)
+  takes every member back to its previous one."""
+  bound = max(set.intersection(*(set(m.mngr.all_steps()) for m in members)), default=0)
+  while True:
+    for member in members:
+      member.drop_after(bound)
+    if bound == 0:
+      return 0, None
+    found = [checkpoints.restore_latest(m.mngr, state_like, frozen) for m in members]
+    steps = [int(f[1]["step"]) if f else 0 for f in found]
+    if min(steps) == bound:
+      for member, (_, meta) in zip(members, found):
+        member.resume_meta = meta
+      return bound, [state for state, _ in found]
+    bound = min(steps)
+
+
 class _Member:
-  """One member's bookkeeping: its files, counters, checkpoints (as in `train.train`)."""
+  """One member's bookkeeping: its files, counters, validation, checkpoints (as in
+  `train.train`)."""
 
   def __init__(self, config, workdir: pathlib.Path, is_chief: bool):
-    self.config, self.workdir = config, workdir
-    self.kinds, self.languages, self.pairs = (collections.Counter() for _ in range(3))
+    self.config, self.workdir, self.is_chief = config, workdir, is_chief
     self.mngr = checkpoints.manager(workdir, max_to_keep=int(config.keep_checkpoints))
-    self.metrics_file = open(workdir / train_lib.METRICS_FILE, "a") if is_chief else None
-    self.batches_file = open(workdir / train_lib.BATCHES_FILE, "a") if is_chief else None
-    self.tensorboard = metrics_writer.open_tensorboard(workdir, 0) if is_chief else None
+    self.early_stopping = bool(config.get("early_stopping", False))
+    self.best_mngr = checkpoints.best_manager(workdir) if self.early_stopping else None
+    self.resume_meta, self.validation = {"step": 0}, []
+    self.metrics_file = self.batches_file = self.tensorboard = None
+    self.last_metrics, self.skipped, self.failed, self.final_step = None, 0, None, None
+
+  def drop_after(self, step: int) -> None:
+    """Delete checkpoints saved after `step`, the population's resume step (every process
+    calls Orbax's delete: it waits for all of them)."""
+    for later in [s for s in self.mngr.all_steps() if s > step]:
+      self.mngr.delete(later)
+
+  def start(self, start_step: int) -> None:
+    """As `train.train` after its restore: config files, files cut back to `start_step`,
+    best checkpoints saved later dropped, counters of the steps before."""
+    self.start_step, self.best = start_step, self.resume_meta.get("best_validation")
+    self.skipped = int(self.resume_meta.get("skipped_nonfinite", 0))
+    metrics, batches = (self.workdir / n for n in (train_lib.METRICS_FILE, train_lib.BATCHES_FILE))
+    if self.is_chief:
+      train_lib.record_config(self.config, self.workdir, start_step, {})
+      train_lib.truncate_metrics(metrics, start_step)
+      train_lib.truncate_metrics(batches, start_step)
+    if self.best_mngr is not None:  # saved after the step we resume from: redone
+      for later in [s for s in self.best_mngr.all_steps() if s > start_step]:
+        self.best_mngr.delete(later)
+    self.kinds, self.languages, self.pairs = train_lib.batch_counts(
+        batches if self.is_chief and start_step else None)
+    if self.is_chief:
+      self.metrics_file, self.batches_file = open(metrics, "a"), open(batches, "a")
+      self.tensorboard = metrics_writer.open_tensorboard(self.workdir, start_step)
     self.window_start, self.window_steps = time.perf_counter(), 0
-    self.last_metrics, self.skipped = None, 0
 
   def count(self, step: int, batch) -> None:
     self.window_steps += 1
@@ -362,10 +467,23 @@ class _Member:
       self.batches_file.write(json.dumps(train_lib.batch_record(step, batch)) + "\n")
       self.batches_file.flush()
 
+  def validates(self, step: int, total_steps: int) -> bool:
+    every = int(self.config.get("validation_every_steps", 50))
+    return bool(self.validation) and (step % every == 0 or step == total_steps)
+
+  def validate(self, step: int, params, validation_step, frozen) -> dict:
+    """The validation_loss* scores; with early stopping a new lowest is saved as best."""
+    scores = train_lib.validation_scores(validation_step, params, self.validation)
+    if self.best_mngr is not None and (self.best is None
+                                       or scores["validation_loss"] < self.best["loss"]):
+      self.best = {"step": step, "loss": scores["validation_loss"]}
+      checkpoints.save_best(self.best_mngr, step, params, self.best, frozen)
+    return scores
+
   def logs(self, step: int, total_steps: int) -> bool:
     return step % int(self.config.log_every_steps) == 0 or step == total_steps
 
-  def log(self, step: int, batch, m: dict) -> None:
+  def log(self, step: int, batch, m: dict, scores: dict | None) -> None:
     now = time.perf_counter()
     self.skipped = int(m["skipped_nonfinite"])
     self.last_metrics = {
@@ -374,7 +492,8 @@ class _Member:
         "languages": batch.languages, "language_pairs": train_lib.language_pairs(batch),
         "skipped_nonfinite": self.skipped,
         **({"l2sp_penalty": m["l2sp_penalty"]} if "l2sp_penalty" in m else {}),
-        "examples_per_sec": self.window_steps * self.config.batch_size / (now - self.window_start)}
+        "examples_per_sec": self.window_steps * self.config.batch_size / (now - self.window_start),
+        **(scores or {})}
     self.window_start, self.window_steps = now, 0
     if self.metrics_file:
       self.metrics_file.write(json.dumps(self.last_metrics) + "\n")
@@ -382,21 +501,36 @@ class _Member:
     if self.tensorboard:
       self.tensorboard.write(self.last_metrics)
 
+  def fail(self, step: int, in_a_row: int) -> None:
+    """Stopped as `train.train` would stop it alone (its message), at `step`."""
+    self.failed = train_lib.nonfinite_stop(step, in_a_row, self.config, self.mngr.latest_step(),
+                                           self.workdir)
+    self.final_step = step
+    if self.is_chief:
+      print(f"population member {self.workdir}: {self.failed}", file=sys.stderr)
+
   def save(self, step: int, state: dict, frozen) -> None:
     self.skipped = int(state["skipped_nonfinite"])
-    checkpoints.save(self.mngr, step, state, {"step": step, "skipped_nonfinite": self.skipped},
-                     frozen)
+    meta = {"step": step, "skipped_nonfinite": self.skipped,
+            **({"best_validation": self.best} if self.best else {})}
+    checkpoints.save(self.mngr, step, state, meta, frozen)
 
   def close(self) -> None:
-    self.mngr.wait_until_finished()
-    self.mngr.close()
+    for mngr in (self.mngr, self.best_mngr):
+      if mngr is not None:
+        try:
+          mngr.wait_until_finished()
+        finally:
+          mngr.close()
     for f in (self.metrics_file, self.batches_file, self.tensorboard):
       if f:
         f.close()
 
   def summary(self, final_step: int) -> dict:
-    return {"workdir": str(self.workdir), "final_step": final_step, "resumed_from_step": 0,
-            "kind_counts": dict(self.kinds), "language_counts": dict(self.languages),
+    return {"workdir": str(self.workdir), "final_step": self.final_step or final_step,
+            "resumed_from_step": self.start_step, "kind_counts": dict(self.kinds),
+            "language_counts": dict(self.languages),
             "language_pair_counts": dict(sorted(self.pairs.items())),
-            "skipped_nonfinite": self.skipped, "best_validation": None,
-            "final_metrics": self.last_metrics}
+            "skipped_nonfinite": self.skipped,
+            "best_validation": self.best if self.early_stopping else None,
+            "final_metrics": self.last_metrics, "failed": self.failed}

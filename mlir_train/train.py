@@ -351,6 +351,43 @@ def batch_record(step: int, batch) -> dict:
           "language_pairs": language_pairs(batch)}
 
 
+def global_validation_batches(validation, mesh) -> list[tuple[str, dict]]:
+  """[(batch kind, global arrays)] of this process's fixed validation batches."""
+  return [(kind_name(b), partitioning.global_batch(
+      {f: getattr(b, f) for f in BATCH_FIELDS}, mesh)) for b in validation]
+
+
+def validation_scores(validation_step, params, validation_arrays) -> dict[str, float]:
+  """Mean InfoNCE loss per batch kind over the fixed validation batches, and their mean:
+  the validation_loss* keys of metrics.jsonl."""
+  by_kind = collections.defaultdict(list)
+  for kind, arrays in validation_arrays:
+    by_kind[kind].append(float(validation_step(params, arrays)))
+  out = {f"validation_loss_{k}": float(np.mean(v)) for k, v in sorted(by_kind.items())}
+  return {"validation_loss": float(np.mean(list(out.values()))), **out}
+
+
+def nonfinite_stop(step: int, in_a_row: int, config, last_checkpoint: int | None,
+                   workdir: pathlib.Path) -> str:
+  """Why a run stops after config.max_nonfinite_in_a_row non-finite losses in a row."""
+  return (f"stopping at step {step}: {in_a_row} non-finite losses "
+          f"in a row (config.max_nonfinite_in_a_row={config.max_nonfinite_in_a_row}); "
+          f"lower the learning rate or use compute_dtype=float32. Last checkpoint: "
+          f"step {last_checkpoint} in {workdir / checkpoints.CHECKPOINT_DIR}")
+
+
+def batch_counts(path: pathlib.Path | None) -> tuple[collections.Counter, ...]:
+  """(batches per kind, per `languages` label, pairs per language pair) of the steps
+  batches.jsonl at `path` records (empty counters for None)."""
+  kinds, languages, pairs = (collections.Counter() for _ in range(3))
+  for line in (path.read_text().splitlines() if path is not None else []):
+    record = json.loads(line)
+    kinds[record["batch_kind"]] += 1
+    languages[record["languages"]] += 1
+    pairs.update(record["language_pairs"])
+  return kinds, languages, pairs
+
+
 # ----------------------------------------------------------------------------
 # Workdir files
 # ----------------------------------------------------------------------------
@@ -445,8 +482,9 @@ def truncate_metrics(path: pathlib.Path, last_step: int) -> None:
   files.atomic_write_text(path, "".join(line + "\n" for line in keep), fsync=False)
 
 
-def _validate(config, workdir: pathlib.Path) -> None:
-  """Every check that needs no model or data: config keys and values, the workdir."""
+def check_run(config, workdir: pathlib.Path) -> None:
+  """Every check that needs no model or data: config keys and values, the workdir
+  (`TrainingError`, one line). `train` and `population.train_population` call it first."""
   try:
     config_validation.validate(config)
   except config_validation.ConfigError as e:
@@ -508,7 +546,7 @@ def train(config, workdir: str | os.PathLike, allow_config_change: bool = False,
   trains in raises `files.LockError` naming it, before anything is read or written.
   """
   workdir = pathlib.Path(workdir)
-  _validate(config, workdir)
+  check_run(config, workdir)
   with workdir_lock(workdir), _write_failures(workdir):
     return _train(config, workdir, allow_config_change, console)
 
@@ -612,13 +650,8 @@ def _train(config, workdir: pathlib.Path, allow_config_change: bool, console: bo
   # pairs per (query language, passage language) over the whole run: the steps
   # before a resume are counted from batches.jsonl (the chief's; other processes
   # count the steps they run).
-  kind_counts, language_counts, pair_counts = (collections.Counter() for _ in range(3))
-  if is_chief and start_step:
-    for line in (workdir / BATCHES_FILE).read_text().splitlines():
-      record = json.loads(line)
-      kind_counts[record["batch_kind"]] += 1
-      language_counts[record["languages"]] += 1
-      pair_counts.update(record["language_pairs"])
+  kind_counts, language_counts, pair_counts = batch_counts(
+      workdir / BATCHES_FILE if is_chief and start_step else None)
 
   # --- Input ----------------------------------------------------------------
   seen = {}  # the training data and held-out pairs, for the console's summary
@@ -627,17 +660,11 @@ def _train(config, workdir: pathlib.Path, allow_config_change: bool, console: bo
   if console and is_chief:
     console_lib.print_summary(console_lib.summary_lines(
         config, model, mesh.devices.flat, start_step, workdir, parameters=parameters, **seen))
-  validation_arrays = [(kind_name(b), partitioning.global_batch(
-      {f: getattr(b, f) for f in BATCH_FIELDS}, mesh)) for b in validation]
+  validation_arrays = global_validation_batches(validation, mesh)
 
   # --- Validation and early stopping ------------------------------------------
   def validate(params) -> dict[str, float]:
-    """Mean InfoNCE loss per batch kind over the fixed validation batches, and their mean."""
-    by_kind = collections.defaultdict(list)
-    for kind, arrays in validation_arrays:
-      by_kind[kind].append(float(validation_step(params, arrays)))
-    out = {f"validation_loss_{k}": float(np.mean(v)) for k, v in sorted(by_kind.items())}
-    return {"validation_loss": float(np.mean(list(out.values()))), **out}
+    return validation_scores(validation_step, params, validation_arrays)
 
   early_stopping = bool(config.get("early_stopping", False))
   best_mngr = checkpoints.best_manager(workdir) if early_stopping else None
@@ -706,11 +733,8 @@ def _train(config, workdir: pathlib.Path, allow_config_change: bool, console: bo
           tensorboard.write(last_metrics)
 
       if int(state["nonfinite_in_a_row"]) >= int(config.max_nonfinite_in_a_row):
-        raise TrainingError(
-            f"stopping at step {step}: {int(state['nonfinite_in_a_row'])} non-finite losses "
-            f"in a row (config.max_nonfinite_in_a_row={config.max_nonfinite_in_a_row}); "
-            f"lower the learning rate or use compute_dtype=float32. Last checkpoint: "
-            f"step {mngr.latest_step()} in {workdir / checkpoints.CHECKPOINT_DIR}")
+        raise TrainingError(nonfinite_stop(step, int(state["nonfinite_in_a_row"]), config,
+                                           mngr.latest_step(), workdir))
 
       if step % int(config.checkpoint_every_steps) == 0 or step == total_steps:
         meta = {"step": step, "skipped_nonfinite": int(state["skipped_nonfinite"]),

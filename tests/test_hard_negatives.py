@@ -202,7 +202,7 @@ def test_config_checks(tmp_path):
     config_validation.validate(config)
   config.hard_negatives_per_pair, config.data_source = 2, "pairs"
   with pytest.raises(train.TrainingError, match="needs data_source 'files'"):
-    train._validate(config, tmp_path / "w")
+    train.check_run(config, tmp_path / "w")
 
 
 # ----------------------------------------------------------------------------
