@@ -104,20 +104,22 @@ def step_rows(args) -> list[dict]:
     del one
     batch_sh = NamedSharding(mesh, P(population.RUNS_AXIS, partitioning.BATCH_AXES))
     rates = jax.device_put(np.zeros(size, np.float32), partitioning.replicated(mesh))
+    active = jax.device_put(np.ones(size, bool), partitioning.replicated(mesh))
     step = jax.jit(population.make_population_step(module, config, False),
-                   in_shardings=(shared_sh, stacked_sh, batch_sh, partitioning.replicated(mesh)),
+                   in_shardings=(shared_sh, stacked_sh, batch_sh, partitioning.replicated(mesh),
+                                 partitioning.replicated(mesh)),
                    out_shardings=(stacked_sh, partitioning.replicated(mesh)), donate_argnums=1)
     batches = [{f: jax.device_put(np.stack([np.asarray(getattr(
         synthetic.global_batch(config, model.config.vocab_size, s * size + k), f))
         for k in range(size)]), batch_sh) for f in fields} for s in range(args.steps + 2)]
-    compiled = step.lower(shared, stacked, batches[0], rates).compile()
+    compiled = step.lower(shared, stacked, batches[0], rates, active).compile()
     compile_s = time.perf_counter() - started
     for b in batches[:2]:
-      stacked, metrics = compiled(shared, stacked, b, rates)
+      stacked, metrics = compiled(shared, stacked, b, rates, active)
     jax.block_until_ready(stacked)
     started = time.perf_counter()
     for b in batches[2:]:
-      stacked, metrics = compiled(shared, stacked, b, rates)
+      stacked, metrics = compiled(shared, stacked, b, rates, active)
     jax.block_until_ready((stacked, metrics))
     seconds = time.perf_counter() - started
     flops = size * training_flops(model.config, batch, q_len, p_len) * args.steps / seconds
