@@ -19,7 +19,12 @@ import json
 import pathlib
 from typing import Callable, Sequence
 
+from data_pipelines.errors import ProjectError
 from study.plan import PlannedRun
+
+class PopulationTrainingError(ProjectError):
+  """A member of a population stopped (non-finite losses), as its run alone would have."""
+
 
 ACCELERATOR_SIZE = 20  # members per population on a GPU / TPU (memory: --population caps it)
 CPU_SIZE = 1           # on a CPU: one by one (perf/results/population.md)
@@ -71,9 +76,17 @@ def train_populations(pending: Sequence[PlannedRun], config_of: Callable[[Planne
     else:
       summaries = population.train_population([configs[item.rid] for item in members], workdirs)
       trained += 1
+    failed = []
     for item, summary in zip(members, summaries):
+      if summary.get("failed"):  # held fixed in its population; alone it would have stopped
+        failed.append(f"{item.rid}: {summary['failed']}")
+        continue
       write_json(run_dir(item) / SUMMARY_FILE, summary)
       on_trained(item)
+    if failed:
+      raise PopulationTrainingError(
+          f"{len(failed)} run(s) of a population stopped (the others are saved): "
+          + "; ".join(failed))
   return trained
 
 

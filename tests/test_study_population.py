@@ -80,3 +80,24 @@ def test_groups_keep_plan_order_and_the_cap():
                                                           ("a1", "a2", "a3", "a4", "b1", "b2")]
   with pytest.raises(ValueError, match="--population"):
     populations.size("0")
+
+
+@pytest.mark.fast
+def test_a_member_that_stopped_is_an_error_not_a_result(tmp_path, monkeypatch):
+  """A member held fixed after non-finite losses ("failed" in its summary) gets no
+  train_summary.json (so it is never evaluated as if trained) and the study stops with
+  one error naming it, as the run alone would have; the others' summaries are kept."""
+  from mlir_train import population
+  from study.plan import PlannedRun
+  items = [PlannedRun(f"r{k}", "mono", 1.0, k) for k in range(3)]
+  monkeypatch.setattr(population, "train_population", lambda configs, workdirs: [
+      {"final_step": 4, "failed": None}, {"final_step": 2, "failed": "stopping at step 2: "
+                                           "3 non-finite losses in a row"},
+      {"final_step": 4, "failed": None}])
+  monkeypatch.setattr(populations, "program_key", lambda config: "one")
+  written = []
+  with pytest.raises(populations.PopulationTrainingError, match="r1: stopping at step 2"):
+    populations.train_populations(items, lambda item: None, lambda item: tmp_path / item.rid, 3,
+                                  lambda path, obj: written.append(path.parent.name),
+                                  lambda item: None)
+  assert written == ["r0", "r2"]
