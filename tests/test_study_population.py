@@ -101,3 +101,50 @@ def test_a_member_that_stopped_is_an_error_not_a_result(tmp_path, monkeypatch):
                                   lambda path, obj: written.append(path.parent.name),
                                   lambda item: None)
   assert written == ["r0", "r2"]
+
+
+@pytest.mark.slow
+def test_a_killed_study_continues_its_population(tmp_path, data_dir):
+  """SIGKILL `python -m study --population 3` after its population's step-2 checkpoints,
+  re-run: the same three runs form the same population, which resumes from step 2 and ends
+  with the one-by-one golden's numbers (each member's batches.jsonl: 4 steps, none twice)."""
+  import os
+  import signal
+  import subprocess
+  import sys
+  import time
+  out = tmp_path / "study"
+  argv = [sys.executable, "-m", "study", "--preset", "smoke", "--fold", "A", "--model",
+          "tiny-random", "--steps", "4", "--data_dir", str(data_dir), "--out", str(out),
+          "--population", "3", "--set", "benchmarks=tydiqa_goldp",
+          "--set", "train_overrides.checkpoint_every_steps=2"]
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  repo = pathlib.Path(__file__).resolve().parents[1]
+  proc = subprocess.Popen(argv, cwd=repo, env={**env, "MLIR_TRAIN_STEP_DELAY_S": "1"},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  checkpoints = [out / "runs" / rid / "train" / "checkpoints" / "2"
+                 for rid in ("mono-s0", "cross-s0", "hybrid-a0.5-s0")]
+  deadline = time.time() + 600
+  while not all(c.is_dir() for c in checkpoints):
+    assert proc.poll() is None and time.time() < deadline, "no step-2 checkpoints"
+    time.sleep(0.05)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  assert not list(out.glob("runs/*/train_summary.json"))
+  again = subprocess.run(argv, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "resuming the population of 3 from step 2" in again.stderr
+  results = json.loads((out / "results.json").read_text())
+  golden = json.loads(GOLDEN.read_text())
+  for run in results["runs"]:
+    if run["run_id"] == "start":
+      continue
+    steps = [json.loads(l)["step"] for l in
+             (out / "runs" / run["run_id"] / "train" / "batches.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4], run["run_id"]
+    assert run["train"]["resumed_from_step"] == 2
+    for key, value in golden[run["run_id"]].items():
+      if key.startswith("tydiqa_goldp/"):
+        _, setting, metric = key.split("/")
+        got = run["metrics"]["tydiqa_goldp"]["settings"][setting]["macro"][metric]
+        assert got == pytest.approx(value, abs=6e-5), (run["run_id"], key)
