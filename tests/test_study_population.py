@@ -17,7 +17,7 @@ def population_study(tmp_path_factory, data_dir):
   out = tmp_path_factory.mktemp("study_population")
   argv = ["--preset", "smoke", "--fold", "A", "--model", "tiny-random", "--steps", "4",
           "--data_dir", str(data_dir), "--out", str(out), "--population", "3",
-          "--set", "benchmarks=tydiqa_goldp"]
+          "--set", "benchmarks=()"]
   passes = []
   from eval import population as eval_population
   evaluate_many = eval_population.evaluate_many
@@ -38,7 +38,7 @@ def test_the_three_strategies_train_and_evaluate_as_one_population(population_st
     assert summary["population"]["size"] == 3, rid
   assert {r["run_id"] for r in results["runs"]} == {"start", "mono-s0", "cross-s0",
                                                     "hybrid-a0.5-s0"}
-  assert passes == [(3, "xquad_r"), (3, "tydiqa_goldp")]  # the start is evaluated alone
+  assert passes == [(3, "xquad_r")]  # the start is evaluated alone
 
 
 def test_numbers_equal_the_runs_trained_one_by_one(population_study):
@@ -60,7 +60,7 @@ def test_numbers_equal_the_runs_trained_one_by_one(population_study):
         got = runs[rid]["metrics"][benchmark]["settings"][setting]["macro"][metric]
         assert got == pytest.approx(value, abs=6e-5), (rid, key)
         compared += 1
-  assert compared >= 12
+  assert compared >= 9
 
 
 def test_rerun_reads_the_population_back(population_study, capsys):

@@ -192,6 +192,7 @@ def test_truncate_drops_later_and_cut_short_lines(tmp_path):
   assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
 
 
+@pytest.mark.slow  # 22 s; the loss and gradient equality per step: tests/test_gradcache.py
 def test_gradcache_training_matches_full_batch_training(tmp_path):
   """gradcache_chunk_size dividing the batch: the same parameters after a few steps."""
   def run(name, chunk_size):
