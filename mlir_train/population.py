@@ -226,9 +226,18 @@ def split_state(state: dict, config) -> tuple[dict, dict]:
   return shared, {**{k: state[k] for k in BATCHED_STATE}, "params": trainable}
 
 
-def member_state(shared: dict, stacked: dict, k: int) -> dict:
-  """Member k's train state, as `train.train` holds (and checkpoints) it."""
-  return full_state(shared, jax.tree.map(lambda x: x[k], stacked))
+def member_state(shared: dict, stacked: dict, k: int, take=None) -> dict:
+  """Member k's train state, as `train.train` holds (and checkpoints) it. `take`: the
+  jitted slice (`member_taker`); needed on several processes, where eager indexing of a
+  global array dispatches op by op and can hang."""
+  member = take(stacked, k) if take is not None else jax.tree.map(lambda x: x[k], stacked)
+  return full_state(shared, member)
+
+
+def member_taker(member_sharding):
+  """(stacked, k) -> member k's batched state in one jitted call, laid out as alone."""
+  return jax.jit(lambda stacked, k: jax.tree.map(lambda x: x[k], stacked), static_argnums=1,
+                 out_shardings=member_sharding)
 
 
 def full_state(shared: dict, member: dict) -> dict:
@@ -289,6 +298,7 @@ def _train_population(configs, paths, return_params, runs_devices):
   shared_sh = partitioning.tree_shardings(shared_shape, mesh)
   stacked_sh = stacked_sharding(member_shape, mesh)
   member_sh = partitioning.tree_shardings(member_shape, mesh)
+  take = member_taker(member_sh)
   shared, one = jax.jit(init, out_shardings=(shared_sh, member_sh))(model.params)
   frozen = None if base_is_run else checkpoints.Frozen.of(
       model.params, optimizer_lib.frozen_names(model.params, config.freeze_embeddings,
@@ -362,7 +372,7 @@ def _train_population(configs, paths, return_params, runs_devices):
         member.count(step, batch)
         scores = None
         if member.validates(step, total_steps):
-          params = jax.device_put(member_state(shared, stacked, k)["params"],
+          params = jax.device_put(member_state(shared, stacked, k, take)["params"],
                                   state_sh["params"])
           scores = member.validate(step, params, validation_step, frozen)
         if member.logs(step, total_steps) or scores:
@@ -379,7 +389,7 @@ def _train_population(configs, paths, return_params, runs_devices):
           active[k] = False
           active_on_device = jax.device_put(active, partitioning.replicated(mesh))
         elif step % int(member.config.checkpoint_every_steps) == 0 or step == total_steps:
-          member.save(step, member_state(shared, stacked, k), frozen)
+          member.save(step, member_state(shared, stacked, k, take), frozen)
       if step_delay_s:
         time.sleep(step_delay_s)
   finally:
@@ -393,7 +403,7 @@ def _train_population(configs, paths, return_params, runs_devices):
                for k, m in enumerate(members)]
   if not return_params:
     return summaries
-  return summaries, [jax.device_get(member_state(shared, stacked, k)["params"])
+  return summaries, [jax.device_get(member_state(shared, stacked, k, take)["params"])
                      for k in range(size)]
 
 
