@@ -2,8 +2,8 @@
 
 The mesh has two axes: "data" (pure data parallelism) and "fsdp" (data
 parallelism whose devices also split the parameters and optimizer state,
-big_vision's fsdp rule); a population of runs adds a third, "runs". The batch is split over both axes, so every device
-holds a slice of the global batch; the similarity matrix over the global batch
+big_vision's fsdp rule); a population of runs adds a third, "runs". The batch
+is split over "data" and "fsdp", so every device holds a slice of the global batch; the similarity matrix over the global batch
 is still one matmul and XLA inserts the collectives.
 """
 from __future__ import annotations

@@ -226,12 +226,11 @@ def split_state(state: dict, config) -> tuple[dict, dict]:
   return shared, {**{k: state[k] for k in BATCHED_STATE}, "params": trainable}
 
 
-def member_state(shared: dict, stacked: dict, k: int, take=None) -> dict:
+def member_state(shared: dict, stacked: dict, k: int, take) -> dict:
   """Member k's train state, as `train.train` holds (and checkpoints) it. `take`: the
-  jitted slice (`member_taker`); needed on several processes, where eager indexing of a
-  global array dispatches op by op and can hang."""
-  member = take(stacked, k) if take is not None else jax.tree.map(lambda x: x[k], stacked)
-  return full_state(shared, member)
+  jitted slice (`member_taker`), not eager indexing, which on several processes is
+  dispatched op by op and hung."""
+  return full_state(shared, take(stacked, k))
 
 
 def member_taker(member_sharding):

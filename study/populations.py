@@ -20,7 +20,7 @@ import pathlib
 from typing import Callable, Sequence
 
 from data_pipelines.errors import ProjectError
-from study.plan import PlannedRun
+from study.plan import PlannedRun, StudyError
 
 class PopulationTrainingError(ProjectError):
   """A member of a population stopped (non-finite losses), as its run alone would have."""
@@ -36,9 +36,12 @@ def size(requested: str | int | None) -> int:
   if requested in (None, "auto"):
     import jax
     return CPU_SIZE if jax.default_backend() == "cpu" else ACCELERATOR_SIZE
-  value = int(requested)
+  try:
+    value = int(requested)
+  except ValueError:
+    value = 0
   if value < 1:
-    raise ValueError(f"--population must be >= 1 or auto, got {requested}")
+    raise StudyError(f"--population must be a whole number >= 1 or auto, got {requested!r}")
   return value
 
 
@@ -101,7 +104,7 @@ def evaluate_populations(items: Sequence[PlannedRun], run_dir: Callable[[Planned
                           if not (run_dir(item) / f"eval_{b}.json").exists()]
   todo = [item for item in items if missing(item)]
   passes = 0
-  for members in groups(todo, lambda item: "all", cap):
+  for members in (todo[i:i + cap] for i in range(0, len(todo), cap)):
     loaded = {item.rid: models_lib.load_model(str(run_dir(item) / "train")) for item in members}
     for benchmark in benchmarks:
       these = [item for item in members if benchmark in missing(item)]

@@ -78,8 +78,9 @@ def test_groups_keep_plan_order_and_the_cap():
                                                           ["b1", "b2"]]
   assert populations.groups(items, lambda s: s[0], 1) == [[i] for i in
                                                           ("a1", "a2", "a3", "a4", "b1", "b2")]
-  with pytest.raises(ValueError, match="--population"):
-    populations.size("0")
+  for bad in ("0", "many"):
+    with pytest.raises(populations.StudyError, match="--population"):
+      populations.size(bad)
 
 
 @pytest.mark.fast
